@@ -1,0 +1,55 @@
+"""spoc-workers: background workers in threads and processes with one lifecycle.
+
+The public API, importable from ``spoc.workers``:
+
+* :class:`ThreadWorker`, :class:`ProcessWorker` and their base :class:`AbstractWorker`;
+* :class:`Server`, which runs many workers and handles SIGINT/SIGTERM;
+* :func:`run_async_safely` and :func:`set_uvloop_if_available` (from ``spoc.workers.aio``).
+"""
+
+# spoc.workers spans several distributions (core, aio, patterns); with
+# editable installs each has its own src/ on sys.path, so extend the path.
+from pkgutil import extend_path
+
+__path__ = extend_path(__path__, __name__)
+
+from spoc.workers.aio import run_async_safely, set_uvloop_if_available  # noqa: E402
+
+from ._errors import (  # noqa: E402
+    RemoteTraceback,
+    WorkerError,
+    WorkerExitedError,
+    WorkerNotPicklableError,
+    WorkerRemoteError,
+)
+from ._process import START_METHOD_ENV, ProcessWorker  # noqa: E402
+from ._server import Server  # noqa: E402
+from ._state import WorkerState  # noqa: E402
+from ._thread import ThreadWorker  # noqa: E402
+from ._worker import AbstractWorker, WorkerContext  # noqa: E402
+
+__version__: str
+try:
+    from importlib.metadata import version as _version
+
+    __version__ = _version("spoc-workers-core")
+except Exception:  # running from a source tree without metadata
+    __version__ = "0+unknown"
+
+__all__ = [
+    "START_METHOD_ENV",
+    "AbstractWorker",
+    "ProcessWorker",
+    "RemoteTraceback",
+    "Server",
+    "ThreadWorker",
+    "WorkerContext",
+    "WorkerError",
+    "WorkerExitedError",
+    "WorkerNotPicklableError",
+    "WorkerRemoteError",
+    "WorkerState",
+    "__version__",
+    "run_async_safely",
+    "set_uvloop_if_available",
+]

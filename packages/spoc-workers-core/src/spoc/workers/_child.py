@@ -1,0 +1,207 @@
+"""The child-process side of a :class:`~spoc.workers.ProcessWorker`.
+
+The child's main thread runs the lifecycle. A small control thread listens to
+the parent (a "stop" or "exit" message, or the end of the pipe), watches for
+the parent's death (orphan protection, even after SIGKILL) and enforces
+``stop_timeout`` once a stop was requested, dumping every thread's stack
+before it gives up on a worker that ignores the stop.
+
+Signals: SIGINT is ignored (a terminal's Ctrl+C reaches the whole process
+group; the parent decides), SIGTERM is a stop request. Both handlers only set
+flags, which is all a signal handler may safely do.
+"""
+
+from __future__ import annotations
+
+import faulthandler
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+import traceback
+from multiprocessing import parent_process
+from multiprocessing.connection import Connection, wait
+from typing import TYPE_CHECKING, Any
+
+from ._lifecycle import run_lifecycle
+from ._state import WorkerState
+from ._stop import StopToken
+
+if TYPE_CHECKING:
+    from ._process import ProcessWorker
+
+__all__ = ["EXIT_FAILED", "EXIT_STOP_TIMEOUT", "EXIT_TERMINATED", "child_main"]
+
+logger = logging.getLogger("spoc.workers.worker")
+
+EXIT_FAILED = 1
+"""Exit code of a child whose run ended FAILED."""
+EXIT_STOP_TIMEOUT = 124
+"""Exit code of a child that ignored a stop request for longer than ``stop_timeout``."""
+EXIT_TERMINATED = 125
+"""Exit code of a child ended by :meth:`ProcessWorker.terminate`."""
+
+STOP = b"stop"
+EXIT = b"exit"
+
+_TICK = 0.2  # how often the control thread re-checks the flag and the parent pid
+_CANCEL_GRACE = 0.25  # lets an async main's own cancellation win over the watchdog
+
+
+def child_main(worker: ProcessWorker, control: Connection, status: Connection) -> None:
+    """Entry point of the child process (module-level, so spawn can import it)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    token = StopToken()
+    signal.signal(signal.SIGTERM, lambda signum, frame: token.set())
+    worker._enter_child(token)
+    _set_process_name(worker.name)
+    reporter = PipeReporter(status)
+    finished = threading.Event()
+    control_thread = threading.Thread(
+        target=_control_loop,
+        args=(worker, control, token, finished, reporter),
+        name=f"{worker.name}:control",
+        daemon=True,
+    )
+    control_thread.start()
+    final = WorkerState.FAILED
+    try:
+        final = run_lifecycle(worker, token, reporter)
+    finally:
+        finished.set()
+        reporter.done(final)
+    if final is WorkerState.FAILED:
+        raise SystemExit(EXIT_FAILED)
+
+
+class PipeReporter:
+    """Sends a run's progress to the parent over the status pipe."""
+
+    def __init__(self, status: Connection) -> None:
+        self._status = status
+        self._lock = threading.Lock()
+        self.main_returned_at: float | None = None
+
+    def state(self, state: WorkerState) -> None:
+        if state is WorkerState.STOPPING:
+            self.main_returned_at = time.monotonic()
+        self._send(("state", state.value))
+
+    def error(self, phase: str, exc: BaseException) -> None:
+        tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+        try:
+            from multiprocessing.reduction import ForkingPickler
+
+            payload: bytes | None = bytes(ForkingPickler.dumps(exc))
+        except Exception:
+            payload = None
+        self._send(("error", phase, payload, _qualname(type(exc)), str(exc), tb))
+
+    def done(self, state: WorkerState) -> None:
+        self._send(("done", state.value))
+
+    def _send(self, message: tuple[Any, ...]) -> None:
+        # The control thread may report while the main thread does: one at a
+        # time, and never block forever on a parent that stopped reading.
+        if not self._lock.acquire(timeout=1.0):
+            return
+        try:
+            self._status.send(message)
+        except (OSError, ValueError):
+            pass  # the parent is gone; nothing left to tell
+        finally:
+            self._lock.release()
+
+
+def _control_loop(
+    worker: ProcessWorker,
+    control: Connection,
+    token: StopToken,
+    finished: threading.Event,
+    reporter: PipeReporter,
+) -> None:
+    parent = parent_process()
+    watched: list[Any] = [control]
+    if parent is not None and parent.sentinel is not None:
+        watched.append(parent.sentinel)
+    parent_pid = os.getppid()
+    stop_seen_at: float | None = None
+    while not finished.is_set():
+        for ready in wait(watched, timeout=_TICK) if watched else _idle(_TICK):
+            if ready is control:
+                try:
+                    message = control.recv_bytes()
+                except (EOFError, OSError):
+                    _orphaned(worker, token, "its parent closed the control pipe")
+                    watched.remove(control)
+                    continue
+                if message == EXIT:
+                    _hard_exit(reporter, f"worker {worker.name!r} terminated by its parent", EXIT_TERMINATED)
+                token.set()
+            else:
+                _orphaned(worker, token, "its parent process died")
+                watched.remove(ready)
+        if os.getppid() != parent_pid:
+            _orphaned(worker, token, "its parent process died")
+        if finished.is_set() or not token.stopped:
+            continue
+        now = time.monotonic()
+        if stop_seen_at is None:
+            stop_seen_at = now
+        main_returned_at = reporter.main_returned_at
+        if main_returned_at is None:
+            if now - stop_seen_at > worker.stop_timeout + _CANCEL_GRACE:
+                _hard_exit(
+                    reporter,
+                    f"worker {worker.name!r}: main() ignored the stop request for "
+                    f"{worker.stop_timeout:g}s (stop_timeout)",
+                    EXIT_STOP_TIMEOUT,
+                )
+        elif now - max(main_returned_at, stop_seen_at) > worker.stop_timeout:
+            _hard_exit(
+                reporter,
+                f"worker {worker.name!r}: teardown() still running {worker.stop_timeout:g}s "
+                "after the stop request (stop_timeout)",
+                EXIT_STOP_TIMEOUT,
+            )
+
+
+def _idle(seconds: float) -> list[Any]:
+    time.sleep(seconds)
+    return []
+
+
+def _orphaned(worker: ProcessWorker, token: StopToken, why: str) -> None:
+    if not token.stopped:
+        logger.warning("worker %r: %s; stopping", worker.name, why)
+    token.set()
+
+
+def _hard_exit(reporter: PipeReporter, reason: str, code: int) -> None:
+    logger.error("%s; dumping stacks and exiting", reason)
+    sys.stderr.write(f"spoc.workers: {reason}; stacks of every thread:\n")
+    faulthandler.dump_traceback(all_threads=True)
+    reporter.error("stop", TimeoutError(reason) if code == EXIT_STOP_TIMEOUT else RuntimeError(reason))
+    reporter.done(WorkerState.FAILED)
+    os._exit(code)
+
+
+def _qualname(cls: type) -> str:
+    module = cls.__module__
+    return cls.__qualname__ if module == "builtins" else f"{module}.{cls.__qualname__}"
+
+
+def _set_process_name(name: str) -> None:
+    """Show the worker's name in ``ps``/``top`` (Linux ``comm``, 15 bytes); best effort."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        pr_set_name = 15
+        libc.prctl(pr_set_name, name.encode("utf-8", "replace")[:15], 0, 0, 0)
+    except Exception:
+        pass

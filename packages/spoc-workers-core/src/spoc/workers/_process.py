@@ -1,0 +1,326 @@
+"""``ProcessWorker``: a worker carried by a child process.
+
+The parent and the child talk over two one-way pipes: *control* (parent →
+child: ``stop``/``exit``) and *status* (child → parent: state changes, errors
+with their tracebacks, the final state). The parent reads the status pipe
+whenever it looks at the worker, so ``state``, ``exception`` and ``exitcode``
+are correct for processes too, with no thread of its own.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import pickle
+import signal
+import threading
+import time
+from multiprocessing.connection import Connection, wait
+from typing import Any, ClassVar
+
+from ._child import EXIT, STOP, child_main
+from ._errors import RemoteTraceback, WorkerExitedError, WorkerNotPicklableError, WorkerRemoteError
+from ._pickling import find_unpicklable
+from ._state import TERMINAL_STATES, WorkerState
+from ._stop import StopToken
+from ._worker import DEFAULT_STOP_TIMEOUT, AbstractWorker
+
+__all__ = ["START_METHOD_ENV", "ProcessWorker", "describe_exitcode"]
+
+logger = logging.getLogger("spoc.workers.worker")
+
+START_METHOD_ENV = "SPOC_WORKERS_START_METHOD"
+"""Environment variable naming the default start method of every ProcessWorker."""
+
+
+class ProcessWorker(AbstractWorker):
+    """A worker that runs in its own process: true parallelism, isolated memory.
+
+    Best for CPU-bound work. Each :meth:`start` runs the lifecycle in a fresh
+    child process named after the worker. Under ``spawn`` and ``forkserver``
+    the worker object is pickled to the child, so everything it holds at
+    ``start()`` must pickle; create connections, locks and clients in
+    :meth:`setup`, which runs in the child. Changes the child makes to the
+    worker (``self.context`` included) are not seen by the parent.
+
+    Args:
+        name: see :class:`AbstractWorker`.
+        daemon: see :class:`AbstractWorker`.
+        stop_timeout: see :class:`AbstractWorker`. In the child it bounds how
+            long ``main`` may ignore a stop request, and then ``teardown``,
+            before the child dumps its stacks and exits (code 124).
+        start_method: ``"fork"``, ``"spawn"`` or ``"forkserver"``; by default
+            the ``SPOC_WORKERS_START_METHOD`` environment variable, else
+            Python's default (see :func:`multiprocessing.set_start_method`).
+
+    Raises:
+        ValueError: unknown ``start_method``.
+    """
+
+    kind: ClassVar[str] = "process"
+
+    def __init__(
+        self,
+        name: str | None = None,
+        *,
+        daemon: bool = True,
+        stop_timeout: float = DEFAULT_STOP_TIMEOUT,
+        start_method: str | None = None,
+    ) -> None:
+        super().__init__(name, daemon=daemon, stop_timeout=stop_timeout)
+        if start_method is not None:
+            _check_start_method(start_method, f"worker {self.name!r}: start_method")
+        self._start_method = start_method
+
+    def _init_runtime(self) -> None:
+        super()._init_runtime()
+        self._process: multiprocessing.process.BaseProcess | None = None
+        self._control: Connection | None = None
+        self._status: Connection | None = None
+        self._status_lock = threading.RLock()
+
+    def _runtime_attrs(self) -> tuple[str, ...]:
+        return (*super()._runtime_attrs(), "_process", "_control", "_status", "_status_lock")
+
+    # -- introspection --------------------------------------------------------
+
+    @property
+    def start_method(self) -> str:
+        """The start method the next :meth:`start` uses."""
+        if self._start_method is not None:
+            return self._start_method
+        from_env = os.environ.get(START_METHOD_ENV)
+        if from_env:
+            return _check_start_method(from_env, f"${START_METHOD_ENV}")
+        return multiprocessing.get_start_method()
+
+    @property
+    def process(self) -> multiprocessing.process.BaseProcess | None:
+        """The process of the current or last run (None before the first start)."""
+        return self._process
+
+    @property
+    def pid(self) -> int | None:
+        """The child's process id (None before the first start)."""
+        process = self._process
+        return None if process is None else process.pid
+
+    @property
+    def exitcode(self) -> int | None:
+        """The child's exit code: None while it runs, ``-N`` if killed by signal ``N``."""
+        process = self._process
+        return None if process is None else process.exitcode
+
+    @property
+    def sentinel(self) -> int | None:
+        """A file descriptor that becomes readable when the child ends."""
+        process = self._process
+        return None if process is None else process.sentinel
+
+    def is_alive(self) -> bool:
+        """True while the child process is alive."""
+        process = self._process
+        return process is not None and process.is_alive()
+
+    # -- control --------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Ask the child to stop (over the control pipe); returns at once.
+
+        Idempotent, and safe before start, from any thread and from a signal handler.
+        """
+        token = self._token
+        if token is None or token.stopped:
+            return
+        token.set()
+        self._send(STOP)
+
+    def join(self, timeout: float | None = None) -> bool:
+        """Wait until the child has ended, at most ``timeout`` seconds.
+
+        Returns:
+            True when the worker is not running (ended, or never started).
+        """
+        process = self._process
+        if process is None:
+            return True
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            self._refresh()
+            if not process.is_alive():
+                self._refresh()
+                return True
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                return False
+            # Read status messages while waiting, so a chatty child never blocks on a full pipe.
+            waitables: list[Any] = [process.sentinel]
+            status = self._status
+            if status is not None:
+                waitables.append(status)
+            wait(waitables, remaining)
+
+    def terminate(self) -> None:
+        """End the child now: it dumps its stacks to stderr and exits (code 125).
+
+        No teardown runs. Falls back to SIGTERM if the control pipe is gone.
+        Use :meth:`kill` if the child does not end shortly after.
+        """
+        if not self._send(EXIT):
+            process = self._process
+            if process is not None and process.is_alive():
+                process.terminate()
+
+    def kill(self) -> None:
+        """Kill the child with SIGKILL (no teardown, no goodbye)."""
+        process = self._process
+        if process is not None and process.is_alive():
+            process.kill()
+
+    # -- carrier --------------------------------------------------------------
+
+    def _enter_child(self, token: StopToken) -> None:
+        """Called in the child: a clean runtime, with the child's own stop token."""
+        self._init_runtime()
+        self._token = token
+        self._state = WorkerState.STARTING
+
+    def _launch(self) -> None:
+        method = self.start_method
+        context = multiprocessing.get_context(method)
+        control_reader, control_writer = context.Pipe(duplex=False)
+        status_reader, status_writer = context.Pipe(duplex=False)
+        process = context.Process(
+            target=child_main,
+            args=(self, control_reader, status_writer),
+            name=self.name,
+            daemon=self.daemon,
+        )
+        try:
+            process.start()
+        except (pickle.PicklingError, TypeError, AttributeError) as exc:
+            control_writer.close()
+            status_reader.close()
+            if method == "fork":
+                raise
+            raise _not_picklable(self, method, exc) from exc
+        except BaseException:
+            control_writer.close()
+            status_reader.close()
+            raise
+        finally:
+            control_reader.close()
+            status_writer.close()
+        self._process, self._control, self._status = process, control_writer, status_reader
+        token = self._token
+        if token is not None and token.stopped:  # stop() raced with start()
+            self._send(STOP)
+
+    def _send(self, message: bytes) -> bool:
+        control = self._control
+        if control is None:
+            return False
+        try:
+            control.send_bytes(message)
+        except (OSError, ValueError):
+            return False
+        return True
+
+    def _refresh(self) -> None:
+        with self._status_lock:
+            self._drain()
+            process = self._process
+            if process is None or process.exitcode is None:
+                return
+            self._drain()  # what the child said just before it exited
+            if self._state not in TERMINAL_STATES:
+                exitcode = process.exitcode
+                self._record_error(
+                    WorkerExitedError(
+                        f"process worker {self.name!r} {describe_exitcode(exitcode)}", exitcode
+                    )
+                )
+                self._set_state(WorkerState.FAILED)
+            self._close_pipes()
+
+    def _drain(self) -> None:
+        status = self._status
+        while status is not None:
+            try:
+                if not status.poll():
+                    return
+                message = status.recv()
+            except (EOFError, OSError):
+                status.close()
+                self._status = status = None
+                return
+            except Exception:
+                logger.exception("worker %r: unreadable status message", self.name)
+                continue
+            self._handle(message)
+
+    def _handle(self, message: tuple[Any, ...]) -> None:
+        kind = message[0]
+        if kind in ("state", "done"):
+            new = WorkerState(message[1])
+            if new is not self._state and not (
+                self._state in TERMINAL_STATES and new in TERMINAL_STATES
+            ):
+                self._set_state(new)
+        elif kind == "error":
+            _, _phase, payload, type_name, text, tb = message
+            self._record_error(_rebuild_exception(payload, type_name, text, tb))
+
+    def _close_pipes(self) -> None:
+        for attr in ("_control", "_status"):
+            conn = getattr(self, attr)
+            if conn is not None:
+                conn.close()
+                setattr(self, attr, None)
+
+
+def describe_exitcode(exitcode: int | None) -> str:
+    """Say in words how a process ended: ``"was killed by SIGKILL"``, ``"exited with code 3"``."""
+    if exitcode is None:
+        return "is still running"
+    if exitcode < 0:
+        try:
+            return f"was killed by {signal.Signals(-exitcode).name}"
+        except ValueError:
+            return f"was killed by signal {-exitcode}"
+    return f"exited with code {exitcode}"
+
+
+def _rebuild_exception(payload: bytes | None, type_name: str, text: str, tb: str) -> BaseException:
+    exc: BaseException | None = None
+    if payload is not None:
+        try:
+            exc = pickle.loads(payload)
+        except Exception:
+            exc = None
+    if not isinstance(exc, BaseException):
+        exc = WorkerRemoteError(type_name, text, tb)
+    exc.__cause__ = RemoteTraceback(tb)
+    return exc
+
+
+def _check_start_method(method: str, what: str) -> str:
+    methods = multiprocessing.get_all_start_methods()
+    if method not in methods:
+        raise ValueError(f"{what}: unknown start method {method!r}; expected one of {methods}")
+    return method
+
+
+def _not_picklable(worker: ProcessWorker, method: str, exc: BaseException) -> WorkerNotPicklableError:
+    found = find_unpicklable(worker)
+    path, cause = found if found is not None else ("", exc)
+    where = f"attribute {path!r}" if path else "the worker object"
+    return WorkerNotPicklableError(
+        f"process worker {worker.name!r} cannot be sent to its child process "
+        f"(start method {method!r}): {where} cannot be pickled ({cause}). "
+        "Create such objects in setup(), which runs in the child, "
+        "or use the 'fork' start method.",
+        worker_name=worker.name,
+        attribute_path=path,
+    )

@@ -1,0 +1,102 @@
+"""The stop token: the "keep running?" flag of one worker run, and the waits it wakes.
+
+``set()`` takes no lock, so it is safe from any thread *and* from a signal
+handler: each sync waiter blocks on a lock of its own that ``set()`` merely
+releases, and each async waiter is woken with ``call_soon_threadsafe``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import threading
+
+__all__ = ["StopToken"]
+
+
+class StopToken:
+    """A one-way flag: once set, every current and future wait returns at once."""
+
+    __slots__ = ("_async_waiters", "_stopped", "_waiters")
+
+    def __init__(self) -> None:
+        self._stopped = False
+        self._waiters: list[threading.Lock] = []
+        self._async_waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
+
+    @property
+    def stopped(self) -> bool:
+        """True once :meth:`set` was called."""
+        return self._stopped
+
+    def set(self) -> None:
+        """Request the stop and wake every waiter. Idempotent; lock-free."""
+        if self._stopped:
+            return
+        # The flag is written before the waiters are read: a waiter that
+        # registers after this snapshot sees the flag when it re-checks.
+        self._stopped = True
+        for lock in tuple(self._waiters):
+            try:
+                lock.release()
+            except RuntimeError:  # released already by a concurrent set()
+                pass
+        for loop, future in tuple(self._async_waiters):
+            try:
+                loop.call_soon_threadsafe(_resolve, future)
+            except RuntimeError:  # that loop is closed: its waiter is gone
+                pass
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until the stop is requested or ``timeout`` seconds pass.
+
+        Returns:
+            True when the stop was requested, False on timeout.
+        """
+        if self._stopped:
+            return True
+        lock = threading.Lock()
+        lock.acquire()
+        self._waiters.append(lock)
+        try:
+            if not self._stopped:
+                lock.acquire(timeout=_lock_timeout(timeout))
+            return self._stopped
+        finally:
+            self._waiters.remove(lock)
+
+    async def wait_async(self, timeout: float | None = None) -> bool:
+        """Await until the stop is requested or ``timeout`` seconds pass.
+
+        Returns:
+            True when the stop was requested, False on timeout.
+        """
+        if self._stopped:
+            return True
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[None] = loop.create_future()
+        entry = (loop, future)
+        self._async_waiters.append(entry)
+        timer = None
+        if timeout is not None and timeout < math.inf:
+            timer = loop.call_later(max(timeout, 0.0), _resolve, future)
+        try:
+            if not self._stopped:
+                await future
+            return self._stopped
+        finally:
+            if timer is not None:
+                timer.cancel()
+            self._async_waiters.remove(entry)
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+def _lock_timeout(timeout: float | None) -> float:
+    """``Lock.acquire`` wants -1 for "forever" and nothing above ``TIMEOUT_MAX``."""
+    if timeout is None or timeout >= threading.TIMEOUT_MAX:
+        return -1
+    return max(timeout, 0.0)

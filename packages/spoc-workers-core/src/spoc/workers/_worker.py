@@ -1,0 +1,272 @@
+"""``AbstractWorker``: the API every worker shares, whatever carries it."""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import types
+from abc import ABC, abstractmethod
+from collections.abc import Awaitable, Callable
+from typing import Any, ClassVar
+
+from ._state import TERMINAL_STATES, WorkerState, check_transition
+from ._stop import StopToken
+
+__all__ = ["AbstractWorker", "WorkerContext"]
+
+logger = logging.getLogger("spoc.workers.worker")
+
+DEFAULT_STOP_TIMEOUT = 5.0
+
+# Attributes that belong to one run in one process; never pickled to a child.
+_RUNTIME_ATTRS = (
+    "_lock",
+    "_state",
+    "_token",
+    "_exception",
+    "_exit_listeners",
+    "_owner",
+)
+
+
+class WorkerContext(types.SimpleNamespace):
+    """A free-form namespace for a worker's own state (``self.context.x = ...``).
+
+    For a :class:`~spoc.workers.ProcessWorker` it lives in the child process:
+    changes made there are not seen by the parent.
+    """
+
+
+class AbstractWorker(ABC):
+    """The lifecycle and controls shared by :class:`ThreadWorker` and :class:`ProcessWorker`.
+
+    Subclasses implement :meth:`main` and may override :meth:`setup`,
+    :meth:`teardown` and :meth:`lifecycle`; each may be sync or ``async def``.
+    They run in the worker's own thread or process in this order::
+
+        setup() → lifecycle("startup") → main() → teardown() → lifecycle("shutdown")
+
+    Args:
+        name: the worker's name, also given to its thread or process; defaults
+            to the class name.
+        daemon: whether the thread or process is a daemon (does not keep the
+            interpreter alive).
+        stop_timeout: seconds an async ``main`` may keep running after a stop
+            request before it is cancelled; for a process, how long after a
+            stop request the child process may live at most when its parent is
+            gone or it ignores the request.
+
+    Raises:
+        TypeError: ``name`` is not a string, or ``main`` is not implemented.
+        ValueError: ``name`` is empty or ``stop_timeout`` is not a positive number.
+    """
+
+    kind: ClassVar[str] = "abstract"
+    """``"thread"`` or ``"process"``."""
+
+    def __init__(
+        self,
+        name: str | None = None,
+        *,
+        daemon: bool = True,
+        stop_timeout: float = DEFAULT_STOP_TIMEOUT,
+    ) -> None:
+        if name is None:
+            name = type(self).__name__
+        if not isinstance(name, str):
+            raise TypeError(
+                f"{type(self).__name__}: the worker name must be a str, got {type(name).__name__} {name!r}"
+            )
+        if not name:
+            raise ValueError(f"{type(self).__name__}: the worker name must not be empty")
+        if isinstance(stop_timeout, bool) or not isinstance(stop_timeout, (int, float)):
+            raise TypeError(f"worker {name!r}: stop_timeout must be a number of seconds")
+        if not (stop_timeout > 0 and math.isfinite(stop_timeout)):
+            raise ValueError(f"worker {name!r}: stop_timeout must be a positive, finite number of seconds")
+        self.name = name
+        self.daemon = bool(daemon)
+        self.stop_timeout = float(stop_timeout)
+        self.context = WorkerContext()
+        self._init_runtime()
+
+    def _init_runtime(self) -> None:
+        self._lock = threading.RLock()
+        self._state = WorkerState.NEW
+        self._token: StopToken | None = None
+        self._exception: BaseException | None = None
+        self._exit_listeners: list[Callable[[AbstractWorker], None]] = []
+        self._owner: object | None = None
+
+    # -- pickling (process workers travel to their child this way) ------------
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        for attr in self._runtime_attrs():
+            state.pop(attr, None)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._init_runtime()
+
+    def _runtime_attrs(self) -> tuple[str, ...]:
+        return _RUNTIME_ATTRS
+
+    # -- the hooks users write -----------------------------------------------
+
+    def setup(self) -> Awaitable[None] | None:
+        """Prepare resources; runs once per start, in the worker's thread or process."""
+        return None
+
+    @abstractmethod
+    def main(self) -> Awaitable[None] | None:
+        """Do the work. Loop ``while self.is_running`` (or ``while self.sleep(t)``)."""
+
+    def teardown(self) -> Awaitable[None] | None:
+        """Release resources; runs once per start, always, even when setup or main failed."""
+        return None
+
+    def lifecycle(self, event_type: str, **data: Any) -> Awaitable[None] | None:
+        """Receive lifecycle events; override to observe them.
+
+        Args:
+            event_type: ``"startup"`` (after ``setup``), ``"shutdown"`` (after
+                ``teardown``) or ``"error"``.
+            **data: for ``"error"``: ``exception`` (the exception) and
+                ``phase`` (``"setup"``, ``"main"`` or ``"teardown"``).
+        """
+        return None
+
+    # -- inside the worker ----------------------------------------------------
+
+    @property
+    def is_running(self) -> bool:
+        """True until a stop is requested for the current run."""
+        token = self._token
+        return token is None or not token.stopped
+
+    def sleep(self, seconds: float) -> bool:
+        """Sleep up to ``seconds``, waking at once when a stop is requested.
+
+        Returns:
+            True when the full time elapsed, False when woken by a stop, so
+            ``while self.sleep(1): ...`` loops until stopped.
+        """
+        _check_seconds(self, seconds)
+        token = self._token
+        if token is None:  # not started: an ordinary sleep
+            token = StopToken()
+        return not token.wait(seconds)
+
+    async def asleep(self, seconds: float) -> bool:
+        """``await`` version of :meth:`sleep`, for ``async def`` hooks."""
+        _check_seconds(self, seconds)
+        token = self._token
+        if token is None:
+            token = StopToken()
+        return not await token.wait_async(seconds)
+
+    # -- control from outside -------------------------------------------------
+
+    @property
+    def state(self) -> WorkerState:
+        """The worker's current :class:`WorkerState`, as seen from this process."""
+        self._refresh()
+        with self._lock:
+            state = self._state
+            if state in (WorkerState.STARTING, WorkerState.RUNNING) and not self.is_running:
+                return WorkerState.STOPPING
+            return state
+
+    @property
+    def exception(self) -> BaseException | None:
+        """The first exception of the last run (None when it has not failed).
+
+        For a process worker this is the child's exception when it could be
+        pickled back, else a :class:`~spoc.workers.WorkerRemoteError`; its
+        ``__cause__`` holds the child's traceback. A process that died
+        without saying why gives a :class:`~spoc.workers.WorkerExitedError`.
+        """
+        self._refresh()
+        return self._exception
+
+    def start(self) -> None:
+        """Start a new run in a fresh thread or process.
+
+        A worker that has ended (``STOPPED`` or ``FAILED``) may be started again.
+
+        Raises:
+            RuntimeError: the worker is still running.
+        """
+        with self._lock:
+            self._refresh()
+            if self._state not in TERMINAL_STATES and self._state is not WorkerState.NEW:
+                raise RuntimeError(f"worker {self.name!r} is already {self._state.value}")
+            previous = (self._state, self._token, self._exception)
+            self._token = StopToken()
+            self._exception = None
+            self._set_state(WorkerState.STARTING)
+            try:
+                self._launch()
+            except BaseException:
+                self._state, self._token, self._exception = previous
+                raise
+        logger.debug("worker %r started", self.name)
+
+    def stop(self) -> None:
+        """Ask the worker to stop; returns at once (use :meth:`join` to wait).
+
+        Idempotent, and safe before start, from any thread, from a signal
+        handler and from inside the worker itself.
+        """
+        token = self._token
+        if token is not None:
+            token.set()
+
+    def join(self, timeout: float | None = None) -> bool:
+        """Wait until the worker has ended, at most ``timeout`` seconds.
+
+        Returns:
+            True when the worker is not running (ended, or never started).
+        """
+        raise NotImplementedError
+
+    def is_alive(self) -> bool:
+        """True while the worker's thread or process is alive."""
+        raise NotImplementedError
+
+    # -- for carriers and the Server ------------------------------------------
+
+    def _launch(self) -> None:
+        raise NotImplementedError
+
+    def _refresh(self) -> None:
+        """Bring ``_state`` up to date with the carrier (processes report over a pipe)."""
+
+    def _set_state(self, state: WorkerState) -> None:
+        with self._lock:
+            check_transition(self._state, state)
+            self._state = state
+
+    def _record_error(self, exc: BaseException) -> None:
+        with self._lock:
+            if self._exception is None:
+                self._exception = exc
+
+    def _notify_exit(self) -> None:
+        for listener in tuple(self._exit_listeners):
+            try:
+                listener(self)
+            except Exception:
+                logger.exception("worker %r: exit listener %r raised", self.name, listener)
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name!r} {self._state.value}>"
+
+
+def _check_seconds(worker: AbstractWorker, seconds: float) -> None:
+    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)):
+        raise TypeError(f"worker {worker.name!r}: seconds must be a number, got {type(seconds).__name__}")
+    if math.isnan(seconds) or seconds < 0:
+        raise ValueError(f"worker {worker.name!r}: seconds must be >= 0, got {seconds!r}")
