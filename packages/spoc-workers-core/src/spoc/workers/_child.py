@@ -25,6 +25,8 @@ from multiprocessing import parent_process
 from multiprocessing.connection import Connection, wait
 from typing import TYPE_CHECKING, Any
 
+from spoc.workers.aio import set_uvloop_if_available
+
 from ._lifecycle import run_lifecycle
 from ._state import WorkerState
 from ._stop import StopToken
@@ -50,9 +52,11 @@ _TICK = 0.2  # how often the control thread re-checks the flag and the parent pi
 _CANCEL_GRACE = 0.25  # lets an async main's own cancellation win over the watchdog
 
 
-def child_main(worker: ProcessWorker, control: Connection, status: Connection) -> None:
+def child_main(worker: ProcessWorker, control: Connection, status: Connection, use_uvloop: bool) -> None:
     """Entry point of the child process (module-level, so spawn can import it)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if use_uvloop:  # the parent's choice; a spawned child starts with a fresh module state
+        set_uvloop_if_available()
     token = StopToken()
     signal.signal(signal.SIGTERM, lambda signum, frame: token.set())
     worker._enter_child(token)

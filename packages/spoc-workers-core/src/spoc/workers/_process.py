@@ -19,6 +19,8 @@ import time
 from multiprocessing.connection import Connection, wait
 from typing import Any, ClassVar
 
+from spoc.workers.aio import uvloop_enabled
+
 from ._child import EXIT, STOP, child_main
 from ._errors import RemoteTraceback, WorkerExitedError, WorkerNotPicklableError, WorkerRemoteError
 from ._pickling import find_unpicklable
@@ -193,7 +195,7 @@ class ProcessWorker(AbstractWorker):
         status_reader, status_writer = context.Pipe(duplex=False)
         process = context.Process(
             target=child_main,
-            args=(self, control_reader, status_writer),
+            args=(self, control_reader, status_writer, uvloop_enabled()),
             name=self.name,
             daemon=self.daemon,
         )

@@ -1,0 +1,143 @@
+"""Every check of the project, as nox sessions. ``nox -l`` lists them.
+
+The test matrix is every CPython from 3.10 up that pyenv provides, times the
+three multiprocessing start methods, passed to the suite through the
+``SPOC_WORKERS_START_METHOD`` environment variable (which every ProcessWorker honours).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import nox
+
+ROOT = Path(__file__).parent
+PACKAGES = ["spoc-workers-async", "spoc-workers-core", "spoc-workers-patterns"]
+PACKAGE_DIRS = [f"packages/{name}" for name in PACKAGES]
+START_METHODS = ["fork", "spawn", "forkserver"]
+IN_CI = bool(os.environ.get("CI"))
+
+nox.options.default_venv_backend = "uv|virtualenv"
+nox.options.reuse_existing_virtualenvs = True
+# In CI a missing interpreter is an error; on a laptop with fewer Pythons it is skipped.
+nox.options.error_on_missing_interpreters = IN_CI
+nox.options.sessions = ["tests", "tests_without_uvloop", "lint", "typecheck", "docs", "examples", "build"]
+os.environ.setdefault("UV_PYTHON_DOWNLOADS", "never")
+os.environ.setdefault("NO_MKDOCS_2_WARNING", "1")
+
+
+def _pyenv_pythons() -> list[str]:
+    """Put every pyenv CPython >= 3.10 on PATH and return their 'X.Y' names."""
+    root = os.environ.get("PYENV_ROOT")
+    if not root and shutil.which("pyenv"):
+        root = subprocess.run(["pyenv", "root"], capture_output=True, text=True, check=False).stdout.strip()
+    found: dict[str, Path] = {}
+    versions = Path(root or Path.home() / ".pyenv") / "versions"
+    if versions.is_dir():
+        for entry in sorted(versions.iterdir()):
+            match = re.fullmatch(r"3\.(\d+)\.\d+", entry.name)
+            if match and int(match.group(1)) >= 10 and (entry / "bin").is_dir():
+                found[f"3.{match.group(1)}"] = entry / "bin"
+    if not found:  # no pyenv: test with the interpreter running nox
+        return [f"{sys.version_info.major}.{sys.version_info.minor}"]
+    os.environ["PATH"] = os.pathsep.join([*(str(p) for p in found.values()), os.environ.get("PATH", "")])
+    return sorted(found, key=lambda v: int(v.split(".")[1]))
+
+
+PYTHONS = _pyenv_pythons()
+
+
+def install_project(session: nox.Session, *, uvloop: bool = True) -> None:
+    """Editable installs of all three packages, in one installer call (see README)."""
+    first = PACKAGE_DIRS[0] + ("[uvloop]" if uvloop else "")
+    args: list[str] = []
+    for path in [first, *PACKAGE_DIRS[1:]]:
+        args += ["-e", path]
+    session.install(*args)
+
+
+TEST_DEPS = ["pytest>=8", "pytest-timeout>=2.3"]
+
+
+@nox.session(python=PYTHONS)
+@nox.parametrize("start_method", START_METHODS)
+def tests(session: nox.Session, start_method: str) -> None:
+    """The test suite, with uvloop installed, under one start method."""
+    install_project(session, uvloop=True)
+    session.install(*TEST_DEPS)
+    session.run(
+        "pytest",
+        *session.posargs,
+        env={"SPOC_WORKERS_START_METHOD": start_method, "SPOC_WORKERS_TEST_UVLOOP": "1"},
+    )
+
+
+@nox.session(python=[PYTHONS[0], PYTHONS[-1]] if len(PYTHONS) > 1 else PYTHONS)
+def tests_without_uvloop(session: nox.Session) -> None:
+    """The async and core tests without uvloop installed (it is an optional extra)."""
+    install_project(session, uvloop=False)
+    session.install(*TEST_DEPS)
+    session.run(
+        "pytest",
+        "tests/aio",
+        "tests/core",
+        *session.posargs,
+        env={"SPOC_WORKERS_START_METHOD": "forkserver", "SPOC_WORKERS_TEST_UVLOOP": "0"},
+    )
+
+
+@nox.session(python=PYTHONS[-1])
+def lint(session: nox.Session) -> None:
+    """ruff: lint rules and formatting."""
+    session.install("ruff>=0.6")
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
+
+
+@nox.session(python=PYTHONS[-1])
+def typecheck(session: nox.Session) -> None:
+    """mypy --strict over all three packages."""
+    install_project(session, uvloop=True)
+    session.install("mypy>=1.10")
+    session.run("mypy", "--strict")
+
+
+@nox.session(python=PYTHONS[-1])
+def docs(session: nox.Session) -> None:
+    """Build the documentation site; any warning fails."""
+    install_project(session, uvloop=False)
+    session.install("mkdocs>=1.6", "mkdocs-material>=9.5", "mkdocstrings-python>=1.10")
+    session.run("mkdocs", "build", "--strict", "--site-dir", str(ROOT / "site"))
+
+
+@nox.session(python=PYTHONS[-1])
+def examples(session: nox.Session) -> None:
+    """Run every script in examples/; each must end by itself, successfully, in time."""
+    install_project(session, uvloop=True)
+    session.run("python", "tests/run_examples.py", *session.posargs)
+
+
+@nox.session(python=PYTHONS[-1])
+def build(session: nox.Session) -> None:
+    """Build sdists and wheels, check the sibling pins, install each subset in a fresh venv."""
+    session.install("build>=1.2")
+    session.run("python", "tests/packaging/check_build.py", *session.posargs)
+
+
+@nox.session(python=PYTHONS[-1])
+def bench(session: nox.Session) -> None:
+    """Benchmarks: a table on stdout and JSON under .bench/ (``-- --quick`` for a smoke run)."""
+    install_project(session, uvloop=True)
+    session.run("python", "tests/benchmarks/run.py", *session.posargs)
+
+
+@nox.session(python=False)
+def version(session: nox.Session) -> None:
+    """Show or bump the one version of all packages: ``nox -s version -- minor``."""
+    session.chdir(ROOT / "packages" / "spoc-workers-core")
+    session.run("hatch", "version", *session.posargs, external=True)

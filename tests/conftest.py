@@ -1,0 +1,100 @@
+"""Suite-wide fixtures: the start method of this run, and a leak check on every test."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from spoc.workers import START_METHOD_ENV, set_uvloop_if_available
+
+START_METHOD = os.environ.get(START_METHOD_ENV) or multiprocessing.get_start_method()
+UVLOOP_EXPECTED = os.environ.get("SPOC_WORKERS_TEST_UVLOOP")
+LEAK_GRACE = 5.0  # seconds a test's threads and processes get to finish after it
+
+if UVLOOP_EXPECTED == "1":
+    # The uvloop cells run every async hook on uvloop; children inherit the choice.
+    assert set_uvloop_if_available(), "SPOC_WORKERS_TEST_UVLOOP=1 but uvloop is not importable"
+
+
+def pytest_report_header() -> list[str]:
+    return [f"spoc-workers: start method {START_METHOD!r}, uvloop expected: {UVLOOP_EXPECTED!r}"]
+
+
+@pytest.fixture
+def start_method() -> str:
+    """The start method every ProcessWorker of this run uses."""
+    return START_METHOD
+
+
+def _infrastructure_pids() -> set[int]:
+    """multiprocessing's long-lived helpers: the fork server and the resource tracker."""
+    pids: set[int] = set()
+    try:
+        from multiprocessing import forkserver
+
+        pid = getattr(forkserver._forkserver, "_forkserver_pid", None)
+        if pid:
+            pids.add(pid)
+    except Exception:
+        pass
+    try:
+        from multiprocessing import resource_tracker
+
+        pid = getattr(resource_tracker._resource_tracker, "_pid", None)
+        if pid:
+            pids.add(pid)
+    except Exception:
+        pass
+    return pids
+
+
+def live_children() -> set[int]:
+    """Living (non-zombie) children of this process and of the fork server."""
+    infra = _infrastructure_pids()
+    parents = {os.getpid()} | infra
+    found: set[int] = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        fields = stat.rsplit(")", 1)[1].split()
+        state, ppid = fields[0], int(fields[1])
+        pid = int(entry.name)
+        if ppid in parents and pid not in infra and state != "Z":
+            found.add(pid)
+    return found
+
+
+@pytest.fixture(autouse=True)
+def no_leaks() -> Iterator[None]:
+    """Fail any test that leaves a thread or a child process behind."""
+    threads_before = set(threading.enumerate())
+    children_before = live_children()
+    yield
+    deadline = time.monotonic() + LEAK_GRACE
+    while True:
+        multiprocessing.active_children()  # reap finished multiprocessing children
+        threads = [t for t in threading.enumerate() if t not in threads_before and t.is_alive()]
+        children = live_children() - children_before
+        if not threads and not children:
+            return
+        if time.monotonic() > deadline:
+            for pid in children:
+                try:
+                    os.kill(pid, 9)
+                except OSError:
+                    pass
+            pytest.fail(
+                f"test leaked threads {[t.name for t in threads]} and child processes {sorted(children)}",
+                pytrace=False,
+            )
+        time.sleep(0.02)
