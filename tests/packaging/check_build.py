@@ -1,0 +1,458 @@
+"""Build every spoc-workers distribution and check what a user would get from it.
+
+Run by ``nox -s build``, or directly from any Python that has ``build`` installed::
+
+    python tests/packaging/check_build.py
+
+Steps, each printed as it runs; the first failure stops the script with exit status 1:
+
+1. ``python -m build`` of each package: the sdist, then the wheel built *from that sdist*
+   (as pip builds an sdist), into a fresh dist directory. The build backend comes from a
+   local wheelhouse; the package index is a local server that records what it is asked.
+2. Each sdist and wheel: name, version (== the ``VERSION`` file), the exact sibling pins,
+   the ``uvloop`` extra, and the file list (no ``spoc/__init__.py`` anywhere, only core
+   ships ``spoc/workers/__init__.py``, each ships its ``py.typed``, no file in two wheels).
+3. Installs of each subset from the dist directory alone (``--no-index``) in fresh venvs:
+   async; core (which must pull async); patterns (which must pull both). In each,
+   ``check_imports.py`` checks the imports and runs a small smoke test.
+4. The developer setup: one ``pip install -e`` of all three packages (the index may be used).
+5. A non-editable install of the three package directories of the checkout, with the
+   recording index: pip must never ask it for a spoc-workers-* name.
+
+Venvs are made with the running interpreter (``sys.executable``); everything lives in a
+temporary directory that is removed at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import email.parser
+import http.server
+import os
+import re
+import shlex
+import subprocess
+import sys
+import tarfile
+import tempfile
+import threading
+import time
+import zipfile
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from email.message import Message
+from pathlib import Path
+from types import TracebackType
+
+ROOT = Path(__file__).resolve().parents[2]
+CHECK_IMPORTS = ROOT / "tests" / "packaging" / "check_imports.py"
+BUILD_BACKEND = "hatchling"
+"""What the wheelhouse holds (with its dependencies): the build backend of all three packages."""
+OUTPUT_TAIL = 60
+"""How many lines of a failed command's output to show."""
+
+
+@dataclass(frozen=True)
+class Package:
+    """What one distribution must look like."""
+
+    name: str
+    top: str
+    """The import directory it owns: every file of its wheel is under it."""
+    pins: tuple[str, ...] = ()
+    """Siblings it requires at exactly its own version."""
+    extras: tuple[str, ...] = ()
+
+    @property
+    def path(self) -> Path:
+        """The package's directory in the checkout."""
+        return ROOT / "packages" / self.name
+
+    @property
+    def file_stem(self) -> str:
+        """The distribution name as sdist and wheel file names spell it."""
+        return self.name.replace("-", "_")
+
+
+ASYNC = Package("spoc-workers-async", "spoc/workers/aio/", extras=("uvloop",))
+CORE = Package("spoc-workers-core", "spoc/workers/", pins=("spoc-workers-async",))
+PATTERNS = Package("spoc-workers-patterns", "spoc/workers/patterns/", pins=("spoc-workers-core",))
+PACKAGES = [ASYNC, CORE, PATTERNS]
+SUBSETS = [("async", ASYNC), ("core", CORE), ("all", PATTERNS)]
+"""check_imports.py's name of each subset, and the one distribution installed to get it."""
+
+
+class CheckError(Exception):
+    """A check failed; the message says which and why."""
+
+
+def expect(condition: bool, message: str) -> None:
+    """Raise :class:`CheckError` with ``message`` unless ``condition`` holds."""
+    if not condition:
+        raise CheckError(message)
+
+
+def ok(message: str) -> None:
+    """Print one passed check."""
+    print(f"  ok    {message}", flush=True)
+
+
+def normalize(name: str) -> str:
+    """A distribution name normalized as in PEP 503."""
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def read_version() -> str:
+    """The one version of every package, from the repository's ``VERSION`` file."""
+    version = (ROOT / "VERSION").read_text(encoding="utf-8").strip()
+    expect(bool(re.fullmatch(r"\S+", version)), f"VERSION holds {version!r}, not one version")
+    return version
+
+
+def run(cmd: Sequence[str | Path], *, env: dict[str, str], cwd: Path) -> str:
+    """Run ``cmd``; return its combined output, or raise :class:`CheckError` showing its tail."""
+    args = [str(arg) for arg in cmd]
+    print(f"  $ {shlex.join(args)}", flush=True)
+    proc = subprocess.run(
+        args,
+        env=env,
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        text=True,
+        check=False,
+    )
+    if proc.returncode != 0:
+        tail = "\n".join(proc.stdout.rstrip().splitlines()[-OUTPUT_TAIL:])
+        raise CheckError(f"command failed with exit status {proc.returncode}: {shlex.join(args)}\n{tail}")
+    return proc.stdout
+
+
+def base_env() -> dict[str, str]:
+    """This process's environment without what would make a subprocess see another environment."""
+    env = dict(os.environ)
+    for name in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV", "CONDA_PREFIX", "PYTHONSTARTUP"):
+        env.pop(name, None)
+    return env
+
+
+def isolated_env(*, index_url: str | None = None, find_links: Path | None = None) -> dict[str, str]:
+    """An environment in which pip reads no configuration but what is given here.
+
+    No ``PIP_*`` variable of this machine and no pip configuration file applies
+    (``PIP_CONFIG_FILE`` is the null device), so no extra index, find-links
+    directory or constraint leaks in. The settings also reach the pip that
+    ``build`` and pip itself run to install a build backend.
+    """
+    env = {name: value for name, value in base_env().items() if not name.startswith("PIP_")}
+    env.update(PIP_CONFIG_FILE=os.devnull, PIP_DISABLE_PIP_VERSION_CHECK="1", PIP_NO_INPUT="1")
+    if index_url is None:
+        env["PIP_NO_INDEX"] = "1"
+    else:
+        env["PIP_INDEX_URL"] = index_url
+    if find_links is not None:
+        env["PIP_FIND_LINKS"] = str(find_links)
+    local = "127.0.0.1,localhost"
+    env["NO_PROXY"] = env["no_proxy"] = ",".join(filter(None, [local, env.get("NO_PROXY", "")]))
+    return env
+
+
+class RecordingIndex:
+    """An empty package index on 127.0.0.1 that records every path it is asked for.
+
+    pip treats its 404s as "no such project", so an install that needs a
+    project from it fails; and the record shows what pip looked up.
+    """
+
+    def __init__(self) -> None:
+        """Start serving in a daemon thread."""
+        self.requests: list[str] = []
+        lock = threading.Lock()
+        requests = self.requests
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            """Answers ``/simple/`` with an empty listing and everything else with 404."""
+
+            def do_GET(self) -> None:
+                """Record the path and answer."""
+                with lock:
+                    requests.append(self.path)
+                if self.path.rstrip("/") == "/simple":
+                    body = b"<!DOCTYPE html><html><body></body></html>"
+                    self.send_response(200)
+                    self.send_header("Content-Type", "text/html")
+                    self.send_header("Content-Length", str(len(body)))
+                    self.end_headers()
+                    self.wfile.write(body)
+                else:
+                    self.send_error(404)
+
+            def log_message(self, format: str, *args: object) -> None:
+                """Stay quiet: the record is kept in ``requests``."""
+
+        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._thread = threading.Thread(target=self._server.serve_forever, name="index", daemon=True)
+        self._thread.start()
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}/simple/"
+
+    def projects(self) -> list[str]:
+        """The normalized project names asked for since the last :meth:`clear`."""
+        names = []
+        for path in list(self.requests):
+            match = re.fullmatch(r"/simple/([^/]+)/?", path.split("?")[0])
+            if match and normalize(match.group(1)) not in names:
+                names.append(normalize(match.group(1)))
+        return names
+
+    def clear(self) -> None:
+        """Forget the requests recorded so far."""
+        self.requests.clear()
+
+    def expect_no_spoc_lookup(self, what: str) -> None:
+        """Fail if pip asked the index for any spoc-workers-* project during ``what``."""
+        asked = self.projects()
+        spoc = [name for name in asked if name.startswith("spoc-workers")]
+        expect(not spoc, f"{what}: pip asked the package index for {spoc}")
+        shown = ", ".join(asked) if asked else "nothing"
+        ok(f"{what}: the index was asked for {shown}; never for a spoc-workers-* name")
+
+    def __enter__(self) -> RecordingIndex:
+        """Return the running index."""
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        """Stop serving."""
+        self._server.shutdown()
+        self._server.server_close()
+
+
+@contextmanager
+def step(title: str) -> Iterator[None]:
+    """Print a step's title, then its duration when it ends."""
+    print(f"\n==> {title}", flush=True)
+    start = time.monotonic()
+    yield
+    print(f"    ({time.monotonic() - start:.1f}s)", flush=True)
+
+
+def make_venv(path: Path) -> Path:
+    """Create a venv with pip at ``path`` from ``sys.executable``; return its Python."""
+    run([sys.executable, "-m", "venv", path], env=base_env(), cwd=path.parent)
+    python = path / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
+    expect(python.exists(), f"the venv at {path} has no {python.name}")
+    return python
+
+
+def check_imports(python: Path, subset: str, version: str, mode: str, cwd: Path) -> None:
+    """Run check_imports.py for ``subset`` with ``python`` (isolated mode, outside the checkout)."""
+    output = run(
+        [python, "-I", CHECK_IMPORTS, subset, "--version", version, "--mode", mode],
+        env=isolated_env(),
+        cwd=cwd,
+    )
+    print("    " + output.rstrip().replace("\n", "\n    "), flush=True)
+
+
+def build_all(dist: Path, wheelhouse: Path, index: RecordingIndex, version: str) -> None:
+    """Build each package's sdist, then its wheel from that sdist, into ``dist``."""
+    env = isolated_env(index_url=index.url, find_links=wheelhouse)
+    index.clear()
+    for package in PACKAGES:
+        before = set(dist.iterdir())
+        output = run([sys.executable, "-m", "build", package.path, "--outdir", dist], env=env, cwd=ROOT)
+        built = sorted(path.name for path in set(dist.iterdir()) - before)
+        expected = sorted(
+            [f"{package.file_stem}-{version}.tar.gz", f"{package.file_stem}-{version}-py3-none-any.whl"]
+        )
+        expect(built == expected, f"{package.name}: built {built}, expected {expected}")
+        expect(
+            "Building wheel from sdist" in output, f"{package.name}: the wheel was not built from the sdist"
+        )
+        ok(f"{package.name}: {', '.join(built)} (the wheel built from the sdist)")
+    index.expect_no_spoc_lookup("building")
+
+
+def parse_metadata(text: str) -> Message:
+    """Parse core metadata (PKG-INFO or METADATA) headers."""
+    return email.parser.HeaderParser().parsestr(text)
+
+
+def check_core_metadata(package: Package, meta: Message, version: str, where: str) -> None:
+    """Check name, version, sibling pins and extras in the core metadata of ``package``."""
+    expect(normalize(meta.get("Name", "")) == package.name, f"{where}: Name is {meta.get('Name')!r}")
+    expect(
+        meta.get("Version") == version, f"{where}: Version is {meta.get('Version')!r}, VERSION is {version}"
+    )
+    requires = [req.replace(" ", "") for req in meta.get_all("Requires-Dist", [])]
+    for pin in package.pins:
+        expect(
+            f"{pin}=={version}" in requires, f"{where}: no `Requires-Dist: {pin}=={version}` in {requires}"
+        )
+    for req in requires:
+        match = re.match(r"[A-Za-z0-9._-]+", req)
+        name = normalize(match.group(0)) if match else req
+        if name.startswith("spoc-workers"):
+            expect(
+                name in package.pins and req == f"{name}=={version}",
+                f"{where}: `Requires-Dist: {req}` is not an exact pin of an expected sibling {package.pins}",
+            )
+    extras = meta.get_all("Provides-Extra", [])
+    expect(
+        sorted(extras) == sorted(package.extras),
+        f"{where}: Provides-Extra {extras}, expected {package.extras}",
+    )
+
+
+def check_sdist(package: Package, sdist: Path, version: str) -> None:
+    """Check the sdist's PKG-INFO and files."""
+    top = f"{package.file_stem}-{version}"
+    with tarfile.open(sdist) as tar:
+        names = tar.getnames()
+        member = tar.extractfile(f"{top}/PKG-INFO")
+        expect(member is not None, f"{sdist.name}: no {top}/PKG-INFO")
+        assert member is not None
+        meta = parse_metadata(member.read().decode("utf-8"))
+    check_core_metadata(package, meta, version, f"{sdist.name} PKG-INFO")
+    for needed in ("pyproject.toml", "hatch_build.py", "README.md", f"src/{package.top}py.typed"):
+        expect(f"{top}/{needed}" in names, f"{sdist.name}: {needed} is missing")
+    outside = [name for name in names if not name.startswith(f"{top}/")]
+    expect(not outside, f"{sdist.name}: files outside {top}/: {outside}")
+    expect(f"{top}/src/spoc/__init__.py" not in names, f"{sdist.name}: ships spoc/__init__.py")
+    ok(f"{sdist.name}: PKG-INFO {meta['Name']} {meta['Version']}, {len(names)} files")
+
+
+def wheel_files(wheel: Path) -> tuple[list[str], Message]:
+    """The files of ``wheel`` outside its .dist-info, and its METADATA."""
+    with zipfile.ZipFile(wheel) as archive:
+        names = archive.namelist()
+        metadata = [name for name in names if re.fullmatch(r"[^/]+\.dist-info/METADATA", name)]
+        expect(len(metadata) == 1, f"{wheel.name}: {len(metadata)} METADATA files")
+        meta = parse_metadata(archive.read(metadata[0]).decode("utf-8"))
+    return [name for name in names if not name.split("/")[0].endswith(".dist-info")], meta
+
+
+def check_wheels(dist: Path, version: str) -> None:
+    """Check every wheel's METADATA and file list, and that no two wheels share a file."""
+    owner: dict[str, str] = {}
+    for package in PACKAGES:
+        wheel = dist / f"{package.file_stem}-{version}-py3-none-any.whl"
+        files, meta = wheel_files(wheel)
+        check_core_metadata(package, meta, version, f"{wheel.name} METADATA")
+        pins = ", ".join(f"{pin}=={version}" for pin in package.pins) or "no sibling"
+        extras = ", ".join(package.extras) or "none"
+        ok(f"{wheel.name}: Name {meta['Name']}, Version {meta['Version']}, requires {pins}, extras: {extras}")
+
+        expect("spoc/__init__.py" not in files, f"{wheel.name}: ships spoc/__init__.py (spoc is a namespace)")
+        has_init = "spoc/workers/__init__.py" in files
+        expect(
+            has_init == (package is CORE),
+            f"{wheel.name}: {'ships' if has_init else 'lacks'} spoc/workers/__init__.py (only core ships it)",
+        )
+        expect(f"{package.top}py.typed" in files, f"{wheel.name}: no {package.top}py.typed")
+        others = [
+            other.top for other in PACKAGES if other is not package and other.top.startswith(package.top)
+        ]
+        stray = [f for f in files if not f.startswith(package.top) or f.startswith(tuple(others))]
+        expect(not stray, f"{wheel.name}: files outside {package.top} (or in a sibling's directory): {stray}")
+        shared = [f"{f} (also in {owner[f]})" for f in files if f in owner]
+        expect(not shared, f"{wheel.name}: files shipped by two wheels: {shared}")
+        owner.update(dict.fromkeys(files, package.name))
+        init = "ships spoc/workers/__init__.py" if has_init else "no spoc/workers/__init__.py"
+        ok(f"{wheel.name}: {len(files)} files under {package.top}, {init}, py.typed, no spoc/__init__.py")
+
+
+def check_subsets(tmp: Path, dist: Path, version: str) -> None:
+    """Install each subset from ``dist`` alone into a fresh venv and check its imports."""
+    env = isolated_env()
+    for subset, package in SUBSETS:
+        print(f"  -- subset {subset!r}: pip install {package.name}", flush=True)
+        python = make_venv(tmp / f"venv-{subset}")
+        run(
+            [python, "-m", "pip", "install", "--no-index", "--find-links", dist, package.name],
+            env=env,
+            cwd=tmp,
+        )
+        check_imports(python, subset, version, "installed", tmp)
+
+
+def check_editable(python: Path, tmp: Path, version: str) -> None:
+    """The developer setup: one ``pip install -e`` of the three packages into the fresh venv of ``python``.
+
+    pip runs with this machine's usual settings: it may use the index for the build backend.
+    """
+    args: list[str | Path] = [python, "-m", "pip", "install"]
+    for package in PACKAGES:
+        args += ["-e", package.path.relative_to(ROOT)]
+    run(args, env=base_env(), cwd=ROOT)
+    check_imports(python, "all", version, "editable", tmp)
+
+
+def check_checkout_install(tmp: Path, wheelhouse: Path, index: RecordingIndex, version: str) -> None:
+    """A non-editable install of the checkout's package directories, never asking the index for them."""
+    python = make_venv(tmp / "venv-checkout")
+    index.clear()
+    paths = [f"./{package.path.relative_to(ROOT).as_posix()}" for package in PACKAGES]
+    run(
+        [python, "-m", "pip", "install", "--no-cache-dir", *paths],
+        env=isolated_env(index_url=index.url, find_links=wheelhouse),
+        cwd=ROOT,
+    )
+    index.expect_no_spoc_lookup("pip install of the checkout")
+    check_imports(python, "all", version, "installed", tmp)
+
+
+def fill_wheelhouse(python: Path, wheelhouse: Path) -> None:
+    """Download the build backend and its dependencies once (this may use the real index)."""
+    run(
+        [python, "-m", "pip", "download", "--quiet", "-d", wheelhouse, BUILD_BACKEND],
+        env=base_env(),
+        cwd=ROOT,
+    )
+    wheels = sorted(path.name for path in wheelhouse.iterdir())
+    expect(any(name.startswith(f"{BUILD_BACKEND}-") for name in wheels), f"no {BUILD_BACKEND} in {wheels}")
+    ok(f"wheelhouse: {', '.join(wheels)}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run every step; return 0 when all passed, 1 otherwise."""
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.parse_args(argv)
+    start = time.monotonic()
+    try:
+        version = read_version()
+        print(f"check_build: spoc-workers {version} with Python {sys.version.split()[0]} ({sys.executable})")
+        with tempfile.TemporaryDirectory(prefix="spoc-check-build-") as tmp_name, RecordingIndex() as index:
+            tmp = Path(tmp_name)
+            dist, wheelhouse = tmp / "dist", tmp / "wheelhouse"
+            dist.mkdir()
+            with step(f"wheelhouse of the build backend ({BUILD_BACKEND})"):
+                dev_python = make_venv(tmp / "venv-editable")
+                fill_wheelhouse(dev_python, wheelhouse)
+            with step("build: the sdist, then the wheel from the sdist, of each package"):
+                build_all(dist, wheelhouse, index, version)
+            with step("the sdists"):
+                for package in PACKAGES:
+                    check_sdist(package, dist / f"{package.file_stem}-{version}.tar.gz", version)
+            with step("the wheels"):
+                check_wheels(dist, version)
+            with step("install each subset from the dist directory only (--no-index)"):
+                check_subsets(tmp, dist, version)
+            with step("editable developer setup: pip install -e of all three, in one call"):
+                check_editable(dev_python, tmp, version)
+            with step("non-editable install of the checkout's package directories, in one call"):
+                check_checkout_install(tmp, wheelhouse, index, version)
+    except CheckError as exc:
+        print(f"\ncheck_build: FAILED after {time.monotonic() - start:.0f}s\n{exc}", file=sys.stderr)
+        return 1
+    print(f"\ncheck_build: all packaging checks passed in {time.monotonic() - start:.0f}s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

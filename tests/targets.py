@@ -1,0 +1,242 @@
+"""Workers and helpers shared by the tests.
+
+Process workers live here, in an importable module, because spawn and
+forkserver children must import their class by name.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from spoc.workers import ProcessWorker, ThreadWorker
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float = 10.0, interval: float = 0.005) -> Any:
+    """Poll ``predicate`` until it returns something truthy; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s: {predicate}")
+        time.sleep(interval)
+
+
+def mark(directory: str | os.PathLike[str], name: str, text: str = "") -> None:
+    """Leave a marker file: how a child process tells the test what it did."""
+    path = Path(directory) / name
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
+def marks(directory: str | os.PathLike[str]) -> set[str]:
+    """The names of the marker files in ``directory``."""
+    return {p.name for p in Path(directory).iterdir() if not p.name.endswith(".tmp")}
+
+
+# -- process workers ----------------------------------------------------------
+
+
+class MarkingSleeper(ProcessWorker):
+    """Marks each phase in ``directory``, sleeps in the framework's wait until stopped."""
+
+    def __init__(self, name: str, directory: str, **kwargs: Any) -> None:
+        super().__init__(name, **kwargs)
+        self.directory = directory
+
+    def setup(self) -> None:
+        mark(self.directory, f"{self.name}.setup", str(os.getpid()))
+
+    def main(self) -> None:
+        mark(self.directory, f"{self.name}.main")
+        while self.sleep(3600):
+            pass
+
+    def teardown(self) -> None:
+        mark(self.directory, f"{self.name}.teardown")
+
+    def lifecycle(self, event_type: str, **data: Any) -> None:
+        mark(self.directory, f"{self.name}.{event_type}")
+
+
+class AsyncMarkingSleeper(MarkingSleeper):
+    """The same, with async hooks and ``asleep``."""
+
+    async def main(self) -> None:  # type: ignore[override]
+        mark(self.directory, f"{self.name}.main")
+        while await self.asleep(3600):
+            pass
+
+
+class Raiser(ProcessWorker):
+    """Raises from ``phase``."""
+
+    def __init__(self, name: str = "Raiser", phase: str = "main", **kwargs: Any) -> None:
+        super().__init__(name, **kwargs)
+        self.phase = phase
+
+    def setup(self) -> None:
+        if self.phase == "setup":
+            raise ValueError("setup failed")
+
+    def main(self) -> None:
+        if self.phase == "main":
+            raise ValueError("main failed")
+
+    def teardown(self) -> None:
+        if self.phase == "teardown":
+            raise ValueError("teardown failed")
+
+
+class UnpicklableError(Exception):
+    """An exception that cannot be rebuilt in the parent (needs two arguments)."""
+
+    def __init__(self, a: str, b: str) -> None:
+        super().__init__(a)
+        self.b = b
+
+
+class RaisesUnpicklable(ProcessWorker):
+    def main(self) -> None:
+        raise UnpicklableError("odd", "two")
+
+
+class ExitsWith(ProcessWorker):
+    """Leaves with ``os._exit(code)`` from main, no goodbye."""
+
+    def __init__(self, name: str = "ExitsWith", code: int = 3, **kwargs: Any) -> None:
+        super().__init__(name, **kwargs)
+        self.code = code
+
+    def main(self) -> None:
+        os._exit(self.code)
+
+
+class IgnoresStop(ProcessWorker):
+    """Never looks at the stop flag: sleeps in plain ``time.sleep`` until killed."""
+
+    def __init__(self, name: str, directory: str, **kwargs: Any) -> None:
+        super().__init__(name, **kwargs)
+        self.directory = directory
+
+    def main(self) -> None:
+        mark(self.directory, f"{self.name}.main", str(os.getpid()))
+        while True:
+            time.sleep(0.05)
+
+
+class SelfStopper(ProcessWorker):
+    """Counts to ``n`` then stops itself from inside."""
+
+    def __init__(self, name: str, directory: str, n: int = 3, **kwargs: Any) -> None:
+        super().__init__(name, **kwargs)
+        self.directory = directory
+        self.n = n
+
+    def main(self) -> None:
+        count = 0
+        while self.is_running:
+            count += 1
+            if count >= self.n:
+                self.stop()
+        mark(self.directory, f"{self.name}.count", str(count))
+
+
+class SignalsItself(ProcessWorker):
+    """Sends ``signum`` to its own process from main, then waits for a stop."""
+
+    def __init__(self, name: str, directory: str, signum: int, **kwargs: Any) -> None:
+        super().__init__(name, **kwargs)
+        self.directory = directory
+        self.signum = signum
+
+    def main(self) -> None:
+        os.kill(os.getpid(), self.signum)
+        stopped = not self.sleep(1.0)
+        mark(self.directory, f"{self.name}.stopped-by-signal" if stopped else f"{self.name}.survived")
+
+    def teardown(self) -> None:
+        mark(self.directory, f"{self.name}.teardown")
+
+
+class HoldsLock(ProcessWorker):
+    """Holds an unpicklable object in its context (for the pickling check)."""
+
+    def __init__(self, name: str = "HoldsLock", **kwargs: Any) -> None:
+        super().__init__(name, **kwargs)
+        self.context.client = Client()
+
+    def main(self) -> None:
+        pass
+
+
+class Client:
+    def __init__(self) -> None:
+        self.host = "localhost"
+        self._lock = threading.Lock()
+
+
+class AsyncProcessOrder(ProcessWorker):
+    """Async hooks in a child: setup's task and queue must survive into main."""
+
+    def __init__(self, name: str, directory: str, **kwargs: Any) -> None:
+        super().__init__(name, **kwargs)
+        self.directory = directory
+
+    async def setup(self) -> None:
+        self.queue: asyncio.Queue[int] = asyncio.Queue()
+        self.task = asyncio.ensure_future(self._produce())
+
+    async def _produce(self) -> None:
+        for i in range(3):
+            await self.queue.put(i)
+
+    async def main(self) -> None:
+        got = [await self.queue.get() for _ in range(3)]
+        loop_type = type(asyncio.get_running_loop()).__module__
+        mark(self.directory, f"{self.name}.main", f"{got} {loop_type}")
+
+    async def teardown(self) -> None:
+        await self.task
+
+
+# -- thread workers -----------------------------------------------------------
+
+
+class Recorder(ThreadWorker):
+    """Records every hook and event, in order, in ``self.calls``."""
+
+    def __init__(self, name: str = "Recorder", **kwargs: Any) -> None:
+        super().__init__(name, **kwargs)
+        self.calls: list[str] = []
+        self.errors: list[tuple[str, BaseException]] = []
+        self.in_main = threading.Event()
+
+    def setup(self) -> None:
+        self.calls.append("setup")
+
+    def main(self) -> None:
+        self.calls.append("main")
+        self.in_main.set()
+        while self.sleep(3600):
+            pass
+
+    def teardown(self) -> None:
+        self.calls.append("teardown")
+
+    def lifecycle(self, event_type: str, **data: Any) -> None:
+        self.calls.append(event_type)
+        if event_type == "error":
+            self.errors.append((data["phase"], data["exception"]))
+
+
+SIGNALS = {"SIGTERM": signal.SIGTERM, "SIGINT": signal.SIGINT}
