@@ -669,7 +669,7 @@ class MonitoringWorker(ThreadWorker):
                 metrics.increment("worker.stopped")
             case "error":
                 metrics.increment("worker.errors")
-                logger.error(f"Worker error: {data['exception']}")  # noqa: G004 - as in the guide
+                logger.error(f"Worker error: {data['exception']}")
 
     def main(self):
         if self.fail_with is not None:

@@ -164,7 +164,7 @@ def test_no_warning_at_all_under_w_error() -> None:
         "    print(r.run(f()))\n"
     )
     proc = subprocess.run(
-        [sys.executable, "-W", "error", "-c", code], capture_output=True, text=True, timeout=60
+        [sys.executable, "-W", "error", "-c", code], capture_output=True, text=True, timeout=60, check=False
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stderr == ""
@@ -198,8 +198,10 @@ def test_loop_runner_close_cancels_what_is_pending() -> None:
             cancelled.set()
             raise
 
+    pending: list[asyncio.Future[None]] = []
+
     async def start() -> None:
-        asyncio.ensure_future(forever())
+        pending.append(asyncio.ensure_future(forever()))
         await asyncio.sleep(0)
 
     with LoopRunner() as runner:

@@ -8,6 +8,15 @@ import time
 from pathlib import Path
 
 import pytest
+
+from spoc.workers import (
+    ProcessWorker,
+    RemoteTraceback,
+    WorkerExitedError,
+    WorkerNotPicklableError,
+    WorkerRemoteError,
+    WorkerState,
+)
 from targets import (
     AsyncMarkingSleeper,
     AsyncProcessOrder,
@@ -21,15 +30,6 @@ from targets import (
     SignalsItself,
     marks,
     wait_for,
-)
-
-from spoc.workers import (
-    ProcessWorker,
-    RemoteTraceback,
-    WorkerExitedError,
-    WorkerNotPicklableError,
-    WorkerRemoteError,
-    WorkerState,
 )
 
 
@@ -104,7 +104,7 @@ def test_an_exception_in_the_child_reaches_the_parent(phase: str) -> None:
     exc = worker.exception
     assert isinstance(exc, ValueError) and str(exc) == f"{phase} failed"
     assert isinstance(exc.__cause__, RemoteTraceback)
-    assert f"raise ValueError(\"{phase} failed\")" in exc.__cause__.tb
+    assert f'raise ValueError("{phase} failed")' in exc.__cause__.tb
 
 
 def test_an_exception_that_cannot_travel_back_is_described() -> None:
@@ -218,7 +218,7 @@ def test_restart_gives_a_fresh_process(tmp_path: Path) -> None:
     pids = []
     for _ in range(2):
         worker.start()
-        wait_for(lambda: (tmp_path / "again.setup").exists(), timeout=30)
+        wait_for((tmp_path / "again.setup").exists, timeout=30)
         pids.append(int((tmp_path / "again.setup").read_text()))
         worker.stop()
         assert worker.join(10)

@@ -11,9 +11,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from targets import IgnoresStop, MarkingSleeper, Raiser, Recorder, marks, wait_for
 
 from spoc.workers import Server, ThreadWorker, WorkerState
+from targets import IgnoresStop, MarkingSleeper, Raiser, Recorder, marks, wait_for
 
 
 class Finite(ThreadWorker):
@@ -122,7 +122,7 @@ def test_a_worker_that_fails_to_start_stops_the_others(start_method: str, tmp_pa
     first = server.add_worker(MarkingSleeper("first", str(tmp_path)))
     server.add_worker(HoldsLock())
     thread = server.add_worker(Recorder("thread"))  # threads start after processes
-    with pytest.raises(TypeError, match="context.client._lock"):
+    with pytest.raises(TypeError, match=r"context\.client\._lock"):
         server.start()
     assert first.state is WorkerState.STOPPED
     assert thread.state is WorkerState.NEW

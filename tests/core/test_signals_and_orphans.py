@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
+
 from targets import marks, wait_for
 
 SCRIPTS = Path(__file__).resolve().parent.parent / "scripts"

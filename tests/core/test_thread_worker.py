@@ -10,9 +10,9 @@ import time
 from typing import Any
 
 import pytest
-from targets import Recorder, wait_for
 
 from spoc.workers import AbstractWorker, ThreadWorker, WorkerState
+from targets import Recorder, wait_for
 
 
 class Quick(ThreadWorker):

@@ -15,7 +15,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # for targets
 
-from targets import IgnoresStop, MarkingSleeper, marks  # noqa: E402
+from targets import IgnoresStop, MarkingSleeper, marks
 
 if __name__ == "__main__":
     directory = sys.argv[1]

@@ -17,9 +17,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # for targets
 
-from targets import mark  # noqa: E402
-
-from spoc.workers import ProcessWorker, Server, ThreadWorker  # noqa: E402
+from spoc.workers import ProcessWorker, Server, ThreadWorker
+from targets import mark
 
 
 class Marking:

@@ -13,20 +13,20 @@ from pkgutil import extend_path
 
 __path__ = extend_path(__path__, __name__)
 
-from spoc.workers.aio import run_async_safely, set_uvloop_if_available  # noqa: E402
+from spoc.workers.aio import run_async_safely, set_uvloop_if_available
 
-from ._errors import (  # noqa: E402
+from ._errors import (
     RemoteTraceback,
     WorkerError,
     WorkerExitedError,
     WorkerNotPicklableError,
     WorkerRemoteError,
 )
-from ._process import START_METHOD_ENV, ProcessWorker  # noqa: E402
-from ._server import Server  # noqa: E402
-from ._state import WorkerState  # noqa: E402
-from ._thread import ThreadWorker  # noqa: E402
-from ._worker import AbstractWorker, WorkerContext  # noqa: E402
+from ._process import START_METHOD_ENV, ProcessWorker
+from ._server import Server
+from ._state import WorkerState
+from ._thread import ThreadWorker
+from ._worker import AbstractWorker, WorkerContext
 
 __version__: str
 try:

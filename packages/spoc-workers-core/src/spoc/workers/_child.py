@@ -13,6 +13,7 @@ flags, which is all a signal handler may safely do.
 
 from __future__ import annotations
 
+import ctypes
 import faulthandler
 import logging
 import os
@@ -23,6 +24,7 @@ import time
 import traceback
 from multiprocessing import parent_process
 from multiprocessing.connection import Connection, wait
+from multiprocessing.reduction import ForkingPickler
 from typing import TYPE_CHECKING, Any
 
 from spoc.workers.aio import set_uvloop_if_available
@@ -96,8 +98,6 @@ class PipeReporter:
     def error(self, phase: str, exc: BaseException) -> None:
         tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
         try:
-            from multiprocessing.reduction import ForkingPickler
-
             payload: bytes | None = bytes(ForkingPickler.dumps(exc))
         except Exception:
             payload = None
@@ -202,8 +202,6 @@ def _set_process_name(name: str) -> None:
     if not sys.platform.startswith("linux"):
         return
     try:
-        import ctypes
-
         libc = ctypes.CDLL(None, use_errno=True)
         pr_set_name = 15
         libc.prctl(pr_set_name, name.encode("utf-8", "replace")[:15], 0, 0, 0)

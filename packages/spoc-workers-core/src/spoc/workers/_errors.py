@@ -30,7 +30,7 @@ class WorkerNotPicklableError(WorkerError, TypeError):
         self.attribute_path = attribute_path
 
 
-class RemoteTraceback(Exception):
+class RemoteTraceback(Exception):  # noqa: N818 (named like concurrent.futures' own)
     """The formatted traceback of an exception raised in a child process.
 
     Set as ``__cause__`` of the exception the parent reads, so that printing it

@@ -190,7 +190,8 @@ class ProcessWorker(AbstractWorker):
 
     def _launch(self) -> None:
         method = self.start_method
-        context = multiprocessing.get_context(method)
+        # Any: typeshed types get_context(str) as BaseContext, which lacks Process.
+        context: Any = multiprocessing.get_context(method)
         control_reader, control_writer = context.Pipe(duplex=False)
         status_reader, status_writer = context.Pipe(duplex=False)
         process = context.Process(
@@ -239,9 +240,7 @@ class ProcessWorker(AbstractWorker):
             if self._state not in TERMINAL_STATES:
                 exitcode = process.exitcode
                 self._record_error(
-                    WorkerExitedError(
-                        f"process worker {self.name!r} {describe_exitcode(exitcode)}", exitcode
-                    )
+                    WorkerExitedError(f"process worker {self.name!r} {describe_exitcode(exitcode)}", exitcode)
                 )
                 self._set_state(WorkerState.FAILED)
             self._close_pipes()
@@ -266,9 +265,7 @@ class ProcessWorker(AbstractWorker):
         kind = message[0]
         if kind in ("state", "done"):
             new = WorkerState(message[1])
-            if new is not self._state and not (
-                self._state in TERMINAL_STATES and new in TERMINAL_STATES
-            ):
+            if new is not self._state and not (self._state in TERMINAL_STATES and new in TERMINAL_STATES):
                 self._set_state(new)
         elif kind == "error":
             _, _phase, payload, type_name, text, tb = message

@@ -237,7 +237,9 @@ class Server:
         wait(waitables, timeout)
         self._wakeup.drain()
 
-    def _join(self, workers: tuple[AbstractWorker, ...] | list[AbstractWorker], timeout: float | None) -> list[AbstractWorker]:
+    def _join(
+        self, workers: tuple[AbstractWorker, ...] | list[AbstractWorker], timeout: float | None
+    ) -> list[AbstractWorker]:
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             alive = [w for w in workers if w.is_alive()]
@@ -254,7 +256,9 @@ class Server:
     def _force_end(self, alive: list[AbstractWorker]) -> list[AbstractWorker]:
         processes = [w for w in alive if isinstance(w, ProcessWorker)]
         for worker in processes:
-            logger.warning("server %r: process worker %r did not stop in time; terminating", self.name, worker.name)
+            logger.warning(
+                "server %r: process worker %r did not stop in time; terminating", self.name, worker.name
+            )
             worker.terminate()
         if processes:
             self._join_processes(processes, TERMINATE_GRACE)
@@ -265,16 +269,16 @@ class Server:
         if processes:
             self._join_processes(processes, KILL_GRACE)
         frames = sys._current_frames()
-        for worker in alive:
-            if isinstance(worker, ProcessWorker) or not worker.is_alive():
+        for thread_worker in alive:
+            if isinstance(thread_worker, ProcessWorker) or not thread_worker.is_alive():
                 continue
-            ident = getattr(worker, "ident", None)
+            ident = getattr(thread_worker, "ident", None)
             frame = frames.get(ident) if ident is not None else None
             stack = "".join(traceback.format_stack(frame)) if frame is not None else "(no stack)\n"
             logger.error(
                 "server %r: thread worker %r did not stop in time; it is left running. Its stack:\n%s",
                 self.name,
-                worker.name,
+                thread_worker.name,
                 stack,
             )
         return [w for w in alive if w.is_alive()]

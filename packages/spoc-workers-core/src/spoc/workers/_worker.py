@@ -241,7 +241,7 @@ class AbstractWorker(ABC):
     def _launch(self) -> None:
         raise NotImplementedError
 
-    def _refresh(self) -> None:
+    def _refresh(self) -> None:  # noqa: B027 (a hook; threads need nothing here)
         """Bring ``_state`` up to date with the carrier (processes report over a pipe)."""
 
     def _set_state(self, state: WorkerState) -> None:

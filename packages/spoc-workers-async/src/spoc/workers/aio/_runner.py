@@ -60,7 +60,14 @@ class LoopRunner:
         Raises:
             RuntimeError: when called from a running event loop or after close.
         """
-        return self._get_runner().run(coro)  # type: ignore[no-any-return]
+        try:
+            if _running_loop() is not None:
+                raise RuntimeError("LoopRunner.run() cannot be called from a running event loop")
+            runner = self._get_runner()
+        except RuntimeError:
+            coro.close()  # never leave an un-awaited coroutine behind
+            raise
+        return runner.run(coro)  # type: ignore[no-any-return]
 
     def close(self) -> None:
         """Cancel what is left on the loop and close it. Safe to call twice."""
@@ -92,9 +99,6 @@ class _Runner310:
         return self._loop
 
     def run(self, coro: Coroutine[Any, Any, T]) -> T:
-        if _running_loop() is not None:
-            coro.close()
-            raise RuntimeError("LoopRunner.run() cannot be called from a running event loop")
         loop = self.get_loop()
         return loop.run_until_complete(loop.create_task(coro))
 
