@@ -23,7 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_workers import (  # noqa: E402
+from bench_workers import (
     IdleAsyncThread,
     IdleProcess,
     IdleThread,
@@ -229,7 +229,7 @@ def _ms(seconds: float) -> str:
 
 
 def print_table(figures: list[Figure]) -> None:
-    """The table on stdout: median [min–max] for each side, and the ratio."""
+    """The table on stdout: median [min-max] for each side, and the ratio."""
     header = f"{'figure':34} {'ours (median [min-max])':34} {'baseline':22} {'baseline (median)':18} ratio"
     print(header)
     print("-" * len(header))
