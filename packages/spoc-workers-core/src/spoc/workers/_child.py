@@ -103,8 +103,10 @@ class PipeReporter:
             payload = None
         self._send(("error", phase, payload, _qualname(type(exc)), str(exc), tb))
 
-    def done(self, state: WorkerState) -> None:
-        self._send(("done", state.value))
+    def done(self, state: WorkerState, exitcode: int | None = None) -> None:
+        if exitcode is None:
+            exitcode = 0 if state is WorkerState.STOPPED else EXIT_FAILED
+        self._send(("done", state.value, exitcode))
 
     def _send(self, message: tuple[Any, ...]) -> None:
         # The control thread may report while the main thread does: one at a
@@ -188,7 +190,7 @@ def _hard_exit(reporter: PipeReporter, reason: str, code: int) -> None:
     sys.stderr.write(f"spoc.workers: {reason}; stacks of every thread:\n")
     faulthandler.dump_traceback(all_threads=True)
     reporter.error("stop", TimeoutError(reason) if code == EXIT_STOP_TIMEOUT else RuntimeError(reason))
-    reporter.done(WorkerState.FAILED)
+    reporter.done(WorkerState.FAILED, code)
     os._exit(code)
 
 

@@ -17,6 +17,7 @@ import signal
 import threading
 import time
 from multiprocessing.connection import Connection, wait
+from pathlib import Path
 from typing import Any, ClassVar
 
 from spoc.workers.aio import uvloop_enabled
@@ -81,9 +82,19 @@ class ProcessWorker(AbstractWorker):
         self._control: Connection | None = None
         self._status: Connection | None = None
         self._status_lock = threading.RLock()
+        self._launched_method: str | None = None
+        self._reported_exitcode: int | None = None
 
     def _runtime_attrs(self) -> tuple[str, ...]:
-        return (*super()._runtime_attrs(), "_process", "_control", "_status", "_status_lock")
+        return (
+            *super()._runtime_attrs(),
+            "_process",
+            "_control",
+            "_status",
+            "_status_lock",
+            "_launched_method",
+            "_reported_exitcode",
+        )
 
     # -- introspection --------------------------------------------------------
 
@@ -110,9 +121,21 @@ class ProcessWorker(AbstractWorker):
 
     @property
     def exitcode(self) -> int | None:
-        """The child's exit code: None while it runs, ``-N`` if killed by signal ``N``."""
-        process = self._process
-        return None if process is None else process.exitcode
+        """The child's exit code: None while it runs, ``-N`` if killed by signal ``N``.
+
+        Under ``forkserver``, when the fork server itself was killed (SIGTERM
+        to the whole process group kills it too), multiprocessing can only
+        say 255; the code the child reported before exiting is given instead.
+        """
+        with self._status_lock:
+            if self._alive():
+                return None
+            process = self._process
+            if process is None:
+                return None
+            if self._fork_server_lost(process) and self._reported_exitcode is not None:
+                return self._reported_exitcode
+            return process.exitcode
 
     @property
     def sentinel(self) -> int | None:
@@ -122,8 +145,9 @@ class ProcessWorker(AbstractWorker):
 
     def is_alive(self) -> bool:
         """True while the child process is alive."""
-        process = self._process
-        return process is not None and process.is_alive()
+        self._refresh()
+        with self._status_lock:
+            return self._alive()
 
     # -- control --------------------------------------------------------------
 
@@ -148,20 +172,13 @@ class ProcessWorker(AbstractWorker):
         if process is None:
             return True
         deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
-            self._refresh()
-            if not process.is_alive():
-                self._refresh()
-                return True
+        while self.is_alive():
             remaining = None if deadline is None else deadline - time.monotonic()
             if remaining is not None and remaining <= 0:
                 return False
-            # Read status messages while waiting, so a chatty child never blocks on a full pipe.
-            waitables: list[Any] = [process.sentinel]
-            status = self._status
-            if status is not None:
-                waitables.append(status)
-            wait(waitables, remaining)
+            waitables = self._waitables()
+            wait(waitables, remaining if waitables else min(_POLL, remaining or _POLL))
+        return True
 
     def terminate(self) -> None:
         """End the child now: it dumps its stacks to stderr and exits (code 125).
@@ -170,15 +187,19 @@ class ProcessWorker(AbstractWorker):
         Use :meth:`kill` if the child does not end shortly after.
         """
         if not self._send(EXIT):
-            process = self._process
-            if process is not None and process.is_alive():
-                process.terminate()
+            self._signal(signal.SIGTERM)
 
     def kill(self) -> None:
         """Kill the child with SIGKILL (no teardown, no goodbye)."""
+        self._signal(signal.SIGKILL)
+
+    def _signal(self, signum: int) -> None:
         process = self._process
-        if process is not None and process.is_alive():
-            process.kill()
+        if process is not None and process.pid is not None and self.is_alive():
+            try:
+                os.kill(process.pid, signum)
+            except ProcessLookupError:
+                pass
 
     # -- carrier --------------------------------------------------------------
 
@@ -192,6 +213,15 @@ class ProcessWorker(AbstractWorker):
         method = self.start_method
         # Any: typeshed types get_context(str) as BaseContext, which lacks Process.
         context: Any = multiprocessing.get_context(method)
+        # One launch at a time: a sibling forked meanwhile by another thread would
+        # inherit this child's pipe ends and hide its exit (the pipe's EOF).
+        with _LAUNCH_LOCK:
+            self._launch_locked(method, context)
+        token = self._token
+        if token is not None and token.stopped:  # stop() raced with start()
+            self._send(STOP)
+
+    def _launch_locked(self, method: str, context: Any) -> None:
         control_reader, control_writer = context.Pipe(duplex=False)
         status_reader, status_writer = context.Pipe(duplex=False)
         process = context.Process(
@@ -216,9 +246,7 @@ class ProcessWorker(AbstractWorker):
             control_reader.close()
             status_writer.close()
         self._process, self._control, self._status = process, control_writer, status_reader
-        token = self._token
-        if token is not None and token.stopped:  # stop() raced with start()
-            self._send(STOP)
+        self._launched_method, self._reported_exitcode = method, None
 
     def _send(self, message: bytes) -> bool:
         control = self._control
@@ -230,15 +258,38 @@ class ProcessWorker(AbstractWorker):
             return False
         return True
 
+    def _waitables(self) -> list[Any]:
+        """What becomes readable when this worker changes: its status pipe, its sentinel."""
+        waitables: list[Any] = []
+        status = self._status
+        if status is not None:
+            waitables.append(status)  # read while waiting: a chatty child never blocks on a full pipe
+        process = self._process
+        if process is not None and not self._fork_server_lost(process):
+            waitables.append(process.sentinel)
+        return waitables  # empty only in the moment a child whose fork server died exits
+
+    def _alive(self) -> bool:
+        process = self._process
+        if process is None:
+            return False
+        if process.exitcode is None:
+            return True
+        return self._fork_server_lost(process) and _pid_running(process.pid)
+
+    def _fork_server_lost(self, process: multiprocessing.process.BaseProcess) -> bool:
+        """True when multiprocessing's exit code only says that the fork server died."""
+        return self._launched_method == "forkserver" and process.exitcode == _FORK_SERVER_LOST
+
     def _refresh(self) -> None:
         with self._status_lock:
             self._drain()
             process = self._process
-            if process is None or process.exitcode is None:
+            if process is None or self._alive():
                 return
             self._drain()  # what the child said just before it exited
             if self._state not in TERMINAL_STATES:
-                exitcode = process.exitcode
+                exitcode = self.exitcode
                 self._record_error(
                     WorkerExitedError(f"process worker {self.name!r} {describe_exitcode(exitcode)}", exitcode)
                 )
@@ -263,6 +314,8 @@ class ProcessWorker(AbstractWorker):
 
     def _handle(self, message: tuple[Any, ...]) -> None:
         kind = message[0]
+        if kind == "done":
+            self._reported_exitcode = message[2]
         if kind in ("state", "done"):
             new = WorkerState(message[1])
             if new is not self._state and not (self._state in TERMINAL_STATES and new in TERMINAL_STATES):
@@ -277,6 +330,39 @@ class ProcessWorker(AbstractWorker):
             if conn is not None:
                 conn.close()
                 setattr(self, attr, None)
+
+
+_LAUNCH_LOCK = threading.Lock()
+
+
+def _new_launch_lock() -> None:
+    global _LAUNCH_LOCK
+    _LAUNCH_LOCK = threading.Lock()  # a forked child must not inherit it held
+
+
+os.register_at_fork(after_in_child=_new_launch_lock)
+
+_FORK_SERVER_LOST = 255  # popen_forkserver's exit code when the fork server is gone
+_POLL = 0.05  # seconds between looks at a pid when there is nothing to wait on
+
+
+def _pid_running(pid: int | None) -> bool:
+    """True when ``pid`` is a live (not zombie) process."""
+    if pid is None:
+        return False
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    except OSError:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+    return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
 
 
 def describe_exitcode(exitcode: int | None) -> str:

@@ -26,6 +26,7 @@ logger = logging.getLogger("spoc.workers.server")
 DEFAULT_SHUTDOWN_TIMEOUT = 10.0
 TERMINATE_GRACE = 0.5  # after terminate(), before kill()
 KILL_GRACE = 0.4  # after kill(), for the kernel to reap
+POLL = 0.05  # the longest wait when a worker offers nothing to wait on
 
 
 class Server:
@@ -231,9 +232,10 @@ class Server:
         waitables: list[Any] = [self._wakeup]
         for worker in workers:
             if isinstance(worker, ProcessWorker):
-                sentinel = worker.sentinel
-                if sentinel is not None:
-                    waitables.append(sentinel)
+                handles = worker._waitables()
+                if not handles and worker.is_alive():  # rare: see ProcessWorker._waitables
+                    timeout = POLL if timeout is None else min(timeout, POLL)
+                waitables += handles
         wait(waitables, timeout)
         self._wakeup.drain()
 
