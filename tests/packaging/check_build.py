@@ -6,6 +6,8 @@ Run by ``nox -s build``, or directly from any Python that has ``build`` installe
 
 Steps, each printed as it runs; the first failure stops the script with exit status 1:
 
+0. Fresh venvs (``python -m venv``, with pip) for the installs below, made in parallel; the
+   one for step 4 first downloads the build backend and its dependencies into a wheelhouse.
 1. ``python -m build`` of each package: the sdist, then the wheel built *from that sdist*
    (as pip builds an sdist), into a fresh dist directory. The build backend comes from a
    local wheelhouse; the package index is a local server that records what it is asked.
@@ -28,9 +30,11 @@ from __future__ import annotations
 import argparse
 import email.parser
 import http.server
+import importlib.util
 import os
 import re
 import shlex
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -38,12 +42,15 @@ import tempfile
 import threading
 import time
 import zipfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from dataclasses import dataclass
 from email.message import Message
+from functools import partial
 from pathlib import Path
 from types import TracebackType
+from typing import TypeVar
 
 ROOT = Path(__file__).resolve().parents[2]
 CHECK_IMPORTS = ROOT / "tests" / "packaging" / "check_imports.py"
@@ -51,6 +58,10 @@ BUILD_BACKEND = "hatchling"
 """What the wheelhouse holds (with its dependencies): the build backend of all three packages."""
 OUTPUT_TAIL = 60
 """How many lines of a failed command's output to show."""
+PARALLEL = 3
+"""At most this many venv creations or builds at once (each thread just waits for its subprocess)."""
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -110,10 +121,14 @@ def read_version() -> str:
     return version
 
 
-def run(cmd: Sequence[str | Path], *, env: dict[str, str], cwd: Path) -> str:
-    """Run ``cmd``; return its combined output, or raise :class:`CheckError` showing its tail."""
+def run(cmd: Sequence[str | Path], *, env: dict[str, str], cwd: Path, echo: bool = True) -> str:
+    """Run ``cmd``; return its combined output, or raise :class:`CheckError` showing its tail.
+
+    The command is printed first unless ``echo`` is false (the caller printed it).
+    """
     args = [str(arg) for arg in cmd]
-    print(f"  $ {shlex.join(args)}", flush=True)
+    if echo:
+        print(f"  $ {shlex.join(args)}", flush=True)
     proc = subprocess.run(
         args,
         env=env,
@@ -239,12 +254,32 @@ def step(title: str) -> Iterator[None]:
     print(f"    ({time.monotonic() - start:.1f}s)", flush=True)
 
 
-def make_venv(path: Path) -> Path:
-    """Create a venv with pip at ``path`` from ``sys.executable``; return its Python."""
-    run([sys.executable, "-m", "venv", path], env=base_env(), cwd=path.parent)
-    python = path / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
-    expect(python.exists(), f"the venv at {path} has no {python.name}")
-    return python
+def parallel(jobs: Sequence[Callable[[], T]]) -> list[T]:
+    """Run ``jobs`` in threads (their work is in subprocesses); return their results in order.
+
+    Every job runs to its end; then the first failure, in order, is raised.
+    """
+    with ThreadPoolExecutor(max_workers=max(1, min(len(jobs), PARALLEL))) as pool:
+        futures = [pool.submit(job) for job in jobs]
+        wait(futures)
+    return [future.result() for future in futures]
+
+
+def make_venvs(tmp: Path, names: Sequence[str]) -> dict[str, Path]:
+    """Create fresh venvs with pip, ``tmp/venv-<name>``, from ``sys.executable``; return their Pythons."""
+    paths = [tmp / f"venv-{name}" for name in names]
+    commands: list[list[str | Path]] = [[sys.executable, "-m", "venv", path] for path in paths]
+    for command in commands:
+        print(f"  $ {shlex.join(map(str, command))}", flush=True)
+    parallel([partial(run, command, env=base_env(), cwd=tmp, echo=False) for command in commands])
+    pythons = {
+        name: path / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
+        for name, path in zip(names, paths, strict=True)
+    }
+    for python in pythons.values():
+        expect(python.exists(), f"{python} does not exist")
+    ok(f"{len(names)} venvs: {', '.join(path.name for path in paths)}")
+    return pythons
 
 
 def check_imports(python: Path, subset: str, version: str, mode: str, cwd: Path) -> None:
@@ -257,14 +292,20 @@ def check_imports(python: Path, subset: str, version: str, mode: str, cwd: Path)
     print("    " + output.rstrip().replace("\n", "\n    "), flush=True)
 
 
-def build_all(dist: Path, wheelhouse: Path, index: RecordingIndex, version: str) -> None:
-    """Build each package's sdist, then its wheel from that sdist, into ``dist``."""
+def build_all(tmp: Path, dist: Path, wheelhouse: Path, index: RecordingIndex, version: str) -> None:
+    """Build the sdist, then the wheel from that sdist, of every package (in parallel) into ``dist``."""
     env = isolated_env(index_url=index.url, find_links=wheelhouse)
     index.clear()
-    for package in PACKAGES:
-        before = set(dist.iterdir())
-        output = run([sys.executable, "-m", "build", package.path, "--outdir", dist], env=env, cwd=ROOT)
-        built = sorted(path.name for path in set(dist.iterdir()) - before)
+    outdirs = [tmp / "build" / package.name for package in PACKAGES]
+    commands: list[list[str | Path]] = [
+        [sys.executable, "-m", "build", package.path, "--outdir", outdir]
+        for package, outdir in zip(PACKAGES, outdirs, strict=True)
+    ]
+    for command in commands:
+        print(f"  $ {shlex.join(map(str, command))}", flush=True)
+    outputs = parallel([partial(run, command, env=env, cwd=ROOT, echo=False) for command in commands])
+    for package, outdir, output in zip(PACKAGES, outdirs, outputs, strict=True):
+        built = sorted(path.name for path in outdir.iterdir())
         expected = sorted(
             [f"{package.file_stem}-{version}.tar.gz", f"{package.file_stem}-{version}-py3-none-any.whl"]
         )
@@ -272,6 +313,8 @@ def build_all(dist: Path, wheelhouse: Path, index: RecordingIndex, version: str)
         expect(
             "Building wheel from sdist" in output, f"{package.name}: the wheel was not built from the sdist"
         )
+        for name in built:
+            shutil.copy2(outdir / name, dist / name)
         ok(f"{package.name}: {', '.join(built)} (the wheel built from the sdist)")
     index.expect_no_spoc_lookup("building")
 
@@ -365,12 +408,12 @@ def check_wheels(dist: Path, version: str) -> None:
         ok(f"{wheel.name}: {len(files)} files under {package.top}, {init}, py.typed, no spoc/__init__.py")
 
 
-def check_subsets(tmp: Path, dist: Path, version: str) -> None:
-    """Install each subset from ``dist`` alone into a fresh venv and check its imports."""
+def check_subsets(pythons: dict[str, Path], tmp: Path, dist: Path, version: str) -> None:
+    """Install each subset from ``dist`` alone into its fresh venv and check its imports."""
     env = isolated_env()
     for subset, package in SUBSETS:
         print(f"  -- subset {subset!r}: pip install {package.name}", flush=True)
-        python = make_venv(tmp / f"venv-{subset}")
+        python = pythons[subset]
         run(
             [python, "-m", "pip", "install", "--no-index", "--find-links", dist, package.name],
             env=env,
@@ -391,9 +434,10 @@ def check_editable(python: Path, tmp: Path, version: str) -> None:
     check_imports(python, "all", version, "editable", tmp)
 
 
-def check_checkout_install(tmp: Path, wheelhouse: Path, index: RecordingIndex, version: str) -> None:
+def check_checkout_install(
+    python: Path, tmp: Path, wheelhouse: Path, index: RecordingIndex, version: str
+) -> None:
     """A non-editable install of the checkout's package directories, never asking the index for them."""
-    python = make_venv(tmp / "venv-checkout")
     index.clear()
     paths = [f"./{package.path.relative_to(ROOT).as_posix()}" for package in PACKAGES]
     run(
@@ -426,27 +470,32 @@ def main(argv: list[str] | None = None) -> int:
     start = time.monotonic()
     try:
         version = read_version()
+        expect(
+            importlib.util.find_spec("build") is not None,
+            f"{sys.executable} lacks the `build` package: pip install 'build>=1.2' (nox -s build does)",
+        )
         print(f"check_build: spoc-workers {version} with Python {sys.version.split()[0]} ({sys.executable})")
         with tempfile.TemporaryDirectory(prefix="spoc-check-build-") as tmp_name, RecordingIndex() as index:
             tmp = Path(tmp_name)
             dist, wheelhouse = tmp / "dist", tmp / "wheelhouse"
             dist.mkdir()
+            with step("fresh venvs for the installs below"):
+                pythons = make_venvs(tmp, [subset for subset, _ in SUBSETS] + ["editable", "checkout"])
             with step(f"wheelhouse of the build backend ({BUILD_BACKEND})"):
-                dev_python = make_venv(tmp / "venv-editable")
-                fill_wheelhouse(dev_python, wheelhouse)
+                fill_wheelhouse(pythons["editable"], wheelhouse)
             with step("build: the sdist, then the wheel from the sdist, of each package"):
-                build_all(dist, wheelhouse, index, version)
+                build_all(tmp, dist, wheelhouse, index, version)
             with step("the sdists"):
                 for package in PACKAGES:
                     check_sdist(package, dist / f"{package.file_stem}-{version}.tar.gz", version)
             with step("the wheels"):
                 check_wheels(dist, version)
             with step("install each subset from the dist directory only (--no-index)"):
-                check_subsets(tmp, dist, version)
+                check_subsets(pythons, tmp, dist, version)
             with step("editable developer setup: pip install -e of all three, in one call"):
-                check_editable(dev_python, tmp, version)
+                check_editable(pythons["editable"], tmp, version)
             with step("non-editable install of the checkout's package directories, in one call"):
-                check_checkout_install(tmp, wheelhouse, index, version)
+                check_checkout_install(pythons["checkout"], tmp, wheelhouse, index, version)
     except CheckError as exc:
         print(f"\ncheck_build: FAILED after {time.monotonic() - start:.0f}s\n{exc}", file=sys.stderr)
         return 1

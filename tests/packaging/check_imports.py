@@ -26,7 +26,6 @@ import traceback
 from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
-from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
 DISTRIBUTIONS = ["spoc-workers-async", "spoc-workers-core", "spoc-workers-patterns"]
@@ -223,9 +222,10 @@ def smoke_run_async_safely() -> None:
     result = run_async_safely(answer())
     expect(result == 42, f"run_async_safely(answer()) returned {result!r}, expected 42")
 
-    async def inside_loop() -> Any:
+    async def inside_loop() -> int:
         task = run_async_safely(answer())
-        expect(isinstance(task, asyncio.Task), f"inside a loop it returned {task!r}, expected a Task")
+        if not isinstance(task, asyncio.Task):
+            raise CheckError(f"inside a loop it returned {task!r}, expected a Task")
         return await task
 
     result = asyncio.run(inside_loop())
