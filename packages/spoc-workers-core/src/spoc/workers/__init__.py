@@ -15,6 +15,7 @@ __path__ = extend_path(__path__, __name__)
 
 from spoc.workers.aio import run_async_safely, set_uvloop_if_available
 
+from ._backoff import Backoff
 from ._errors import (
     RemoteTraceback,
     WorkerError,
@@ -39,6 +40,7 @@ except Exception:  # running from a source tree without metadata
 __all__ = [
     "START_METHOD_ENV",
     "AbstractWorker",
+    "Backoff",
     "ProcessWorker",
     "RemoteTraceback",
     "Server",
