@@ -398,3 +398,57 @@ def test_abstract_worker_is_the_common_base() -> None:
     assert isinstance(Quick(), AbstractWorker)
     assert Quick.kind == "thread"
     assert repr(Quick("q")) == "<Quick 'q' new>"
+
+
+# -- waking waits the framework does not own -------------------------------------------
+
+
+def test_on_stop_callbacks_run_once_on_stop_and_at_once_when_late() -> None:
+    calls: list[str] = []
+
+    class Registers(Recorder):
+        def setup(self) -> None:
+            super().setup()
+            self.on_stop(lambda: calls.append("early"))
+            remove = self.on_stop(lambda: calls.append("removed"))
+            remove()
+
+    worker = Registers()
+    with pytest.raises(RuntimeError, match="started"):
+        worker.on_stop(lambda: None)
+    worker.start()
+    assert worker.in_main.wait(5)
+    worker.stop()
+    worker.stop()
+    assert worker.join(5)
+    worker.on_stop(lambda: calls.append("late"))  # the run's stop was requested already
+    assert calls == ["early", "late"]
+
+
+def test_wait_readable_returns_ready_handles_or_nothing_on_stop() -> None:
+    import os
+
+    read, write = os.pipe()
+    results: list[list[Any]] = []
+    waiting = threading.Event()
+
+    class Reader(ThreadWorker):
+        def main(self) -> None:
+            results.append(self.wait_readable([read], timeout=5))
+            os.read(read, 1)
+            waiting.set()
+            results.append(self.wait_readable([read]))  # only a stop ends this one
+
+    worker = Reader()
+    try:
+        worker.start()
+        os.write(write, b"x")
+        assert waiting.wait(5)
+        begun = time.perf_counter()
+        worker.stop()
+        assert worker.join(5)
+        assert time.perf_counter() - begun < 0.05
+        assert results == [[read], []]
+    finally:
+        os.close(read)
+        os.close(write)

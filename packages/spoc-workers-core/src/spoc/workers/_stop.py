@@ -2,27 +2,35 @@
 
 ``set()`` takes no lock, so it is safe from any thread *and* from a signal
 handler: each sync waiter blocks on a lock of its own that ``set()`` merely
-releases, and each async waiter is woken with ``call_soon_threadsafe``.
+releases, each async waiter is woken with ``call_soon_threadsafe``, and code
+that waits on file descriptors gets a self-pipe that ``set()`` writes to.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
+import os
 import threading
+from collections.abc import Callable
 
 __all__ = ["StopToken"]
+
+logger = logging.getLogger("spoc.workers.worker")
 
 
 class StopToken:
     """A one-way flag: once set, every current and future wait returns at once."""
 
-    __slots__ = ("_async_waiters", "_stopped", "_waiters")
+    __slots__ = ("__weakref__", "_async_waiters", "_callbacks", "_pipe", "_stopped", "_waiters")
 
     def __init__(self) -> None:
         self._stopped = False
         self._waiters: list[threading.Lock] = []
         self._async_waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
+        self._callbacks: list[Callable[[], None]] = []
+        self._pipe: tuple[int, int] | None = None
 
     @property
     def stopped(self) -> bool:
@@ -46,6 +54,59 @@ class StopToken:
                 loop.call_soon_threadsafe(_resolve, future)
             except RuntimeError:  # that loop is closed: its waiter is gone
                 pass
+        pipe = self._pipe
+        if pipe is not None:
+            _poke(pipe[1])
+        for callback in tuple(self._callbacks):
+            _call(callback)
+
+    def add_callback(self, callback: Callable[[], None]) -> Callable[[], None]:
+        """Call ``callback`` when the stop is requested (at once if it already was).
+
+        The callback runs in whichever thread calls :meth:`set`, possibly in a
+        signal handler: it must be quick and must not block (take locks with
+        ``acquire(blocking=False)``). Its exceptions are logged and ignored.
+
+        Returns:
+            a function that unregisters the callback.
+        """
+        self._callbacks.append(callback)
+        if self._stopped:
+            _call(callback)
+
+        def remove() -> None:
+            try:
+                self._callbacks.remove(callback)
+            except ValueError:
+                pass
+
+        return remove
+
+    def fileno(self) -> int:
+        """A file descriptor that becomes readable once the stop is requested.
+
+        For waits on file descriptors (``select``,
+        :func:`multiprocessing.connection.wait`). Made on first use; closed by
+        :meth:`close`.
+        """
+        pipe = self._pipe
+        if pipe is None:
+            read, write = os.pipe()
+            os.set_blocking(write, False)
+            self._pipe = pipe = (read, write)
+            if self._stopped:  # set() may have run before the pipe existed
+                _poke(write)
+        return pipe[0]
+
+    def close(self) -> None:
+        """Release the self-pipe, if one was made; the token stays usable otherwise."""
+        pipe, self._pipe = self._pipe, None
+        if pipe is not None:
+            for fd in pipe:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
 
     def wait(self, timeout: float | None = None) -> bool:
         """Block until the stop is requested or ``timeout`` seconds pass.
@@ -88,6 +149,20 @@ class StopToken:
             if timer is not None:
                 timer.cancel()
             self._async_waiters.remove(entry)
+
+
+def _poke(fd: int) -> None:
+    try:
+        os.write(fd, b"\0")
+    except OSError:  # full (already readable) or closed
+        pass
+
+
+def _call(callback: Callable[[], None]) -> None:
+    try:
+        callback()
+    except Exception:
+        logger.exception("stop callback %r raised; ignored", callback)
 
 
 def _resolve(future: asyncio.Future[None]) -> None:

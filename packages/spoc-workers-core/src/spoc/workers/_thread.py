@@ -73,6 +73,7 @@ class ThreadWorker(AbstractWorker):
         try:
             final = run_lifecycle(self, token, _ThreadReporter(self))
         finally:
+            token.close()
             self._set_state(final)
             self._notify_exit()
 

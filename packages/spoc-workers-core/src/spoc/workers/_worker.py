@@ -7,7 +7,8 @@ import math
 import threading
 import types
 from abc import ABC, abstractmethod
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
+from multiprocessing.connection import wait
 from typing import Any, ClassVar
 
 from ._state import TERMINAL_STATES, WorkerState, check_transition
@@ -167,6 +168,41 @@ class AbstractWorker(ABC):
             token = StopToken()
         return not await token.wait_async(seconds)
 
+    def on_stop(self, callback: Callable[[], None]) -> Callable[[], None]:
+        """Call ``callback`` when a stop is requested for the current run.
+
+        For waking a wait the framework does not know about (a queue, a
+        socket). Called at once if the stop was already requested. It runs in
+        the thread that calls :meth:`stop`, possibly a signal handler: it must
+        be quick and must not block (take locks with ``acquire(blocking=False)``).
+
+        Returns:
+            a function that unregisters the callback.
+
+        Raises:
+            RuntimeError: the worker has not been started.
+        """
+        return self._current_token("on_stop").add_callback(callback)
+
+    def wait_readable(self, handles: Sequence[Any], timeout: float | None = None) -> list[Any]:
+        """Wait until one of ``handles`` is readable, a stop is requested, or ``timeout`` passes.
+
+        ``handles`` may hold file descriptors, sockets, and
+        :mod:`multiprocessing` connections or sentinels (anything
+        :func:`multiprocessing.connection.wait` accepts).
+
+        Returns:
+            the handles that are readable; empty when woken by a stop or on timeout.
+
+        Raises:
+            RuntimeError: the worker has not been started.
+        """
+        token = self._current_token("wait_readable")
+        if token.stopped:
+            return []
+        ready = wait([*handles, token.fileno()], timeout)
+        return [handle for handle in handles if handle in ready]
+
     # -- control from outside -------------------------------------------------
 
     @property
@@ -240,6 +276,12 @@ class AbstractWorker(ABC):
 
     def _launch(self) -> None:
         raise NotImplementedError
+
+    def _current_token(self, what: str) -> StopToken:
+        token = self._token
+        if token is None:
+            raise RuntimeError(f"worker {self.name!r}: {what}() needs a started worker")
+        return token
 
     def _refresh(self) -> None:  # noqa: B027 (a hook; threads need nothing here)
         """Bring ``_state`` up to date with the carrier (processes report over a pipe)."""
