@@ -20,9 +20,11 @@ from ._errors import (
     RemoteTraceback,
     WorkerError,
     WorkerExitedError,
+    WorkerHungError,
     WorkerNotPicklableError,
     WorkerRemoteError,
 )
+from ._events import RestartPolicy, Strategy, WorkerEvent
 from ._process import START_METHOD_ENV, ProcessWorker
 from ._server import Server
 from ._state import WorkerState
@@ -43,11 +45,15 @@ __all__ = [
     "Backoff",
     "ProcessWorker",
     "RemoteTraceback",
+    "RestartPolicy",
     "Server",
+    "Strategy",
     "ThreadWorker",
     "WorkerContext",
     "WorkerError",
+    "WorkerEvent",
     "WorkerExitedError",
+    "WorkerHungError",
     "WorkerNotPicklableError",
     "WorkerRemoteError",
     "WorkerState",

@@ -49,6 +49,7 @@ EXIT_TERMINATED = 125
 
 STOP = b"stop"
 EXIT = b"exit"
+DUMP = b"dump"
 
 _TICK = 0.2  # how often the control thread re-checks the flag and the parent pid
 _CANCEL_GRACE = 0.25  # lets an async main's own cancellation win over the watchdog
@@ -103,6 +104,9 @@ class PipeReporter:
             payload = None
         self._send(("error", phase, payload, _qualname(type(exc)), str(exc), tb))
 
+    def stacks(self, text: str) -> None:
+        self._send(("stacks", text))
+
     def done(self, state: WorkerState, exitcode: int | None = None) -> None:
         if exitcode is None:
             exitcode = 0 if state is WorkerState.STOPPED else EXIT_FAILED
@@ -145,7 +149,10 @@ def _control_loop(
                     continue
                 if message == EXIT:
                     _hard_exit(reporter, f"worker {worker.name!r} terminated by its parent", EXIT_TERMINATED)
-                token.set()
+                elif message == DUMP:
+                    reporter.stacks(_all_stacks())
+                else:
+                    token.set()
             else:
                 _orphaned(worker, token, "its parent process died")
                 watched.remove(ready)
@@ -192,6 +199,15 @@ def _hard_exit(reporter: PipeReporter, reason: str, code: int) -> None:
     reporter.error("stop", TimeoutError(reason) if code == EXIT_STOP_TIMEOUT else RuntimeError(reason))
     reporter.done(WorkerState.FAILED, code)
     os._exit(code)
+
+
+def _all_stacks() -> str:
+    """Every thread's stack, formatted (the control thread runs even if main is stuck)."""
+    names = {thread.ident: thread.name for thread in threading.enumerate()}
+    parts = []
+    for ident, frame in sys._current_frames().items():
+        parts.append(f"Thread {names.get(ident, ident)!r}:\n{''.join(traceback.format_stack(frame))}")
+    return "\n".join(parts)
 
 
 def _qualname(cls: type) -> str:

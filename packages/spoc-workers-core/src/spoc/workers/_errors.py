@@ -6,6 +6,7 @@ __all__ = [
     "RemoteTraceback",
     "WorkerError",
     "WorkerExitedError",
+    "WorkerHungError",
     "WorkerNotPicklableError",
     "WorkerRemoteError",
 ]
@@ -71,3 +72,15 @@ class WorkerExitedError(WorkerError):
     def __init__(self, message: str, exitcode: int | None) -> None:
         super().__init__(message)
         self.exitcode = exitcode
+
+
+class WorkerHungError(WorkerError):
+    """A supervised worker went silent for longer than its ``heartbeat_timeout``.
+
+    Attributes:
+        silent_for: seconds without a heartbeat when it was declared hung.
+    """
+
+    def __init__(self, message: str, silent_for: float) -> None:
+        super().__init__(message)
+        self.silent_for = silent_for

@@ -10,6 +10,8 @@ The error rules:
   ``lifecycle("error", exception=exc, phase=...)`` and makes the run FAILED;
 * ``teardown`` and the "shutdown" event always run, even after ``setup`` failed;
 * an exception raised by ``lifecycle`` itself is logged and ignored;
+* ``sys.exit()`` or ``sys.exit(0)`` in a hook is a clean end (from ``setup``:
+  no "startup" and no ``main``); another exit code is an error;
 * an async ``main`` still running ``stop_timeout`` seconds after a stop
   request is cancelled (a warning is logged; the run is not a failure).
 """
@@ -59,10 +61,11 @@ class _Run:
         self.token = token
         self.reporter = reporter
         self.runner = runner
+        self.exited = False  # sys.exit(0) in setup: a clean end, without startup or main
 
     def run(self) -> WorkerState:
         ok = self._hook("setup", self.worker.setup)
-        if ok:
+        if ok and not self.exited:
             self._emit("startup")
             self.reporter.state(WorkerState.RUNNING)
             ok = self._hook("main", self.worker.main, stoppable=True)
@@ -81,6 +84,7 @@ class _Run:
                     self.runner.run(_as_coroutine(result))
         except SystemExit as exc:
             if exc.code in (None, 0):
+                self.exited = True
                 return True  # sys.exit() / sys.exit(0): a clean, early end
             self._failed(phase, exc)
             return False

@@ -22,7 +22,7 @@ from typing import Any, ClassVar
 
 from spoc.workers.aio import uvloop_enabled
 
-from ._child import EXIT, STOP, child_main
+from ._child import DUMP, EXIT, STOP, child_main
 from ._errors import RemoteTraceback, WorkerExitedError, WorkerNotPicklableError, WorkerRemoteError
 from ._pickling import find_unpicklable
 from ._state import TERMINAL_STATES, WorkerState
@@ -81,7 +81,6 @@ class ProcessWorker(AbstractWorker):
         self._process: multiprocessing.process.BaseProcess | None = None
         self._control: Connection | None = None
         self._status: Connection | None = None
-        self._status_lock = threading.RLock()
         self._launched_method: str | None = None
         self._reported_exitcode: int | None = None
 
@@ -91,7 +90,6 @@ class ProcessWorker(AbstractWorker):
             "_process",
             "_control",
             "_status",
-            "_status_lock",
             "_launched_method",
             "_reported_exitcode",
         )
@@ -106,7 +104,9 @@ class ProcessWorker(AbstractWorker):
         from_env = os.environ.get(START_METHOD_ENV)
         if from_env:
             return _check_start_method(from_env, f"${START_METHOD_ENV}")
-        return multiprocessing.get_start_method()
+        # Python's default, without fixing it (get_start_method() would, and a later
+        # multiprocessing.set_start_method() would then fail): the first listed is the default.
+        return multiprocessing.get_start_method(allow_none=True) or multiprocessing.get_all_start_methods()[0]
 
     @property
     def process(self) -> multiprocessing.process.BaseProcess | None:
@@ -127,7 +127,7 @@ class ProcessWorker(AbstractWorker):
         to the whole process group kills it too), multiprocessing can only
         say 255; the code the child reported before exiting is given instead.
         """
-        with self._status_lock:
+        with self._lock:
             if self._alive():
                 return None
             process = self._process
@@ -146,7 +146,7 @@ class ProcessWorker(AbstractWorker):
     def is_alive(self) -> bool:
         """True while the child process is alive."""
         self._refresh()
-        with self._status_lock:
+        with self._lock:
             return self._alive()
 
     # -- control --------------------------------------------------------------
@@ -193,6 +193,10 @@ class ProcessWorker(AbstractWorker):
         """Kill the child with SIGKILL (no teardown, no goodbye)."""
         self._signal(signal.SIGKILL)
 
+    def _request_stacks(self) -> None:
+        """Ask the child to send every thread's stack; they are logged when they arrive."""
+        self._send(DUMP)
+
     def _signal(self, signum: int) -> None:
         process = self._process
         if process is not None and process.pid is not None and self.is_alive():
@@ -238,6 +242,19 @@ class ProcessWorker(AbstractWorker):
             if method == "fork":
                 raise
             raise _not_picklable(self, method, exc) from exc
+        except RuntimeError as exc:
+            control_writer.close()
+            status_reader.close()
+            if "context" not in str(exc):
+                raise
+            # e.g. "A SemLock created in a fork context is being shared with a process in a spawn context"
+            raise WorkerNotPicklableError(
+                f"process worker {self.name!r} holds a multiprocessing object made for another start "
+                f"method than its own ({method!r}): {exc}. Make queues, locks and events with "
+                f"multiprocessing.get_context({method!r}) (see ProcessWorker.start_method).",
+                worker_name=self.name,
+                attribute_path="",
+            ) from exc
         except BaseException:
             control_writer.close()
             status_reader.close()
@@ -269,6 +286,10 @@ class ProcessWorker(AbstractWorker):
             waitables.append(process.sentinel)
         return waitables  # empty only in the moment a child whose fork server died exits
 
+    def _carrier_alive(self) -> bool:
+        with self._lock:
+            return self._alive()
+
     def _alive(self) -> bool:
         process = self._process
         if process is None:
@@ -281,8 +302,8 @@ class ProcessWorker(AbstractWorker):
         """True when multiprocessing's exit code only says that the fork server died."""
         return self._launched_method == "forkserver" and process.exitcode == _FORK_SERVER_LOST
 
-    def _refresh(self) -> None:
-        with self._status_lock:
+    def _refresh_locked(self) -> None:
+        with self._lock:
             self._drain()
             process = self._process
             if process is None or self._alive():
@@ -320,6 +341,8 @@ class ProcessWorker(AbstractWorker):
             new = WorkerState(message[1])
             if new is not self._state and not (self._state in TERMINAL_STATES and new in TERMINAL_STATES):
                 self._set_state(new)
+        elif kind == "stacks":
+            logger.error("worker %r (pid %s), its threads' stacks:\n%s", self.name, self.pid, message[1])
         elif kind == "error":
             _, _phase, payload, type_name, text, tb = message
             self._record_error(_rebuild_exception(payload, type_name, text, tb))

@@ -1,4 +1,4 @@
-"""``Server``: start, watch and stop many workers as one unit."""
+"""``Server``: start, supervise and stop many workers as one unit."""
 
 from __future__ import annotations
 
@@ -10,13 +10,17 @@ import threading
 import time
 import traceback
 import weakref
+from collections.abc import Callable
 from multiprocessing.connection import wait
 from types import TracebackType
 from typing import Any
 
+from ._backoff import Backoff
+from ._events import RESTART_POLICIES, STRATEGIES, EventListener, RestartPolicy, Strategy, WorkerEvent
 from ._process import ProcessWorker
 from ._signals import SignalHandlers, WakeupPipe
 from ._state import TERMINAL_STATES, WorkerState
+from ._supervisor import Supervised, Supervisor, outcome_of
 from ._worker import AbstractWorker
 
 __all__ = ["Server"]
@@ -27,38 +31,83 @@ DEFAULT_SHUTDOWN_TIMEOUT = 10.0
 TERMINATE_GRACE = 0.5  # after terminate(), before kill()
 KILL_GRACE = 0.4  # after kill(), for the kernel to reap
 POLL = 0.05  # the longest wait when a worker offers nothing to wait on
+LEAVING_GRACE = 1.0  # how long a worker that reported its end may take to leave its thread or process
 
 
 class Server:
-    """Runs many workers as one unit: start together, stop together, on signals too.
+    """Runs many workers as one unit: start together, supervise, stop together, on signals too.
 
     Args:
-        name: the server's name, used in logs.
+        name: the server's name, used in logs and events.
         shutdown_timeout: seconds :meth:`run_forever` (and leaving a ``with``
             block) gives the workers to stop before process workers are
             terminated then killed.
+        strategy: which workers restart with a failed one: ``"one_for_one"``
+            (only it), ``"one_for_all"`` (every worker), ``"rest_for_one"``
+            (it and those added after it). Workers whose policy is ``"never"``
+            are stopped with the group but not restarted.
+        max_restarts: the restart intensity: more than this many restarts
+            within ``restart_window`` seconds and the server gives up: it
+            emits one ``"gave_up"`` event, stops everything and
+            :meth:`run_forever` returns 1.
+        restart_window: see ``max_restarts``, in seconds.
+        backoff: the delays between restarts of the same worker.
+        stable_after: seconds a worker must have been running for its
+            backoff to start over at its first delay.
+        on_event: a listener for every :class:`WorkerEvent` (see :meth:`add_listener`).
 
     Constructing a server touches no signal handler and no global state;
     several servers in one process do not interfere. :meth:`run_forever`
-    handles SIGINT and SIGTERM only while it runs.
+    handles SIGINT and SIGTERM (and SIGUSR1: log the status and every stack)
+    only while it runs.
     """
 
-    def __init__(self, name: str = "Server", *, shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT) -> None:
+    def __init__(
+        self,
+        name: str = "Server",
+        *,
+        shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT,
+        strategy: Strategy = "one_for_one",
+        max_restarts: int = 10,
+        restart_window: float = 60.0,
+        backoff: Backoff | None = None,
+        stable_after: float = 10.0,
+        on_event: EventListener | None = None,
+    ) -> None:
         if not isinstance(name, str):
             raise TypeError(f"Server name must be a str, got {type(name).__name__} {name!r}")
-        if isinstance(shutdown_timeout, bool) or not isinstance(shutdown_timeout, (int, float)):
-            raise TypeError(f"server {name!r}: shutdown_timeout must be a number of seconds")
-        if not (shutdown_timeout >= 0 and math.isfinite(shutdown_timeout)):
-            raise ValueError(f"server {name!r}: shutdown_timeout must be >= 0 and finite")
+        _check_seconds(name, "shutdown_timeout", shutdown_timeout)
+        _check_seconds(name, "restart_window", restart_window)
+        _check_seconds(name, "stable_after", stable_after)
+        if strategy not in STRATEGIES:
+            raise ValueError(f"server {name!r}: strategy must be one of {STRATEGIES}, got {strategy!r}")
+        if isinstance(max_restarts, bool) or not isinstance(max_restarts, int) or max_restarts < 0:
+            raise ValueError(f"server {name!r}: max_restarts must be an int >= 0, got {max_restarts!r}")
+        if backoff is not None and not isinstance(backoff, Backoff):
+            raise TypeError(f"server {name!r}: backoff must be a Backoff, got {type(backoff).__name__}")
         self.name = name
         self.shutdown_timeout = float(shutdown_timeout)
-        self._workers: list[AbstractWorker] = []
+        self._records: list[Supervised] = []
+        self._listeners: list[EventListener] = [on_event] if on_event is not None else []
         self._lock = threading.RLock()
         self._running = False
         self._stop_requested = False
         self._signals: list[int] = []
+        self._dump_requested = False
         self._wakeup = WakeupPipe()
-        weakref.finalize(self, self._wakeup.close)
+        self._supervisor = Supervisor(
+            name,
+            self._snapshot,
+            self._emit,
+            self.stop,
+            self._wakeup.wake,
+            strategy=strategy,
+            max_restarts=max_restarts,
+            restart_window=float(restart_window),
+            backoff=backoff or Backoff(),
+            stable_after=float(stable_after),
+        )
+        weakref.finalize(self, _close_pipes, self._wakeup, self._supervisor)
 
     # -- membership -----------------------------------------------------------
 
@@ -66,24 +115,53 @@ class Server:
     def workers(self) -> tuple[AbstractWorker, ...]:
         """The workers, in the order they were added."""
         with self._lock:
-            return tuple(self._workers)
+            return tuple(record.worker for record in self._records)
 
-    def add_worker(self, worker: AbstractWorker) -> AbstractWorker:
+    @property
+    def gave_up(self) -> bool:
+        """True once the restart intensity was exceeded."""
+        return self._supervisor.gave_up
+
+    def add_worker(
+        self,
+        worker: AbstractWorker,
+        *,
+        restart: RestartPolicy | None = None,
+        heartbeat_timeout: float | None = None,
+    ) -> AbstractWorker:
         """Add ``worker``; if the server is running, start it at once.
+
+        Args:
+            worker: a ThreadWorker or ProcessWorker.
+            restart: ``"never"``, ``"on-failure"`` or ``"always"``; default:
+                the worker class's ``restart`` attribute (``"never"``).
+            heartbeat_timeout: seconds of silence after which the worker is
+                declared hung (see :meth:`AbstractWorker.heartbeat`); default:
+                the class's ``heartbeat_timeout`` (None: not watched).
 
         Returns:
             the worker, for chaining.
 
         Raises:
             TypeError: ``worker`` is not a worker.
-            ValueError: a worker of that name is already here, or this worker
-                was already added to this or another server.
+            ValueError: a worker of that name is already here, this worker
+                was already added to this or another server, or a bad
+                ``restart``/``heartbeat_timeout``.
         """
         if not isinstance(worker, AbstractWorker):
             raise TypeError(
                 f"server {self.name!r}: add_worker() expects a ThreadWorker or ProcessWorker, "
                 f"got {type(worker).__name__}"
             )
+        policy = worker.restart if restart is None else restart
+        if policy not in RESTART_POLICIES:
+            raise ValueError(
+                f"server {self.name!r}: worker {worker.name!r}: restart must be one of "
+                f"{RESTART_POLICIES}, got {policy!r}"
+            )
+        timeout = worker.heartbeat_timeout if heartbeat_timeout is None else heartbeat_timeout
+        if timeout is not None:
+            _check_seconds(self.name, f"worker {worker.name!r}: heartbeat_timeout", timeout, positive=True)
         with self._lock:
             owner = worker._owner
             if owner is self:
@@ -93,20 +171,44 @@ class Server:
                 raise ValueError(
                     f"server {self.name!r}: worker {worker.name!r} already belongs to server {other!r}"
                 )
-            if any(w.name == worker.name for w in self._workers):
+            if any(r.worker.name == worker.name for r in self._records):
                 raise ValueError(f"server {self.name!r}: a worker named {worker.name!r} was already added")
             worker._owner = self
             worker._exit_listeners.append(self._worker_exited)
-            self._workers.append(worker)
+            worker._state_listeners.append(self._state_changed)
+            record = Supervised(worker, policy, None if timeout is None else float(timeout))
+            record.handled_run = worker._run
+            self._records.append(record)
             start_now = self._running and not self._stop_requested
         if start_now:
             worker.start()
+            self._supervisor.ensure_running()
         return worker
+
+    def add_listener(self, listener: EventListener) -> Callable[[], None]:
+        """Call ``listener`` with every :class:`WorkerEvent` of this server.
+
+        Listeners run in the thread where the event happened (the supervisor's
+        thread, a worker's thread, or the one reading a process worker's
+        state): keep them quick; their exceptions are logged and ignored.
+
+        Returns:
+            a function that removes the listener.
+        """
+        self._listeners.append(listener)
+
+        def remove() -> None:
+            try:
+                self._listeners.remove(listener)
+            except ValueError:
+                pass
+
+        return remove
 
     # -- running --------------------------------------------------------------
 
     def start(self) -> None:
-        """Start every worker that is not running.
+        """Start every worker that is not running, and the supervisor.
 
         Process workers start first, so that under ``fork`` they are forked
         before any thread of this server exists. If one fails to start, those
@@ -115,10 +217,12 @@ class Server:
         with self._lock:
             self._running = True
             self._stop_requested = False
-            order = sorted(self._workers, key=lambda w: not isinstance(w, ProcessWorker))
+            self._supervisor.stopping = False
+            records = sorted(self._records, key=lambda r: not isinstance(r.worker, ProcessWorker))
         started: list[AbstractWorker] = []
         try:
-            for worker in order:
+            for record in records:
+                worker = record.worker
                 if worker.state is WorkerState.NEW or worker.state in TERMINAL_STATES:
                     worker.start()
                     started.append(worker)
@@ -130,15 +234,18 @@ class Server:
                 self._running = False
             raise
         logger.info("server %r started %d worker(s)", self.name, len(started))
+        self._supervisor.ensure_running()
 
     def stop(self) -> None:
         """Ask every worker to stop, in the reverse order of adding; returns at once.
 
-        Safe from any thread and from a signal handler.
+        No restart happens after this. Safe from any thread and from a signal handler.
         """
         self._stop_requested = True
-        for worker in reversed(self._workers):
-            worker.stop()
+        self._supervisor.stopping = True
+        for record in reversed(self._records):
+            record.worker.stop()
+        self._supervisor.poke()
         self._wakeup.wake()
 
     def join_all(self, timeout: float | None = 5.0) -> list[AbstractWorker]:
@@ -152,26 +259,35 @@ class Server:
             the workers still alive (empty when all ended).
         """
         still_alive = self._join(self.workers, timeout)
+        if self._stop_requested:
+            self._supervisor.join(1.0)
         with self._lock:
-            if not any(w.is_alive() for w in self._workers):
+            if not any(w.is_alive() for w in self.workers):
                 self._running = False
         return still_alive
 
     def run_forever(self) -> int:
-        """Start the workers and run until a signal arrives or every worker has ended.
+        """Start the workers and run until a signal arrives or every worker has ended for good.
 
         SIGINT and SIGTERM are handled while it runs (the previous handlers
-        are restored after); off the main thread it runs without them. Then
-        every worker is stopped and joined within ``shutdown_timeout``; a
-        second signal during that shutdown ends the wait at once.
+        are restored after); SIGUSR1 logs :meth:`status` and every thread's
+        stack. Off the main thread it runs without signal handlers. Then every
+        worker is stopped and joined within ``shutdown_timeout``; a second
+        SIGINT/SIGTERM during that shutdown ends the wait at once.
 
         Returns:
             an exit status: 0 when every worker ended cleanly, 1 when one
-            failed, had to be killed or would not stop.
+            failed, had to be killed or would not stop, or the server gave up.
         """
         self._signals.clear()
-        with SignalHandlers(self._on_signal) as handlers:
-            if not handlers.installed:
+        handlers: dict[int, Callable[[int], None]] = {
+            signal.SIGINT: self._on_signal,
+            signal.SIGTERM: self._on_signal,
+        }
+        if hasattr(signal, "SIGUSR1"):
+            handlers[signal.SIGUSR1] = self._on_dump_signal
+        with SignalHandlers(handlers) as installed:
+            if not installed.installed:
                 logger.warning(
                     "server %r: run_forever() is not running in the main thread, so SIGINT and "
                     "SIGTERM are not handled here; call stop() to end it",
@@ -181,10 +297,13 @@ class Server:
             try:
                 self.start()
                 while not self._stop_requested and not self._signals:
-                    live = [w for w in self.workers if w.state not in TERMINAL_STATES]
-                    if not live:
+                    if self._supervisor.settled():
                         break
-                    self._wait_for_change(live, None)
+                    wait([self._wakeup.fileno()], None)
+                    self._wakeup.drain()
+                    if self._dump_requested:
+                        self._dump_requested = False
+                        self._log_status_and_stacks()
             finally:
                 if self._signals:
                     logger.info(
@@ -197,7 +316,41 @@ class Server:
         failed = [w for w in self.workers if w.state is not WorkerState.STOPPED]
         for worker in failed:
             logger.error("server %r: worker %r ended %s", self.name, worker.name, worker.state.value)
-        return 1 if failed or still_alive else 0
+        return 1 if failed or still_alive or self.gave_up else 0
+
+    def status(self) -> list[dict[str, Any]]:
+        """A JSON-serialisable snapshot: one entry per worker, in the order added.
+
+        Each entry has ``name``, ``kind`` (``"thread"``/``"process"``),
+        ``state``, ``pid``, ``restart`` (the policy), ``restarts``,
+        ``last_error``, ``uptime`` (seconds since it started running; None
+        when not running), ``last_heartbeat`` (seconds since its last sign of
+        life; 0 while it waits in the framework; None when not running) and
+        ``exitcode``.
+        """
+        now = time.monotonic()
+        entries = []
+        for record in self._snapshot():
+            worker = record.worker
+            state = worker.state
+            running = state is WorkerState.RUNNING and record.running_since is not None
+            entries.append(
+                {
+                    "name": worker.name,
+                    "kind": worker.kind,
+                    "state": state.value,
+                    "pid": worker.pid if isinstance(worker, ProcessWorker) else None,
+                    "restart": record.restart,
+                    "restarts": record.restarts,
+                    "last_error": record.last_error,
+                    "uptime": round(now - record.running_since, 3)
+                    if running and record.running_since is not None
+                    else None,
+                    "last_heartbeat": round(worker._liveness.silent_for(now), 3) if running else None,
+                    "exitcode": worker.exitcode if isinstance(worker, ProcessWorker) else None,
+                }
+            )
+        return entries
 
     def __enter__(self) -> Server:
         return self
@@ -212,17 +365,87 @@ class Server:
         self.join_all(self.shutdown_timeout)
 
     def __repr__(self) -> str:
-        return f"<Server {self.name!r} workers={len(self._workers)}>"
+        return f"<Server {self.name!r} workers={len(self._records)}>"
 
     # -- internals ------------------------------------------------------------
 
+    def _snapshot(self) -> list[Supervised]:
+        with self._lock:
+            return list(self._records)
+
+    def _record_of(self, worker: AbstractWorker) -> Supervised | None:
+        for record in self._snapshot():
+            if record.worker is worker:
+                return record
+        return None
+
     def _on_signal(self, signum: int) -> None:
-        # A signal handler: flags and a wake-up byte only.
+        # A signal handler: flags and wake-up bytes only.
         self._signals.append(signum)
+        self._supervisor.stopping = True
+        self._wakeup.wake()
+
+    def _on_dump_signal(self, signum: int) -> None:
+        self._dump_requested = True
         self._wakeup.wake()
 
     def _worker_exited(self, worker: AbstractWorker) -> None:
+        self._supervisor.poke()
         self._wakeup.wake()
+
+    def _state_changed(self, worker: AbstractWorker, old: WorkerState, new: WorkerState) -> None:
+        record = self._record_of(worker)
+        if record is not None and new is WorkerState.RUNNING:
+            record.running_since = time.monotonic()
+        outcome: dict[str, Any] = outcome_of(worker) if new in TERMINAL_STATES else {}
+        detail = ""
+        if outcome.get("signal"):
+            detail = f" (killed by {outcome['signal']})"
+        elif outcome.get("exception") is not None:
+            detail = f" ({outcome['exception']!r})"
+        message = f"worker {worker.name!r} {old.value} -> {new.value}{detail}"
+        logger.info(
+            "server %r: %s",
+            self.name,
+            message,
+            extra={
+                "spoc_server": self.name,
+                "spoc_worker": worker.name,
+                "spoc_kind": worker.kind,
+                "spoc_state": new.value,
+                "spoc_previous": old.value,
+            },
+        )
+        self._emit(
+            WorkerEvent(
+                kind="state",
+                server=self.name,
+                worker=worker.name,
+                state=new,
+                previous=old,
+                restarts=record.restarts if record is not None else 0,
+                message=message,
+                **outcome,
+            )
+        )
+        self._supervisor.poke()
+        self._wakeup.wake()
+
+    def _emit(self, event: WorkerEvent) -> None:
+        for listener in tuple(self._listeners):
+            try:
+                listener(event)
+            except Exception:
+                logger.exception("server %r: event listener %r raised", self.name, listener)
+
+    def _log_status_and_stacks(self) -> None:
+        lines = [f"server {self.name!r} status:"]
+        lines += [f"  {entry}" for entry in self.status()]
+        names = {thread.ident: thread.name for thread in threading.enumerate()}
+        for ident, frame in sys._current_frames().items():
+            lines.append(f"thread {names.get(ident, ident)!r}:")
+            lines.append("".join(traceback.format_stack(frame)).rstrip())
+        logger.info("\n".join(lines))
 
     def _escalation_requested(self) -> bool:
         return len(self._signals) > 1
@@ -252,6 +475,11 @@ class Server:
             remaining = None if deadline is None else deadline - time.monotonic()
             if (remaining is not None and remaining <= 0) or self._escalation_requested():
                 break
+            leaving = [w for w in alive if w.state in TERMINAL_STATES]
+            if leaving:  # ended, their thread or process is on its way out: nothing left to wake us
+                for worker in leaving:
+                    worker.join(LEAVING_GRACE if remaining is None else min(remaining, LEAVING_GRACE))
+                continue
             self._wait_for_change(alive, remaining)
         return self._force_end(alive)
 
@@ -289,3 +517,15 @@ class Server:
         deadline = time.monotonic() + timeout
         for worker in processes:
             worker.join(max(0.0, deadline - time.monotonic()))
+
+
+def _check_seconds(server: str, what: str, value: Any, *, positive: bool = False) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"server {server!r}: {what} must be a number of seconds, got {value!r}")
+    if not math.isfinite(value) or value < 0 or (positive and value == 0):
+        raise ValueError(f"server {server!r}: {what} must be a finite number {'>' if positive else '>='} 0")
+
+
+def _close_pipes(wakeup: WakeupPipe, supervisor: Supervisor) -> None:
+    wakeup.close()
+    supervisor.close()

@@ -18,16 +18,16 @@ SHUTDOWN_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 class SignalHandlers:
-    """Route SIGINT and SIGTERM to ``on_signal`` inside a ``with`` block.
+    """Route signals to callbacks inside a ``with`` block, then restore the old handlers.
 
-    ``on_signal`` runs in a signal handler: it must only set flags or write to
+    Each callback runs in a signal handler: it must only set flags or write to
     a :class:`WakeupPipe` (no locks, no logging). Off the main thread Python
     cannot install handlers; then nothing is installed and :attr:`installed`
     is False.
     """
 
-    def __init__(self, on_signal: Callable[[int], None]) -> None:
-        self._on_signal = on_signal
+    def __init__(self, callbacks: dict[int, Callable[[int], None]]) -> None:
+        self._callbacks = callbacks
         self._previous: dict[int, Any] = {}
         self.installed = False
 
@@ -35,7 +35,7 @@ class SignalHandlers:
         if threading.current_thread() is not threading.main_thread():
             return self
         try:
-            for signum in SHUTDOWN_SIGNALS:
+            for signum in self._callbacks:
                 self._previous[signum] = signal.signal(signum, self._handle)
         except ValueError:  # an embedded interpreter without signal support
             self._restore()
@@ -52,7 +52,7 @@ class SignalHandlers:
         self._restore()
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
-        self._on_signal(signum)
+        self._callbacks[signum](signum)
 
     def _restore(self) -> None:
         for signum, previous in self._previous.items():

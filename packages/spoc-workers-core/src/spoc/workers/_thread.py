@@ -7,7 +7,8 @@ import threading
 from typing import ClassVar
 
 from ._lifecycle import run_lifecycle
-from ._state import WorkerState
+from ._state import TERMINAL_STATES, WorkerState
+from ._stop import StopToken
 from ._worker import AbstractWorker
 
 __all__ = ["ThreadWorker"]
@@ -43,9 +44,12 @@ class ThreadWorker(AbstractWorker):
         return None if thread is None else thread.ident
 
     def is_alive(self) -> bool:
-        """True while the worker's thread is alive."""
+        """True while the worker's thread is alive (an abandoned, hung thread no longer counts)."""
+        return self._carrier_alive()
+
+    def _carrier_alive(self) -> bool:
         thread = self._thread
-        return thread is not None and thread.is_alive()
+        return thread is not None and thread.is_alive() and thread.ident not in self._abandoned
 
     def join(self, timeout: float | None = None) -> bool:
         """Wait until the worker's thread has ended, at most ``timeout`` seconds.
@@ -58,34 +62,59 @@ class ThreadWorker(AbstractWorker):
             return True
         if thread is threading.current_thread():
             raise RuntimeError(f"worker {self.name!r} cannot join itself")
+        if thread.ident in self._abandoned:
+            return True
         thread.join(timeout)
-        return not thread.is_alive()
+        return not self.is_alive()
 
     def _launch(self) -> None:
-        thread = threading.Thread(target=self._run, name=self.name, daemon=self.daemon)
+        token = self._token
+        assert token is not None
+        thread = threading.Thread(
+            target=self._carry, args=(token, self._run), name=self.name, daemon=self.daemon
+        )
         self._thread = thread
         thread.start()
 
-    def _run(self) -> None:
-        token = self._token
-        assert token is not None
+    def _carry(self, token: StopToken, run: int) -> None:
         final = WorkerState.FAILED
         try:
-            final = run_lifecycle(self, token, _ThreadReporter(self))
+            final = run_lifecycle(self, token, _ThreadReporter(self, run))
         finally:
             token.close()
-            self._set_state(final)
+            self._set_state(final, run=run)
+            self._fire_changes()
+            self._abandoned.pop(threading.get_ident(), None)
             self._notify_exit()
+
+    def _abandon(self, error: BaseException) -> None:
+        with self._lock:
+            thread, token = self._thread, self._token
+            if thread is None or token is None or self._state in TERMINAL_STATES:
+                return
+            if thread.ident is not None:
+                self._abandoned[thread.ident] = token
+            token.set()
+            self._record_error(error)
+            self._set_state(WorkerState.FAILED)
+            self._run += 1  # whatever that thread reports from now on is ignored
+        self._fire_changes()
+        logger.warning("worker %r: run abandoned; its thread %r is left behind", self.name, thread.name)
+        self._notify_exit()
 
 
 class _ThreadReporter:
     """Records a thread run's progress straight on the worker object."""
 
-    def __init__(self, worker: ThreadWorker) -> None:
+    def __init__(self, worker: ThreadWorker, run: int) -> None:
         self.worker = worker
+        self.run = run
 
     def state(self, state: WorkerState) -> None:
-        self.worker._set_state(state)
+        self.worker._set_state(state, run=self.run)
+        self.worker._fire_changes()
 
     def error(self, phase: str, exc: BaseException) -> None:
-        self.worker._record_error(exc)
+        with self.worker._lock:
+            if self.worker._run == self.run:
+                self.worker._record_error(exc)

@@ -5,12 +5,15 @@ from __future__ import annotations
 import logging
 import math
 import threading
+import time
 import types
 from abc import ABC, abstractmethod
+from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from multiprocessing.connection import wait
 from typing import Any, ClassVar
 
+from ._liveness import Liveness
 from ._state import TERMINAL_STATES, WorkerState, check_transition
 from ._stop import StopToken
 
@@ -27,8 +30,17 @@ _RUNTIME_ATTRS = (
     "_token",
     "_exception",
     "_exit_listeners",
+    "_state_listeners",
     "_owner",
+    "_liveness",
+    "_run",
+    "_started_at",
+    "_pending_changes",
+    "_notify_lock",
+    "_abandoned",
 )
+
+StateListener = Callable[["AbstractWorker", WorkerState, WorkerState], None]
 
 
 class WorkerContext(types.SimpleNamespace):
@@ -66,6 +78,15 @@ class AbstractWorker(ABC):
     kind: ClassVar[str] = "abstract"
     """``"thread"`` or ``"process"``."""
 
+    restart: ClassVar[str] = "never"
+    """Default restart policy under a :class:`~spoc.workers.Server`: ``"never"``,
+    ``"on-failure"`` or ``"always"``; ``add_worker(..., restart=...)`` overrides it."""
+
+    heartbeat_timeout: ClassVar[float | None] = None
+    """Default liveness limit under a :class:`~spoc.workers.Server`, in seconds:
+    a worker silent for longer (no :meth:`heartbeat`, not in a framework wait)
+    is declared hung. None: not watched. ``add_worker`` may override it."""
+
     def __init__(
         self,
         name: str | None = None,
@@ -92,12 +113,21 @@ class AbstractWorker(ABC):
         self._init_runtime()
 
     def _init_runtime(self) -> None:
+        # One lock guards the worker's state (and, for processes, its pipes):
+        # a single lock cannot be taken in two orders.
         self._lock = threading.RLock()
+        self._pending_changes: deque[tuple[WorkerState, WorkerState]] = deque()
+        self._notify_lock = threading.RLock()  # listeners see changes one at a time, in order
+        self._abandoned: dict[int, StopToken] = {}  # thread ident -> token of an abandoned run
         self._state = WorkerState.NEW
         self._token: StopToken | None = None
         self._exception: BaseException | None = None
         self._exit_listeners: list[Callable[[AbstractWorker], None]] = []
+        self._state_listeners: list[StateListener] = []
         self._owner: object | None = None
+        self._liveness = Liveness()
+        self._run = 0  # counts starts; a carrier's reports about an older run are ignored
+        self._started_at: float | None = None  # time.time() when the current run started
 
     # -- pickling (process workers travel to their child this way) ------------
 
@@ -144,7 +174,7 @@ class AbstractWorker(ABC):
     @property
     def is_running(self) -> bool:
         """True until a stop is requested for the current run."""
-        token = self._token
+        token = self._caller_token()
         return token is None or not token.stopped
 
     def sleep(self, seconds: float) -> bool:
@@ -155,18 +185,37 @@ class AbstractWorker(ABC):
             ``while self.sleep(1): ...`` loops until stopped.
         """
         _check_seconds(self, seconds)
-        token = self._token
+        token = self._caller_token()
         if token is None:  # not started: an ordinary sleep
             token = StopToken()
-        return not token.wait(seconds)
+        liveness = self._liveness
+        liveness.enter_wait()
+        try:
+            return not token.wait(seconds)
+        finally:
+            liveness.leave_wait()
 
     async def asleep(self, seconds: float) -> bool:
         """``await`` version of :meth:`sleep`, for ``async def`` hooks."""
         _check_seconds(self, seconds)
-        token = self._token
+        token = self._caller_token()
         if token is None:
             token = StopToken()
-        return not await token.wait_async(seconds)
+        liveness = self._liveness
+        liveness.enter_wait()
+        try:
+            return not await token.wait_async(seconds)
+        finally:
+            liveness.leave_wait()
+
+    def heartbeat(self) -> None:
+        """Tell the supervisor this worker is alive (see ``heartbeat_timeout``).
+
+        Only needed in long stretches of work outside the framework's waits:
+        time spent in :meth:`sleep`, :meth:`asleep` or :meth:`wait_readable`
+        counts as alive.
+        """
+        self._liveness.beat()
 
     def on_stop(self, callback: Callable[[], None]) -> Callable[[], None]:
         """Call ``callback`` when a stop is requested for the current run.
@@ -200,7 +249,12 @@ class AbstractWorker(ABC):
         token = self._current_token("wait_readable")
         if token.stopped:
             return []
-        ready = wait([*handles, token.fileno()], timeout)
+        liveness = self._liveness
+        liveness.enter_wait()
+        try:
+            ready = wait([*handles, token.fileno()], timeout)
+        finally:
+            liveness.leave_wait()
         return [handle for handle in handles if handle in ready]
 
     # -- control from outside -------------------------------------------------
@@ -235,19 +289,39 @@ class AbstractWorker(ABC):
         Raises:
             RuntimeError: the worker is still running.
         """
+        if self.state in TERMINAL_STATES and self.is_alive():
+            self.join(1.0)  # the last run ended and is leaving its thread or process
         with self._lock:
-            self._refresh()
+            self._refresh_locked()
             if self._state not in TERMINAL_STATES and self._state is not WorkerState.NEW:
                 raise RuntimeError(f"worker {self.name!r} is already {self._state.value}")
-            previous = (self._state, self._token, self._exception)
+            if self._carrier_alive():
+                raise RuntimeError(f"worker {self.name!r} ended but its last run has not exited yet")
+            previous = (
+                self._state,
+                self._token,
+                self._exception,
+                self._liveness,
+                self._started_at,
+                self._run,
+            )
+            check_transition(self._state, WorkerState.STARTING)
             self._token = StopToken()
             self._exception = None
-            self._set_state(WorkerState.STARTING)
+            self._liveness = self._new_liveness()
+            self._started_at = time.time()
+            self._run += 1
+            self._state = WorkerState.STARTING
             try:
                 self._launch()
             except BaseException:
-                self._state, self._token, self._exception = previous
+                (self._state, self._token, self._exception, self._liveness, self._started_at, self._run) = (
+                    previous
+                )
                 raise
+            # Queued while the lock is held: the carrier's own reports queue after it.
+            self._pending_changes.append((previous[0], WorkerState.STARTING))
+        self._fire_changes()
         logger.debug("worker %r started", self.name)
 
     def stop(self) -> None:
@@ -277,19 +351,73 @@ class AbstractWorker(ABC):
     def _launch(self) -> None:
         raise NotImplementedError
 
+    def _carrier_alive(self) -> bool:
+        """Whether the current run's thread or process is alive, without side effects."""
+        raise NotImplementedError
+
+    def _caller_token(self) -> StopToken | None:
+        """The stop token of the run the calling thread belongs to."""
+        if self._abandoned:  # an abandoned (hung) thread keeps its own, stopped token
+            token = self._abandoned.get(threading.get_ident())
+            if token is not None:
+                return token
+        return self._token
+
     def _current_token(self, what: str) -> StopToken:
-        token = self._token
+        token = self._caller_token()
         if token is None:
             raise RuntimeError(f"worker {self.name!r}: {what}() needs a started worker")
         return token
 
-    def _refresh(self) -> None:  # noqa: B027 (a hook; threads need nothing here)
-        """Bring ``_state`` up to date with the carrier (processes report over a pipe)."""
+    def _refresh(self) -> None:
+        """Bring ``_state`` up to date with the carrier, then tell the listeners."""
+        self._refresh_locked()
+        self._fire_changes()
 
-    def _set_state(self, state: WorkerState) -> None:
+    def _refresh_locked(self) -> None:  # noqa: B027 (a hook; threads need nothing here)
+        """Bring ``_state`` up to date (processes report over a pipe); takes ``_lock``."""
+
+    def _new_liveness(self) -> Liveness:
+        return Liveness()
+
+    def _set_state(self, state: WorkerState, *, run: int | None = None) -> None:
+        """Move to ``state`` and queue the change for the state listeners.
+
+        The caller runs :meth:`_fire_changes` once it no longer holds
+        ``_lock``: listeners never run under the worker's lock.
+        ``run``: the run the report is about; a report about an older run (an
+        abandoned thread that woke up) is ignored.
+        """
         with self._lock:
-            check_transition(self._state, state)
+            if run is not None and run != self._run:
+                return
+            old = self._state
+            check_transition(old, state)
             self._state = state
+            if old is not state:
+                self._pending_changes.append((old, state))
+
+    def _fire_changes(self) -> None:
+        with self._notify_lock:
+            while self._pending_changes:
+                try:
+                    old, new = self._pending_changes.popleft()
+                except IndexError:
+                    return
+                for listener in tuple(self._state_listeners):
+                    try:
+                        listener(self, old, new)
+                    except Exception:
+                        logger.exception("worker %r: state listener %r raised", self.name, listener)
+
+    def _abandon(self, error: BaseException) -> None:
+        """Give up on the current run without waiting for it (a hung thread).
+
+        The run is asked to stop, recorded as FAILED with ``error``, and any
+        later report from its thread is ignored, so the worker can be started
+        again while that thread is still stuck.
+        """
+        raise NotImplementedError(f"{type(self).__name__} cannot abandon a run")
 
     def _record_error(self, exc: BaseException) -> None:
         with self._lock:

@@ -30,10 +30,10 @@ _factory: LoopFactory = asyncio.new_event_loop
 def set_uvloop_if_available() -> bool:
     """Make every loop this library creates a uvloop loop, if uvloop is installed.
 
-    The choice is process-wide and inherited by forked children; a spawned or
-    forkserver child imports this module afresh, so call it again there (a
-    worker's ``setup`` is the natural place) or install the ``[uvloop]`` extra
-    and call it at import time of your module.
+    The choice is process-wide. The process workers of spoc-workers carry it
+    into their child processes under every start method; other children
+    started with ``spawn`` or ``forkserver`` import this module afresh and
+    must call it again.
 
     Returns:
         True when uvloop is now in use, False when it is not importable (the

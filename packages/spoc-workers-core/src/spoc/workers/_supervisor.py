@@ -1,0 +1,339 @@
+"""The supervisor: one monitor thread per Server that notices ends and hangs and restarts.
+
+It blocks in :func:`multiprocessing.connection.wait` on a self-pipe (poked by
+thread workers as they end, by state changes and by the Server) and on every
+process worker's status pipe and sentinel, so a crash or a SIGKILL is seen at
+once; its only timeouts are the next scheduled restart, kill or heartbeat
+deadline. The restart semantics follow Erlang/OTP supervisors: per-worker
+policies ``never`` / ``on-failure`` / ``always``, strategies ``one_for_one`` /
+``one_for_all`` / ``rest_for_one``, exponential backoff reset after a stable
+period, and a restart intensity beyond which the server gives up.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import threading
+import time
+import traceback
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from multiprocessing.connection import wait
+from typing import Any
+
+from ._backoff import Backoff
+from ._errors import WorkerHungError
+from ._events import RestartPolicy, Strategy, WorkerEvent
+from ._process import ProcessWorker, describe_exitcode
+from ._signals import WakeupPipe
+from ._state import TERMINAL_STATES, WorkerState
+from ._thread import ThreadWorker
+from ._worker import AbstractWorker
+
+__all__ = ["Supervised", "Supervisor", "outcome_of"]
+
+logger = logging.getLogger("spoc.workers.server")
+
+KILL_AFTER_TERMINATE = 1.0  # a hung process that ignores terminate() is killed this much later
+
+
+@dataclass(eq=False)
+class Supervised:
+    """What the supervisor knows about one worker."""
+
+    worker: AbstractWorker
+    restart: RestartPolicy
+    heartbeat_timeout: float | None
+    restarts: int = 0
+    attempt: int = 0  # position in the backoff schedule
+    running_since: float | None = None  # time.monotonic() of the last RUNNING
+    handled_run: int = 0  # the worker run whose end was dealt with
+    restart_at: float | None = None  # time.monotonic() of a scheduled restart
+    stop_intended: bool = False  # stopped by the supervisor (a group restart): not a crash
+    hung_run: int = 0  # the worker run declared hung
+    kill_at: float | None = None
+    last_error: str | None = None
+
+    def settled(self) -> bool:
+        """Ended, its end dealt with, and no restart pending."""
+        worker = self.worker
+        return worker.state in TERMINAL_STATES and self.handled_run == worker._run and self.restart_at is None
+
+
+def outcome_of(worker: AbstractWorker) -> dict[str, Any]:
+    """How ``worker``'s last run ended: exception, exit code, signal name."""
+    exitcode = worker.exitcode if isinstance(worker, ProcessWorker) else None
+    signal_name = None
+    if exitcode is not None and exitcode < 0:
+        signal_name = describe_exitcode(exitcode).rsplit(" ", 1)[-1]
+    return {"exception": worker.exception, "exitcode": exitcode, "signal": signal_name}
+
+
+class Supervisor:
+    """Runs the monitor thread of one server. All methods but ``poke`` are internal to it."""
+
+    def __init__(
+        self,
+        server_name: str,
+        records: Callable[[], list[Supervised]],
+        emit: Callable[[WorkerEvent], None],
+        on_give_up: Callable[[], None],
+        on_change: Callable[[], None],
+        *,
+        strategy: Strategy,
+        max_restarts: int,
+        restart_window: float,
+        backoff: Backoff,
+        stable_after: float,
+    ) -> None:
+        self.server_name = server_name
+        self._records = records
+        self._emit = emit
+        self._on_give_up = on_give_up
+        self._on_change = on_change
+        self.strategy = strategy
+        self.max_restarts = max_restarts
+        self.restart_window = restart_window
+        self.backoff = backoff
+        self.stable_after = stable_after
+        self.gave_up = False
+        self.stopping = False
+        self._restart_times: deque[float] = deque()
+        self._wakeup = WakeupPipe()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    # -- control (any thread) --------------------------------------------------
+
+    def poke(self) -> None:
+        """Make the monitor look again now (safe from a signal handler)."""
+        self._wakeup.wake()
+
+    def ensure_running(self) -> None:
+        """Start the monitor thread unless it runs."""
+        with self._lock:
+            if self._thread is not None and self._thread.is_alive():
+                self.poke()
+                return
+            self._thread = threading.Thread(
+                target=self._loop, name=f"{self.server_name}:supervisor", daemon=True
+            )
+            self._thread.start()
+
+    def join(self, timeout: float | None) -> None:
+        """Wait for the monitor thread to end (after ``stopping`` was set)."""
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            self.poke()
+            thread.join(timeout)
+
+    def close(self) -> None:
+        """Release the self-pipe."""
+        self._wakeup.close()
+
+    def settled(self) -> bool:
+        """True when every worker has ended and no restart is pending."""
+        return all(record.settled() for record in self._records())
+
+    # -- the monitor thread ---------------------------------------------------------
+
+    def _stop_requested(self) -> bool:
+        return self.stopping  # re-read: another thread may have set it meanwhile
+
+    def _loop(self) -> None:
+        try:
+            while not self.stopping:
+                now = time.monotonic()
+                records = self._records()
+                for record in records:
+                    self._check_end(record, now)
+                if self._stop_requested():
+                    break
+                self._start_due(records, now)
+                deadline = self._check_liveness(records, now)
+                self._on_change()  # whoever waits for the server to settle looks again
+                if all(record.settled() for record in records):
+                    return  # nothing can happen until the server starts something again
+                waitables: list[Any] = [self._wakeup]
+                for record in records:
+                    if isinstance(record.worker, ProcessWorker):
+                        waitables += record.worker._waitables()
+                timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
+                wait(waitables, timeout)
+                self._wakeup.drain()
+        except Exception:  # a bug here must not go unnoticed
+            logger.exception("server %r: the supervisor failed", self.server_name)
+            raise
+
+    def _check_end(self, record: Supervised, now: float) -> None:
+        worker = record.worker
+        state = worker.state
+        if state not in TERMINAL_STATES or record.handled_run == worker._run:
+            return
+        record.handled_run = worker._run
+        record.kill_at = None
+        outcome = outcome_of(worker)
+        if state is WorkerState.FAILED:
+            record.last_error = _describe(outcome)
+        if self.stopping or record.stop_intended:
+            return
+        if not _should_restart(record.restart, state):
+            return
+        if record.running_since is not None and now - record.running_since >= self.stable_after:
+            record.attempt = 0  # it was stable: the backoff starts over
+        self._restart_times.append(now)
+        while self._restart_times and self._restart_times[0] < now - self.restart_window:
+            self._restart_times.popleft()
+        if len(self._restart_times) > self.max_restarts:
+            self._give_up(record)
+            return
+        delay = self.backoff.delay(record.attempt)
+        record.attempt += 1
+        for member in self._group(record):
+            if member is not record and member.worker.state not in TERMINAL_STATES:
+                member.stop_intended = True
+                member.worker.stop()
+            member.restart_at = now + delay
+            message = f"worker {member.worker.name!r} restarts in {delay:.3f}s" + (
+                f" ({_describe(outcome)})" if member is record else f" with {worker.name!r}"
+            )
+            logger.info("server %r: %s", self.server_name, message)
+            self._emit(
+                WorkerEvent(
+                    kind="restart",
+                    server=self.server_name,
+                    worker=member.worker.name,
+                    state=member.worker.state,
+                    restarts=member.restarts,
+                    delay=delay,
+                    message=message,
+                    **(outcome if member is record else {}),
+                )
+            )
+
+    def _group(self, failed: Supervised) -> list[Supervised]:
+        """The records restarted with ``failed`` (OTP: "never" workers are not restarted)."""
+        if self.strategy == "one_for_one":
+            return [failed]
+        records = self._records()
+        if self.strategy == "rest_for_one":
+            records = records[records.index(failed) :]
+        return [
+            r
+            for r in records
+            if r is failed or (r.restart != "never" and r.worker.state not in TERMINAL_STATES)
+        ]
+
+    def _start_due(self, records: list[Supervised], now: float) -> None:
+        for record in records:  # in the order the workers were added
+            if record.restart_at is None or record.restart_at > now or record.worker.is_alive():
+                continue
+            record.restart_at = None
+            record.stop_intended = False
+            record.running_since = None
+            record.restarts += 1
+            try:
+                record.worker.start()
+            except Exception as exc:
+                record.last_error = f"restart failed: {exc!r}"
+                logger.exception("server %r: restarting %r failed", self.server_name, record.worker.name)
+                record.handled_run = record.worker._run  # nothing more will come from this run
+                self._give_up(record)
+                return
+
+    def _check_liveness(self, records: list[Supervised], now: float) -> float | None:
+        """Declare silent workers hung; return the next moment worth a look."""
+        deadline: float | None = None
+
+        def sooner(moment: float) -> None:
+            nonlocal deadline
+            deadline = moment if deadline is None else min(deadline, moment)
+
+        for record in records:
+            worker = record.worker
+            if record.restart_at is not None:
+                sooner(record.restart_at)
+            if record.kill_at is not None:
+                if record.kill_at <= now and worker.is_alive():
+                    logger.warning("server %r: killing hung worker %r", self.server_name, worker.name)
+                    if isinstance(worker, ProcessWorker):
+                        worker.kill()
+                    record.kill_at = None
+                elif record.kill_at > now:
+                    sooner(record.kill_at)
+            timeout = record.heartbeat_timeout
+            if timeout is None or record.hung_run == worker._run or worker.state is not WorkerState.RUNNING:
+                continue
+            silent = worker._liveness.silent_for(now)
+            if silent > timeout:
+                record.hung_run = worker._run
+                self._hung(record, silent)
+            else:
+                sooner(now + timeout - silent)
+        return deadline
+
+    def _hung(self, record: Supervised, silent: float) -> None:
+        worker = record.worker
+        message = f"worker {worker.name!r} is hung: no heartbeat for {silent:.2f}s"
+        error = WorkerHungError(message, silent)
+        record.last_error = message
+        if isinstance(worker, ThreadWorker):
+            stack = _thread_stack(worker)
+            logger.error("server %r: %s; its stack:\n%s", self.server_name, message, stack)
+            self._emit(self._event("hung", worker, error, message))
+            worker._abandon(error)
+        elif isinstance(worker, ProcessWorker):
+            logger.error(
+                "server %r: %s; asking for its stacks, then terminating it", self.server_name, message
+            )
+            worker._record_error(error)
+            self._emit(self._event("hung", worker, error, message))
+            worker._request_stacks()
+            worker.terminate()
+            record.kill_at = time.monotonic() + KILL_AFTER_TERMINATE
+
+    def _give_up(self, record: Supervised) -> None:
+        if self.gave_up:
+            return
+        self.gave_up = True
+        message = (
+            f"more than {self.max_restarts} restarts within {self.restart_window:g}s "
+            f"(last: worker {record.worker.name!r}, {record.last_error}); giving up and stopping"
+        )
+        logger.error("server %r: %s", self.server_name, message)
+        self._emit(self._event("gave_up", record.worker, record.worker.exception, message))
+        self._on_give_up()
+
+    def _event(
+        self, kind: str, worker: AbstractWorker, exc: BaseException | None, message: str
+    ) -> WorkerEvent:
+        return WorkerEvent(
+            kind=kind,
+            server=self.server_name,
+            worker=worker.name,
+            state=worker.state,
+            exception=exc,
+            message=message,
+        )
+
+
+def _should_restart(policy: RestartPolicy, state: WorkerState) -> bool:
+    return policy == "always" or (policy == "on-failure" and state is WorkerState.FAILED)
+
+
+def _describe(outcome: dict[str, Any]) -> str:
+    if outcome["signal"]:
+        return f"killed by {outcome['signal']}"
+    if outcome["exception"] is not None:
+        return f"failed: {outcome['exception']!r}"
+    if outcome["exitcode"]:
+        return f"exited with code {outcome['exitcode']}"
+    return "ended"
+
+
+def _thread_stack(worker: ThreadWorker) -> str:
+    ident = worker.ident
+    frame = sys._current_frames().get(ident) if ident is not None else None
+    return "".join(traceback.format_stack(frame)) if frame is not None else "(no stack)\n"
