@@ -240,3 +240,32 @@ class Recorder(ThreadWorker):
 
 
 SIGNALS = {"SIGTERM": signal.SIGTERM, "SIGINT": signal.SIGINT}
+
+
+class HangsFirstTime(ProcessWorker):
+    """First run: stuck in ``time.sleep`` (no heartbeat). Later runs: idle in the framework."""
+
+    restart = "on-failure"
+
+    def __init__(self, name: str, directory: str, **kwargs: Any) -> None:
+        super().__init__(name, **kwargs)
+        self.directory = directory
+
+    def main(self) -> None:
+        first = not (Path(self.directory) / f"{self.name}.hung").exists()
+        mark(self.directory, f"{self.name}.main.{os.getpid()}")
+        if first:
+            mark(self.directory, f"{self.name}.hung")
+            time.sleep(10**6)
+        while self.sleep(3600):
+            pass
+
+
+class CrashesOnStart(ProcessWorker):
+    """Its setup always raises."""
+
+    def setup(self) -> None:
+        raise RuntimeError("cannot start")
+
+    def main(self) -> None:
+        pass

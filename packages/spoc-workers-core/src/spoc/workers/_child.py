@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 from spoc.workers.aio import set_uvloop_if_available
 
 from ._lifecycle import run_lifecycle
+from ._liveness import Liveness
 from ._state import WorkerState
 from ._stop import StopToken
 
@@ -55,14 +56,16 @@ _TICK = 0.2  # how often the control thread re-checks the flag and the parent pi
 _CANCEL_GRACE = 0.25  # lets an async main's own cancellation win over the watchdog
 
 
-def child_main(worker: ProcessWorker, control: Connection, status: Connection, use_uvloop: bool) -> None:
+def child_main(
+    worker: ProcessWorker, control: Connection, status: Connection, liveness: Liveness, use_uvloop: bool
+) -> None:
     """Entry point of the child process (module-level, so spawn can import it)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     if use_uvloop:  # the parent's choice; a spawned child starts with a fresh module state
         set_uvloop_if_available()
     token = StopToken()
     signal.signal(signal.SIGTERM, lambda signum, frame: token.set())
-    worker._enter_child(token)
+    worker._enter_child(token, liveness)
     _set_process_name(worker.name)
     reporter = PipeReporter(status)
     finished = threading.Event()

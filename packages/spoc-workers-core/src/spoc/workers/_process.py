@@ -24,6 +24,7 @@ from spoc.workers.aio import uvloop_enabled
 
 from ._child import DUMP, EXIT, STOP, child_main
 from ._errors import RemoteTraceback, WorkerExitedError, WorkerNotPicklableError, WorkerRemoteError
+from ._liveness import Liveness
 from ._pickling import find_unpicklable
 from ._state import TERMINAL_STATES, WorkerState
 from ._stop import StopToken
@@ -207,11 +208,16 @@ class ProcessWorker(AbstractWorker):
 
     # -- carrier --------------------------------------------------------------
 
-    def _enter_child(self, token: StopToken) -> None:
-        """Called in the child: a clean runtime, with the child's own stop token."""
+    def _enter_child(self, token: StopToken, liveness: Liveness) -> None:
+        """Called in the child: a clean runtime, the child's own stop token, shared liveness."""
         self._init_runtime()
         self._token = token
+        self._liveness = liveness
         self._state = WorkerState.STARTING
+
+    def _new_liveness(self) -> Liveness:
+        # In shared memory: the child writes its heartbeats, the parent reads them.
+        return Liveness(multiprocessing.get_context(self.start_method))
 
     def _launch(self) -> None:
         method = self.start_method
@@ -230,7 +236,7 @@ class ProcessWorker(AbstractWorker):
         status_reader, status_writer = context.Pipe(duplex=False)
         process = context.Process(
             target=child_main,
-            args=(self, control_reader, status_writer, uvloop_enabled()),
+            args=(self, control_reader, status_writer, self._liveness, uvloop_enabled()),
             name=self.name,
             daemon=self.daemon,
         )

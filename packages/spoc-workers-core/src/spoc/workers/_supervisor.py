@@ -170,9 +170,18 @@ class Supervisor:
     def _check_end(self, record: Supervised, now: float) -> None:
         worker = record.worker
         state = worker.state
-        if state not in TERMINAL_STATES or record.handled_run == worker._run:
+        run = worker._run
+        if state not in TERMINAL_STATES or record.handled_run == run:
             return
-        record.handled_run = worker._run
+        try:
+            self._ended(record, state, now)
+        finally:
+            # Marked handled only once any restart is scheduled: until then the
+            # server does not count as settled (run_forever must not return).
+            record.handled_run = run
+
+    def _ended(self, record: Supervised, state: WorkerState, now: float) -> None:
+        worker = record.worker
         record.kill_at = None
         outcome = outcome_of(worker)
         if state is WorkerState.FAILED:
@@ -195,6 +204,8 @@ class Supervisor:
             if member is not record and member.worker.state not in TERMINAL_STATES:
                 member.stop_intended = True
                 member.worker.stop()
+            if member is not record and member.restart == "never":
+                continue  # OTP: a temporary worker goes down with its group, for good
             member.restart_at = now + delay
             message = f"worker {member.worker.name!r} restarts in {delay:.3f}s" + (
                 f" ({_describe(outcome)})" if member is record else f" with {worker.name!r}"
@@ -214,23 +225,19 @@ class Supervisor:
             )
 
     def _group(self, failed: Supervised) -> list[Supervised]:
-        """The records restarted with ``failed`` (OTP: "never" workers are not restarted)."""
+        """The records stopped and restarted with ``failed``: itself and, per strategy,
+        the others still running."""
         if self.strategy == "one_for_one":
             return [failed]
         records = self._records()
         if self.strategy == "rest_for_one":
             records = records[records.index(failed) :]
-        return [
-            r
-            for r in records
-            if r is failed or (r.restart != "never" and r.worker.state not in TERMINAL_STATES)
-        ]
+        return [r for r in records if r is failed or r.worker.state not in TERMINAL_STATES]
 
     def _start_due(self, records: list[Supervised], now: float) -> None:
         for record in records:  # in the order the workers were added
             if record.restart_at is None or record.restart_at > now or record.worker.is_alive():
                 continue
-            record.restart_at = None
             record.stop_intended = False
             record.running_since = None
             record.restarts += 1
@@ -239,9 +246,10 @@ class Supervisor:
             except Exception as exc:
                 record.last_error = f"restart failed: {exc!r}"
                 logger.exception("server %r: restarting %r failed", self.server_name, record.worker.name)
-                record.handled_run = record.worker._run  # nothing more will come from this run
+                record.restart_at = None
                 self._give_up(record)
                 return
+            record.restart_at = None  # only now: the new run keeps the server from settling
 
     def _check_liveness(self, records: list[Supervised], now: float) -> float | None:
         """Declare silent workers hung; return the next moment worth a look."""
