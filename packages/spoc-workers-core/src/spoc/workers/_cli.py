@@ -1,0 +1,146 @@
+"""``spoc-workers run package.module:attribute``: run a Server from the command line.
+
+The attribute may be a :class:`~spoc.workers.Server`, a worker (run in a
+server of its own), or a callable returning either, as with
+``gunicorn module:app``. SIGINT and SIGTERM stop it gracefully (a second one
+cuts the shutdown short), SIGUSR1 logs its status and every thread's stack,
+and the exit status is the server's: 0 when every worker ended cleanly.
+Problems with the target exit with status 2 and a one-line message.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import multiprocessing
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from ._pickling import find_unpicklable
+from ._process import START_METHOD_ENV, ProcessWorker
+from ._server import Server
+from ._worker import AbstractWorker
+
+__all__ = ["TargetError", "load_server", "main"]
+
+EXIT_USAGE = 2
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+
+
+class TargetError(Exception):
+    """The target named on the command line cannot be run."""
+
+
+def load_server(target: str) -> Server:
+    """Import ``package.module:attribute`` and make a Server of it.
+
+    Raises:
+        TargetError: a malformed target, an import error, a missing
+            attribute, or an object that is neither a Server, a worker, nor a
+            callable returning one.
+    """
+    module_name, sep, attribute = target.partition(":")
+    if not sep or not module_name or not attribute:
+        raise TargetError(f"target {target!r} must look like package.module:attribute")
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.insert(0, os.getcwd())  # like `python -m`: modules of the current directory
+    try:
+        obj: Any = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name and module_name.startswith(exc.name):
+            raise TargetError(f"cannot import {module_name!r}: no module named {exc.name!r}") from exc
+        raise TargetError(f"importing {module_name!r} failed: {type(exc).__name__}: {exc}") from exc
+    except Exception as exc:
+        raise TargetError(f"importing {module_name!r} failed: {type(exc).__name__}: {exc}") from exc
+    for part in attribute.split("."):
+        try:
+            obj = getattr(obj, part)
+        except AttributeError as exc:
+            raise TargetError(f"{module_name!r} has no attribute {attribute!r}") from exc
+    if callable(obj) and not isinstance(obj, (Server, AbstractWorker)) and not isinstance(obj, type):
+        try:
+            obj = obj()
+        except Exception as exc:
+            raise TargetError(f"calling {target!r} failed: {type(exc).__name__}: {exc}") from exc
+    if isinstance(obj, AbstractWorker):
+        server = Server(obj.name)
+        server.add_worker(obj)
+        return server
+    if isinstance(obj, Server):
+        return obj
+    raise TargetError(
+        f"{target!r} is a {type(obj).__name__}, not a Server, a worker, or a callable returning one"
+    )
+
+
+def check_server(server: Server) -> None:
+    """Find what would fail at start: process workers that cannot travel to their child.
+
+    Raises:
+        TargetError: naming the worker and the attribute.
+    """
+    if not server.workers:
+        raise TargetError(f"server {server.name!r} has no workers")
+    for worker in server.workers:
+        if isinstance(worker, ProcessWorker) and worker.start_method != "fork":
+            found = find_unpicklable(worker)
+            if found is not None:
+                path, error = found
+                raise TargetError(
+                    f"process worker {worker.name!r} cannot be sent to its child process "
+                    f"(start method {worker.start_method!r}): "
+                    f"{f'attribute {path!r}' if path else 'the worker'} cannot be pickled ({error}); "
+                    "create it in setup()"
+                )
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="spoc-workers", description="Run spoc-workers servers.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    run = commands.add_parser(
+        "run",
+        help="run a Server until SIGINT or SIGTERM",
+        description="Run a Server (or a worker, or a callable returning one) until SIGINT or SIGTERM. "
+        "SIGUSR1 logs its status and every thread's stack.",
+    )
+    run.add_argument("target", help="package.module:attribute")
+    run.add_argument("--log-level", default="info", choices=LOG_LEVELS, help="default: info")
+    run.add_argument("--shutdown-timeout", type=float, metavar="SECONDS", help="override the server's")
+    run.add_argument(
+        "--start-method",
+        choices=multiprocessing.get_all_start_methods(),
+        help=f"for process workers without their own (sets ${START_METHOD_ENV})",
+    )
+    run.add_argument("--check", action="store_true", help="import and validate the target, then exit")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """The ``spoc-workers`` console script; returns the exit status."""
+    args = _parser().parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    debug = args.log_level == "debug"
+    if args.start_method:
+        os.environ[START_METHOD_ENV] = args.start_method
+    try:
+        server = load_server(args.target)
+        if args.shutdown_timeout is not None:
+            if not args.shutdown_timeout >= 0:
+                raise TargetError("--shutdown-timeout must be >= 0")
+            server.shutdown_timeout = args.shutdown_timeout
+        check_server(server)
+    except TargetError as exc:
+        if debug:
+            logging.getLogger("spoc.workers.cli").exception("cannot run %s", args.target)
+        print(f"spoc-workers: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    if args.check:
+        names = ", ".join(f"{w.name} ({w.kind})" for w in server.workers)
+        print(f"ok: server {server.name!r} with {len(server.workers)} worker(s): {names}")
+        return 0
+    return server.run_forever()
