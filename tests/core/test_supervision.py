@@ -153,8 +153,9 @@ def test_a_killed_process_is_restarted_and_the_event_names_the_signal(tmp_path: 
         assert first_pid is not None
         killed_at = time.monotonic()
         os.kill(first_pid, signal.SIGKILL)
-        wait_for(lambda: worker.pid != first_pid and worker.state is WorkerState.RUNNING, 30)
+        wait_for(lambda: worker.pid != first_pid, 30)  # a new process was started
         restarted_in = time.monotonic() - killed_at
+        wait_for(lambda: worker.state is WorkerState.RUNNING, 30)
         ended = [e for e in events.of("state", "victim") if e.state is WorkerState.FAILED]
         assert len(ended) == 1 and ended[0].signal == "SIGKILL" and ended[0].exitcode == -9
         restart = events.of("restart", "victim")
@@ -162,7 +163,7 @@ def test_a_killed_process_is_restarted_and_the_event_names_the_signal(tmp_path: 
     finally:
         server.stop()
         assert server.join_all(10) == []
-    assert restarted_in < 1.0 + (0.5 if worker.start_method != "fork" else 0)  # spawn starts are slower
+    assert restarted_in < 1.0
 
 
 def test_a_hung_process_is_replaced_and_its_stack_logged(
@@ -305,7 +306,8 @@ def test_status_is_a_json_snapshot(tmp_path: Path) -> None:
     server.start()
     try:
         assert isinstance(thread, Recorder) and thread.in_main.wait(5)
-        wait_for(lambda: all(e["state"] == "running" for e in server.status()), 30)
+        # Running, then idle in the framework's wait, where the heartbeat reads 0.
+        wait_for(lambda: all(e["last_heartbeat"] == 0 for e in server.status()), 30)
         status = json.loads(json.dumps(server.status()))
     finally:
         server.stop()
@@ -316,7 +318,7 @@ def test_status_is_a_json_snapshot(tmp_path: Path) -> None:
     assert process_entry["kind"] == "process" and isinstance(process_entry["pid"], int)
     assert process_entry["restart"] == "always" and process_entry["restarts"] == 0
     for entry in status:
-        assert entry["uptime"] >= 0 and entry["last_heartbeat"] == 0  # idle in the framework's wait
+        assert entry["state"] == "running" and entry["uptime"] >= 0
         assert set(entry) >= {"name", "kind", "state", "pid", "restarts", "last_error", "uptime", "last_heartbeat"}
 
 

@@ -67,6 +67,7 @@ class _Run:
         ok = self._hook("setup", self.worker.setup)
         if ok and not self.exited:
             self._emit("startup")
+            self.worker.heartbeat()  # liveness is judged from here: booting and setup do not count
             self.reporter.state(WorkerState.RUNNING)
             ok = self._hook("main", self.worker.main, stoppable=True)
         self.reporter.state(WorkerState.STOPPING)

@@ -30,7 +30,7 @@ from ._state import TERMINAL_STATES, WorkerState
 from ._stop import StopToken
 from ._worker import DEFAULT_STOP_TIMEOUT, AbstractWorker
 
-__all__ = ["START_METHOD_ENV", "ProcessWorker", "describe_exitcode"]
+__all__ = ["START_METHOD_ENV", "ProcessWorker", "describe_exitcode", "signal_name"]
 
 logger = logging.getLogger("spoc.workers.worker")
 
@@ -394,16 +394,22 @@ def _pid_running(pid: int | None) -> bool:
     return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
 
 
+def signal_name(exitcode: int | None) -> str | None:
+    """The name of the signal that killed a process (``"SIGKILL"`` for -9), else None."""
+    if exitcode is None or exitcode >= 0:
+        return None
+    try:
+        return signal.Signals(-exitcode).name
+    except ValueError:
+        return f"signal {-exitcode}"
+
+
 def describe_exitcode(exitcode: int | None) -> str:
     """Say in words how a process ended: ``"was killed by SIGKILL"``, ``"exited with code 3"``."""
     if exitcode is None:
         return "is still running"
-    if exitcode < 0:
-        try:
-            return f"was killed by {signal.Signals(-exitcode).name}"
-        except ValueError:
-            return f"was killed by signal {-exitcode}"
-    return f"exited with code {exitcode}"
+    killer = signal_name(exitcode)
+    return f"was killed by {killer}" if killer else f"exited with code {exitcode}"
 
 
 def _rebuild_exception(payload: bytes | None, type_name: str, text: str, tb: str) -> BaseException:

@@ -26,7 +26,7 @@ from typing import Any
 from ._backoff import Backoff
 from ._errors import WorkerHungError
 from ._events import RestartPolicy, Strategy, WorkerEvent
-from ._process import ProcessWorker, describe_exitcode
+from ._process import ProcessWorker, signal_name
 from ._signals import WakeupPipe
 from ._state import TERMINAL_STATES, WorkerState
 from ._thread import ThreadWorker
@@ -65,10 +65,7 @@ class Supervised:
 def outcome_of(worker: AbstractWorker) -> dict[str, Any]:
     """How ``worker``'s last run ended: exception, exit code, signal name."""
     exitcode = worker.exitcode if isinstance(worker, ProcessWorker) else None
-    signal_name = None
-    if exitcode is not None and exitcode < 0:
-        signal_name = describe_exitcode(exitcode).rsplit(" ", 1)[-1]
-    return {"exception": worker.exception, "exitcode": exitcode, "signal": signal_name}
+    return {"exception": worker.exception, "exitcode": exitcode, "signal": signal_name(exitcode)}
 
 
 class Supervisor:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import math
 import threading
-import time
 import types
 from abc import ABC, abstractmethod
 from collections import deque
@@ -34,7 +33,6 @@ _RUNTIME_ATTRS = (
     "_owner",
     "_liveness",
     "_run",
-    "_started_at",
     "_pending_changes",
     "_notify_lock",
     "_abandoned",
@@ -127,7 +125,6 @@ class AbstractWorker(ABC):
         self._owner: object | None = None
         self._liveness = Liveness()
         self._run = 0  # counts starts; a carrier's reports about an older run are ignored
-        self._started_at: float | None = None  # time.time() when the current run started
 
     # -- pickling (process workers travel to their child this way) ------------
 
@@ -297,27 +294,17 @@ class AbstractWorker(ABC):
                 raise RuntimeError(f"worker {self.name!r} is already {self._state.value}")
             if self._carrier_alive():
                 raise RuntimeError(f"worker {self.name!r} ended but its last run has not exited yet")
-            previous = (
-                self._state,
-                self._token,
-                self._exception,
-                self._liveness,
-                self._started_at,
-                self._run,
-            )
+            previous = (self._state, self._token, self._exception, self._liveness, self._run)
             check_transition(self._state, WorkerState.STARTING)
             self._token = StopToken()
             self._exception = None
             self._liveness = self._new_liveness()
-            self._started_at = time.time()
             self._run += 1
             self._state = WorkerState.STARTING
             try:
                 self._launch()
             except BaseException:
-                (self._state, self._token, self._exception, self._liveness, self._started_at, self._run) = (
-                    previous
-                )
+                self._state, self._token, self._exception, self._liveness, self._run = previous
                 raise
             # Queued while the lock is held: the carrier's own reports queue after it.
             self._pending_changes.append((previous[0], WorkerState.STARTING))
