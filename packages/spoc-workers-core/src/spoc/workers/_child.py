@@ -61,6 +61,8 @@ def child_main(
 ) -> None:
     """Entry point of the child process (module-level, so spawn can import it)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if hasattr(signal, "SIGUSR1"):  # like the parent's run_forever: show stacks, never die of it
+        faulthandler.register(signal.SIGUSR1, all_threads=True, chain=False)
     if use_uvloop:  # the parent's choice; a spawned child starts with a fresh module state
         set_uvloop_if_available()
     token = StopToken()

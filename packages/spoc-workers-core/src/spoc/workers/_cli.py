@@ -37,6 +37,10 @@ class TargetError(Exception):
 def load_server(target: str) -> Server:
     """Import ``package.module:attribute`` and make a Server of it.
 
+    The attribute may be a dotted path inside the module. A callable (a
+    factory function, or a worker class) is called without arguments. The
+    current directory is put on ``sys.path`` first, as ``python -m`` does.
+
     Raises:
         TargetError: a malformed target, an import error, a missing
             attribute, or an object that is neither a Server, a worker, nor a
@@ -60,7 +64,7 @@ def load_server(target: str) -> Server:
             obj = getattr(obj, part)
         except AttributeError as exc:
             raise TargetError(f"{module_name!r} has no attribute {attribute!r}") from exc
-    if callable(obj) and not isinstance(obj, (Server, AbstractWorker)) and not isinstance(obj, type):
+    if callable(obj) and not isinstance(obj, (Server, AbstractWorker)):  # a factory, or a worker class
         try:
             obj = obj()
         except Exception as exc:
@@ -119,7 +123,15 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """The ``spoc-workers`` console script; returns the exit status."""
+    """The ``spoc-workers`` console script.
+
+    Args:
+        argv: the arguments, without the program name (default: ``sys.argv[1:]``).
+
+    Returns:
+        the exit status: the server's (0 when every worker ended cleanly), or
+        2 when the target cannot be run.
+    """
     args = _parser().parse_args(argv)
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"

@@ -256,8 +256,8 @@ class ProcessWorker(AbstractWorker):
             # e.g. "A SemLock created in a fork context is being shared with a process in a spawn context"
             raise WorkerNotPicklableError(
                 f"process worker {self.name!r} holds a multiprocessing object made for another start "
-                f"method than its own ({method!r}): {exc}. Make queues, locks and events with "
-                f"multiprocessing.get_context({method!r}) (see ProcessWorker.start_method).",
+                f"method than its own ({method!r}): {str(exc).rstrip('.')}. Make queues, locks and "
+                f"events with multiprocessing.get_context({method!r}) (see ProcessWorker.start_method).",
                 worker_name=self.name,
                 attribute_path="",
             ) from exc

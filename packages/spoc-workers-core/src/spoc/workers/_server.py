@@ -217,7 +217,7 @@ class Server:
         with self._lock:
             self._running = True
             self._stop_requested = False
-            self._supervisor.stopping = False
+            self._supervisor.reset()
             records = sorted(self._records, key=lambda r: not isinstance(r.worker, ProcessWorker))
         started: list[AbstractWorker] = []
         try:
@@ -445,7 +445,7 @@ class Server:
         for ident, frame in sys._current_frames().items():
             lines.append(f"thread {names.get(ident, ident)!r}:")
             lines.append("".join(traceback.format_stack(frame)).rstrip())
-        logger.info("\n".join(lines))
+        logger.warning("\n".join(lines))  # asked for by an operator: shown at the default levels
 
     def _escalation_requested(self) -> bool:
         return len(self._signals) > 1

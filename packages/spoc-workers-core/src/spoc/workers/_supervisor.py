@@ -104,6 +104,12 @@ class Supervisor:
 
     # -- control (any thread) --------------------------------------------------
 
+    def reset(self) -> None:
+        """Start afresh (the server starts again): forget past restarts and giving up."""
+        self.gave_up = False
+        self.stopping = False
+        self._restart_times.clear()
+
     def poke(self) -> None:
         """Make the monitor look again now (safe from a signal handler)."""
         self._wakeup.wake()
@@ -287,14 +293,14 @@ class Supervisor:
         if isinstance(worker, ThreadWorker):
             stack = _thread_stack(worker)
             logger.error("server %r: %s; its stack:\n%s", self.server_name, message, stack)
-            self._emit(self._event("hung", worker, error, message))
+            self._emit(self._event("hung", record, error, message))
             worker._abandon(error)
         elif isinstance(worker, ProcessWorker):
             logger.error(
                 "server %r: %s; asking for its stacks, then terminating it", self.server_name, message
             )
             worker._record_error(error)
-            self._emit(self._event("hung", worker, error, message))
+            self._emit(self._event("hung", record, error, message))
             worker._request_stacks()
             worker.terminate()
             record.kill_at = time.monotonic() + KILL_AFTER_TERMINATE
@@ -308,18 +314,17 @@ class Supervisor:
             f"(last: worker {record.worker.name!r}, {record.last_error}); giving up and stopping"
         )
         logger.error("server %r: %s", self.server_name, message)
-        self._emit(self._event("gave_up", record.worker, record.worker.exception, message))
+        self._emit(self._event("gave_up", record, record.worker.exception, message))
         self._on_give_up()
 
-    def _event(
-        self, kind: str, worker: AbstractWorker, exc: BaseException | None, message: str
-    ) -> WorkerEvent:
+    def _event(self, kind: str, record: Supervised, exc: BaseException | None, message: str) -> WorkerEvent:
         return WorkerEvent(
             kind=kind,
             server=self.server_name,
-            worker=worker.name,
-            state=worker.state,
+            worker=record.worker.name,
+            state=record.worker.state,
             exception=exc,
+            restarts=record.restarts,
             message=message,
         )
 

@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from multiprocessing.connection import wait
 from typing import Any, ClassVar
 
+from ._events import RestartPolicy
 from ._liveness import Liveness
 from ._state import TERMINAL_STATES, WorkerState, check_transition
 from ._stop import StopToken
@@ -76,14 +77,16 @@ class AbstractWorker(ABC):
     kind: ClassVar[str] = "abstract"
     """``"thread"`` or ``"process"``."""
 
-    restart: ClassVar[str] = "never"
+    restart: ClassVar[RestartPolicy] = "never"
     """Default restart policy under a :class:`~spoc.workers.Server`: ``"never"``,
     ``"on-failure"`` or ``"always"``; ``add_worker(..., restart=...)`` overrides it."""
 
     heartbeat_timeout: ClassVar[float | None] = None
     """Default liveness limit under a :class:`~spoc.workers.Server`, in seconds:
-    a worker silent for longer (no :meth:`heartbeat`, not in a framework wait)
-    is declared hung. None: not watched. ``add_worker`` may override it."""
+    a worker whose ``main`` is silent for longer (no :meth:`heartbeat`, not in
+    a framework wait) is declared hung. Only ``main`` is watched, from its
+    start until a stop is requested. None: not watched. ``add_worker`` may
+    override it."""
 
     def __init__(
         self,
