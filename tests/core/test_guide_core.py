@@ -27,8 +27,9 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import guide_workers as gw
 import pytest
+
+import guide_workers as gw
 from guide_workers import (
     RecordingStream,
     ScriptRun,
@@ -36,10 +37,8 @@ from guide_workers import (
     child_stdout,
     wait_for,
 )
-
 from spoc.workers import (
     AbstractWorker,
-    ProcessWorker,
     RemoteTraceback,
     Server,
     ThreadWorker,
@@ -53,9 +52,12 @@ GUIDE_WORKERS = Path(gw.__file__)
 JOIN_TIMEOUT = 15.0  # wide: the machine may be slow; a healthy worker ends in well under a second
 
 
-@pytest.fixture
-def stdout(monkeypatch: pytest.MonkeyPatch) -> RecordingStream:
-    """Record what thread workers print (their ``print`` writes to this ``sys.stdout``)."""
+def record_stdout(monkeypatch: pytest.MonkeyPatch) -> RecordingStream:
+    """Record what thread workers print from now on (their ``print`` writes to this ``sys.stdout``).
+
+    Called inside the test, not from a fixture: pytest's output capturing
+    installs its own ``sys.stdout`` when the test's call phase begins.
+    """
     stream = RecordingStream()
     monkeypatch.setattr(sys, "stdout", stream)
     return stream
@@ -114,7 +116,8 @@ def database() -> Iterator[gw._Database]:
 # ---------------------------------------------------------------------------
 
 
-def test_log_watcher_reports_only_new_error_lines(tmp_path: Path, stdout: RecordingStream) -> None:
+def test_log_watcher_reports_only_new_error_lines(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    stdout = record_stdout(monkeypatch)
     log = tmp_path / "app.log"
     log.write_text("ERROR written before the watcher started\n")
     watcher = gw.LogWatcher(name="LogWatcher", log_path=str(log))
@@ -172,7 +175,8 @@ def test_hash_calculator_hashes_files_in_a_child_process(tmp_path: Path, start_m
 # ---------------------------------------------------------------------------
 
 
-def test_basic_worker_structure_runs_setup_main_teardown(stdout: RecordingStream) -> None:
+def test_basic_worker_structure_runs_setup_main_teardown(monkeypatch: pytest.MonkeyPatch) -> None:
+    stdout = record_stdout(monkeypatch)
     worker = gw.ConnectedWorker(name="MyWorker")
     worker.start()
     try:
@@ -187,7 +191,8 @@ def test_basic_worker_structure_runs_setup_main_teardown(stdout: RecordingStream
     assert worker.state is WorkerState.STOPPED
 
 
-def test_monitored_worker_reports_startup_then_shutdown(stdout: RecordingStream) -> None:
+def test_monitored_worker_reports_startup_then_shutdown(monkeypatch: pytest.MonkeyPatch) -> None:
+    stdout = record_stdout(monkeypatch)
     worker = gw.MonitoredWorker(name="Monitored")
     worker.start()
     try:
@@ -203,7 +208,10 @@ def test_monitored_worker_reports_startup_then_shutdown(stdout: RecordingStream)
     assert worker.state is WorkerState.STOPPED
 
 
-def test_monitored_worker_reports_an_error_between_startup_and_shutdown(stdout: RecordingStream) -> None:
+def test_monitored_worker_reports_an_error_between_startup_and_shutdown(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    stdout = record_stdout(monkeypatch)
     worker = gw.FailingMonitoredWorker(name="Monitored")
     worker.start()
     try:
@@ -228,8 +236,9 @@ def test_monitored_worker_reports_an_error_between_startup_and_shutdown(stdout: 
 
 
 def test_basic_server_usage_runs_a_thread_and_a_process_worker(
-    tmp_path: Path, stdout: RecordingStream
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    stdout = record_stdout(monkeypatch)
     # Create server
     server = Server(name="MyAppServer")
 
@@ -256,7 +265,10 @@ def test_basic_server_usage_runs_a_thread_and_a_process_worker(
     assert server.workers[1].exitcode == 0
 
 
-def test_server_methods_start_stop_join_all_then_run_forever(tmp_path: Path, stdout: RecordingStream) -> None:
+def test_server_methods_start_stop_join_all_then_run_forever(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stdout = record_stdout(monkeypatch)
     worker1 = gw.Worker1(name="ThreadWorker-1")
     worker2 = gw.RecordedWorker2(name="ProcessWorker-1", record_dir=tmp_path)
     try:
@@ -295,6 +307,32 @@ def test_server_methods_start_stop_join_all_then_run_forever(tmp_path: Path, std
     assert [worker1.state, worker2.state] == [WorkerState.STOPPED, WorkerState.STOPPED]
 
 
+class IdleWorker(ThreadWorker):
+    """Waits until stopped; stops within milliseconds."""
+
+    def main(self) -> None:
+        while self.sleep(60):
+            pass
+
+
+def test_server_join_all_returns_once_the_workers_have_finished() -> None:
+    """``server.stop(); server.join_all(timeout=...)`` returns when the workers end, not at the timeout.
+
+    Repeated, because a thread worker's end races with ``join_all()`` noticing it.
+    """
+    for attempt in range(500):
+        server = Server(name="MyServer")
+        worker = server.add_worker(IdleWorker(name="Idle"))
+        server.start()
+        server.stop()
+        began = time.monotonic()
+        still_alive = server.join_all(timeout=2.0)
+        took = time.monotonic() - began
+        assert still_alive == []
+        assert worker.state is WorkerState.STOPPED
+        assert took < 1.0, f"attempt {attempt}: join_all() took {took:.2f}s; the worker had ended at once"
+
+
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 def test_graceful_worker_run_forever_stops_on_a_signal(tmp_path: Path, signum: signal.Signals) -> None:
     with ScriptRun([str(GUIDE_WORKERS), "graceful"], stderr_path=tmp_path / "stderr.txt") as script:
@@ -308,7 +346,8 @@ def test_graceful_worker_run_forever_stops_on_a_signal(tmp_path: Path, signum: s
     assert match, script.describe()
     assert int(match[1]) >= 1
     assert "run_forever() returned 0" in output
-    assert took < 10.0  # the worker sleeps 0.5 s between items: it stops well within that
+    # The worker stops within its 0.5 s sleep; the server would give up after shutdown_timeout (10 s).
+    assert took < 20.0
 
 
 def test_basic_server_usage_runs_until_interrupted(tmp_path: Path) -> None:
@@ -331,7 +370,8 @@ def test_basic_server_usage_runs_until_interrupted(tmp_path: Path) -> None:
 # ---------------------------------------------------------------------------
 
 
-def test_async_api_worker_runs_every_hook_on_one_loop(stdout: RecordingStream) -> None:
+def test_async_api_worker_runs_every_hook_on_one_loop(monkeypatch: pytest.MonkeyPatch) -> None:
+    stdout = record_stdout(monkeypatch)
     worker = gw.RecordingAsyncAPIWorker(name="AsyncAPI")
     worker.start()
     try:
@@ -349,8 +389,10 @@ def test_async_api_worker_runs_every_hook_on_one_loop(stdout: RecordingStream) -
     assert lines[1:-1] == ["Processed: {'status': 'ok'}"] * len(worker.processed)
 
 
-def test_async_api_worker_as_written_fails_in_teardown(stdout: RecordingStream) -> None:
+def test_async_api_worker_as_written_fails_in_teardown(monkeypatch: pytest.MonkeyPatch) -> None:
     """The guide's placeholder session is ``object()``, which has no ``close()``: the error is reported."""
+
+    stdout = record_stdout(monkeypatch)
 
     class AsWritten(gw.RecordEvents, gw.AsyncAPIWorker):
         pass
@@ -393,7 +435,7 @@ def test_run_async_safely_inside_a_running_loop_returns_a_task() -> None:
     assert asyncio.run(caller()) == "Done"
 
 
-def test_set_uvloop_if_available_makes_async_workers_use_uvloop(stdout: RecordingStream) -> None:
+def test_set_uvloop_if_available_makes_async_workers_use_uvloop() -> None:
     was_enabled = uvloop_enabled()
     installed = importlib.util.find_spec("uvloop") is not None
     try:
@@ -425,7 +467,8 @@ def test_set_uvloop_if_available_makes_async_workers_use_uvloop(stdout: Recordin
 # ---------------------------------------------------------------------------
 
 
-def test_job_processor_pattern_processes_every_job_once(stdout: RecordingStream) -> None:
+def test_job_processor_pattern_processes_every_job_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    stdout = record_stdout(monkeypatch)
     server, job_queue = gw.make_job_server()
     try:
         # Process jobs
@@ -529,7 +572,8 @@ def test_clean_up_after_setup_failed_half_way(tmp_path: Path, monkeypatch, datab
     assert worker.state is WorkerState.FAILED
 
 
-def test_errors_propagate_to_the_lifecycle_handler_in_a_thread(stdout: RecordingStream) -> None:
+def test_errors_propagate_to_the_lifecycle_handler_in_a_thread(monkeypatch: pytest.MonkeyPatch) -> None:
+    stdout = record_stdout(monkeypatch)
     worker = gw.RiskyThreadWorker(name="Risky")
     worker.start()
     try:
@@ -588,7 +632,8 @@ def test_lifecycle_events_for_monitoring(caplog: pytest.LogCaptureFixture) -> No
     assert (good.state, bad.state) == (WorkerState.STOPPED, WorkerState.FAILED)
 
 
-def test_context_for_shared_state_in_a_thread(stdout: RecordingStream) -> None:
+def test_context_for_shared_state_in_a_thread(monkeypatch: pytest.MonkeyPatch) -> None:
+    stdout = record_stdout(monkeypatch)
     worker = gw.ContextThreadWorker(name="Context")
     worker.start()
     try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import os
@@ -12,9 +13,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from targets import CrashesOnStart, HangsFirstTime, MarkingSleeper, Recorder, marks, wait_for
 
 from spoc.workers import Backoff, Server, ThreadWorker, WorkerEvent, WorkerHungError, WorkerState
+from targets import CrashesOnStart, HangsFirstTime, MarkingSleeper, Recorder, marks, wait_for
 
 NO_JITTER = Backoff(base=0.1, factor=2.0, cap=1.0, jitter=0.0)
 
@@ -77,8 +78,8 @@ def test_backoff_then_give_up_after_the_restart_intensity() -> None:
     assert server.gave_up
     starts = worker.started
     assert len(starts) == 5  # the first run and 4 restarts; the 5th failure exceeds the intensity
-    gaps = [b - a for a, b in zip(starts, starts[1:])]
-    for gap, nominal in zip(gaps, [0.1, 0.2, 0.4, 0.8]):
+    gaps = [b - a for a, b in itertools.pairwise(starts)]
+    for gap, nominal in zip(gaps, [0.1, 0.2, 0.4, 0.8], strict=True):
         assert nominal * 0.8 <= gap <= nominal * 1.2, (gaps, nominal)
     assert len(events.of("gave_up")) == 1
     assert [e.delay for e in events.of("restart")] == pytest.approx([0.1, 0.2, 0.4, 0.8])
@@ -171,7 +172,7 @@ def test_a_hung_process_is_replaced_and_its_stack_logged(
 ) -> None:
     events = Events()
     server = Server("watchful", backoff=NO_JITTER, on_event=events)
-    worker = server.add_worker(HangsFirstTime("sleepy", str(tmp_path)), heartbeat_timeout=0.5)
+    server.add_worker(HangsFirstTime("sleepy", str(tmp_path)), heartbeat_timeout=0.5)
     with caplog.at_level(logging.INFO, logger="spoc.workers"):
         server.start()
         try:
@@ -267,7 +268,9 @@ def test_the_restart_policy_can_come_from_the_class() -> None:
         server.join_all(5)
 
 
-@pytest.mark.parametrize("bad", [{"restart": "sometimes"}, {"heartbeat_timeout": 0}, {"heartbeat_timeout": -1}])
+@pytest.mark.parametrize(
+    "bad", [{"restart": "sometimes"}, {"heartbeat_timeout": 0}, {"heartbeat_timeout": -1}]
+)
 def test_add_worker_checks_supervision_options(bad: dict[str, Any]) -> None:
     with pytest.raises(ValueError):
         Server().add_worker(Counted("x"), **bad)
@@ -319,7 +322,8 @@ def test_status_is_a_json_snapshot(tmp_path: Path) -> None:
     assert process_entry["restart"] == "always" and process_entry["restarts"] == 0
     for entry in status:
         assert entry["state"] == "running" and entry["uptime"] >= 0
-        assert set(entry) >= {"name", "kind", "state", "pid", "restarts", "last_error", "uptime", "last_heartbeat"}
+        expected = {"name", "kind", "state", "pid", "restarts", "last_error", "uptime", "last_heartbeat"}
+        assert set(entry) >= expected
 
 
 def test_status_of_many_workers_is_quick() -> None:
