@@ -178,7 +178,7 @@ class ProcessWorker(AbstractWorker):
             if remaining is not None and remaining <= 0:
                 return False
             waitables = self._waitables()
-            wait(waitables, remaining if waitables else min(_POLL, remaining or _POLL))
+            wait_for_change(waitables, remaining if waitables else min(_POLL, remaining or _POLL))
         return True
 
     def terminate(self) -> None:
@@ -373,6 +373,20 @@ os.register_at_fork(after_in_child=_new_launch_lock)
 
 _FORK_SERVER_LOST = 255  # popen_forkserver's exit code when the fork server is gone
 _POLL = 0.05  # seconds between looks at a pid when there is nothing to wait on
+
+
+def wait_for_change(waitables: list[Any], timeout: float | None) -> None:
+    """:func:`multiprocessing.connection.wait`, for waitables that another thread may close.
+
+    A worker's status pipe is closed by whichever thread first sees its
+    child gone; a waiter that collected it a moment before then gets
+    ``OSError``/``ValueError``. That closing is itself the change waited
+    for, so the caller's loop simply looks again.
+    """
+    try:
+        wait(waitables, timeout)
+    except (OSError, ValueError):
+        pass
 
 
 def _pid_running(pid: int | None) -> bool:

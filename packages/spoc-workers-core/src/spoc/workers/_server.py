@@ -17,7 +17,7 @@ from typing import Any
 
 from ._backoff import Backoff
 from ._events import RESTART_POLICIES, STRATEGIES, EventListener, RestartPolicy, Strategy, WorkerEvent
-from ._process import ProcessWorker
+from ._process import ProcessWorker, wait_for_change
 from ._signals import SignalHandlers, WakeupPipe
 from ._state import TERMINAL_STATES, WorkerState
 from ._supervisor import Supervised, Supervisor, outcome_of
@@ -459,7 +459,7 @@ class Server:
                 if not handles and worker.is_alive():  # rare: see ProcessWorker._waitables
                     timeout = POLL if timeout is None else min(timeout, POLL)
                 waitables += handles
-        wait(waitables, timeout)
+        wait_for_change(waitables, timeout)
         self._wakeup.drain()
 
     def _join(

@@ -20,13 +20,12 @@ import traceback
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from multiprocessing.connection import wait
 from typing import Any
 
 from ._backoff import Backoff
 from ._errors import WorkerHungError
 from ._events import RestartPolicy, Strategy, WorkerEvent
-from ._process import ProcessWorker, signal_name
+from ._process import ProcessWorker, signal_name, wait_for_change
 from ._signals import WakeupPipe
 from ._state import TERMINAL_STATES, WorkerState
 from ._thread import ThreadWorker
@@ -164,7 +163,7 @@ class Supervisor:
                     if isinstance(record.worker, ProcessWorker):
                         waitables += record.worker._waitables()
                 timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
-                wait(waitables, timeout)
+                wait_for_change(waitables, timeout)
                 self._wakeup.drain()
         except Exception:  # a bug here must not go unnoticed
             logger.exception("server %r: the supervisor failed", self.server_name)
