@@ -846,7 +846,8 @@ class ScriptRun:
     @property
     def stderr(self) -> str:
         """The stderr written so far."""
-        self._stderr.flush()
+        if not self._stderr.closed:
+            self._stderr.flush()
         return self.stderr_path.read_text(encoding="utf-8", errors="replace")
 
     def describe(self) -> str:
@@ -868,7 +869,9 @@ class ScriptRun:
                 if selector.select(remaining):
                     chunk = os.read(fd, 65536)
                     if not chunk:
-                        raise AssertionError(f"the script ended before printing {needle!r}\n{self.describe()}")
+                        raise AssertionError(
+                            f"the script ended before printing {needle!r}\n{self.describe()}"
+                        )
                     self._output += chunk
         return self.output
 

@@ -75,7 +75,8 @@ class StopWhen(threading.Thread):
     """Call ``server.stop()`` once ``condition`` holds (or after ``timeout``), from another thread.
 
     For ``run_forever()``, which blocks the test's (main) thread until stopped.
-    ``condition_met`` tells whether the progress was seen before the stop.
+    ``condition_met`` tells whether the progress was seen before the stop;
+    :meth:`cancel` ends the wait early (when ``run_forever()`` returned by itself).
     """
 
     def __init__(self, server: Server, condition: Callable[[], object], timeout: float = 30.0) -> None:
@@ -84,10 +85,18 @@ class StopWhen(threading.Thread):
         self.condition = condition
         self.timeout = timeout
         self.condition_met = False
+        self._cancelled = threading.Event()
+
+    def cancel(self) -> None:
+        self._cancelled.set()
 
     def run(self) -> None:
+        def check() -> bool:
+            self.condition_met = bool(self.condition())
+            return self.condition_met or self._cancelled.is_set()
+
         try:
-            self.condition_met = wait_for(self.condition, self.timeout)
+            wait_for(check, self.timeout)
         finally:
             self.server.stop()
 
@@ -99,13 +108,15 @@ def run_forever_until(server: Server, condition: Callable[[], object]) -> tuple[
     try:
         status = server.run_forever()
     finally:
-        server.stop()
+        stopper.cancel()
         stopper.join(JOIN_TIMEOUT)
+        server.stop()
     return status, stopper
 
 
 @pytest.fixture
 def database() -> Iterator[gw._Database]:
+    """The stand-in database of best practice 3, reset around the test."""
     gw.DATABASE.reset()
     yield gw.DATABASE
     gw.DATABASE.reset()
