@@ -1,0 +1,220 @@
+"""Job processors: take jobs from a queue and call ``process_job(job)`` for each."""
+
+from __future__ import annotations
+
+import inspect
+from abc import abstractmethod
+from collections.abc import Awaitable
+from dataclasses import dataclass
+from typing import Any
+
+from spoc.workers import AbstractWorker, ProcessWorker, ThreadWorker, run_async_safely
+
+from ._queues import QueueReader, aget, check_shareable, reader_for
+from ._support import aemit, emit, has_async, log_failure, new_counters
+
+__all__ = ["JobProcessor", "JobStats", "ProcessJobProcessor"]
+
+_FIELDS = ("processed", "failed")
+_DEFAULT_STOP_TIMEOUT = 5.0
+
+
+@dataclass(frozen=True)
+class JobStats:
+    """A snapshot of a job processor's counters, over all its runs so far.
+
+    Attributes:
+        processed: jobs whose ``process_job()`` returned normally.
+        failed: jobs whose ``process_job()`` raised (plus jobs that could not
+            be read from a multiprocessing queue, e.g. could not be unpickled).
+    """
+
+    processed: int
+    failed: int
+
+
+class _JobMixin(AbstractWorker):
+    """The consuming loop shared by :class:`JobProcessor` and :class:`ProcessJobProcessor`."""
+
+    job_queue: Any
+
+    def _init_jobs(self, job_queue: Any) -> None:
+        reader_for(job_queue)  # a TypeError now for something that is no queue
+        self.job_queue = job_queue
+        self._counters = new_counters(self, _FIELDS)
+
+    @abstractmethod
+    def process_job(self, job: Any) -> Awaitable[None] | None:
+        """Process one job; override it, as ``def`` or ``async def``.
+
+        An exception is reported as a lifecycle ``"error"`` event with
+        ``phase="process_job"`` and ``job=job``, and counted in
+        ``stats.failed``; the worker goes on with the next job.
+        """
+
+    @property
+    def stats(self) -> JobStats:
+        """A snapshot of the counters, readable from any thread (and, for a process, from the parent)."""
+        values = self._counters.snapshot()
+        return JobStats(processed=int(values["processed"]), failed=int(values["failed"]))
+
+    def main(self) -> Awaitable[None] | None:
+        """Take and process jobs until stopped (async when ``process_job`` is ``async def``)."""
+        if has_async(self.process_job, self.lifecycle):
+            return self._amain()
+        reader = reader_for(self.job_queue)
+        disarm = reader.arm(self)
+        try:
+            while self.is_running:
+                try:
+                    got, job = reader.get(self)
+                except Exception as exc:  # an item that cannot be unpickled, for one
+                    self._unreadable(reader, exc)
+                    continue
+                if not got:
+                    continue
+                try:
+                    error: Exception | None = None
+                    try:
+                        result = self.process_job(job)
+                        if inspect.isawaitable(result):
+                            run_async_safely(_as_coroutine(result))
+                    except Exception as exc:
+                        error = exc
+                    self._count(error)
+                    if error is not None:
+                        emit(self, "error", exception=error, phase="process_job", job=job)
+                finally:
+                    reader.task_done()  # even on BaseException, so that queue.join() returns
+        finally:
+            disarm()
+        return None
+
+    async def _amain(self) -> None:
+        reader = reader_for(self.job_queue)
+        disarm = reader.arm(self)
+        try:
+            while self.is_running:
+                try:
+                    got, job = await aget(reader, self)
+                except Exception as exc:
+                    self._unreadable(reader, exc)
+                    continue
+                if not got:
+                    continue
+                try:
+                    error: Exception | None = None
+                    try:
+                        result = self.process_job(job)
+                        if inspect.isawaitable(result):
+                            await result
+                    except Exception as exc:
+                        error = exc
+                    self._count(error)
+                    if error is not None:
+                        await aemit(self, "error", exception=error, phase="process_job", job=job)
+                finally:
+                    reader.task_done()
+        finally:
+            disarm()
+
+    def _count(self, error: Exception | None) -> None:
+        self._counters.add("failed" if error is not None else "processed")
+        if error is not None:
+            log_failure(self, "process_job()", error)
+
+    def _unreadable(self, reader: QueueReader, exc: Exception) -> None:
+        self._counters.add("failed")
+        log_failure(self, "reading a job from the queue", exc)
+        try:
+            emit(self, "error", exception=exc, phase="get", job=None)
+        finally:
+            reader.task_done()
+
+
+async def _as_coroutine(awaitable: Awaitable[Any]) -> Any:
+    return await awaitable
+
+
+class JobProcessor(_JobMixin, ThreadWorker):
+    """A thread worker that takes jobs from ``job_queue`` and calls :meth:`process_job` for each.
+
+    The wait for the next job wakes within milliseconds of ``stop()`` (no
+    ``get(timeout=1.0)`` polling); a job in hand is finished first, the jobs
+    still queued stay in the queue. ``task_done()`` is called for every job
+    taken, also when ``process_job`` raised, so ``job_queue.join()`` works.
+    Several processors may share one queue.
+
+    Example:
+        >>> class Mailer(JobProcessor):
+        ...     def process_job(self, job):
+        ...         print("sending", job)
+        >>> import queue
+        >>> jobs = queue.Queue()
+        >>> mailer = Mailer("mailer", jobs)
+
+    Args:
+        name: the worker's name (defaults to the class name).
+        job_queue: a :class:`queue.Queue` (or subclass), a
+            :mod:`multiprocessing` ``Queue``/``JoinableQueue``, or any object
+            with ``get(timeout=...)`` and ``get_nowait()`` (polled).
+        daemon: see :class:`~spoc.workers.AbstractWorker`.
+        stop_timeout: see :class:`~spoc.workers.AbstractWorker`.
+
+    Raises:
+        TypeError: ``job_queue`` is not a queue.
+    """
+
+    def __init__(
+        self,
+        name: str | None,
+        job_queue: Any,
+        *,
+        daemon: bool = True,
+        stop_timeout: float = _DEFAULT_STOP_TIMEOUT,
+    ) -> None:
+        super().__init__(name, daemon=daemon, stop_timeout=stop_timeout)
+        self._init_jobs(job_queue)
+
+
+class ProcessJobProcessor(_JobMixin, ProcessWorker):
+    """:class:`JobProcessor` in a child process, for CPU-bound jobs.
+
+    ``job_queue`` must be a :mod:`multiprocessing` queue (a
+    ``JoinableQueue`` makes ``job_queue.join()`` work), made from the context
+    of the worker's start method, e.g.
+    ``multiprocessing.get_context(worker.start_method).JoinableQueue()``.
+    The counters live in shared memory, so ``stats`` read in the parent
+    shows what the child did.
+
+    Args:
+        name: see :class:`JobProcessor`.
+        job_queue: a :mod:`multiprocessing` queue (or a manager's queue proxy).
+        daemon: see :class:`~spoc.workers.ProcessWorker`.
+        stop_timeout: see :class:`~spoc.workers.ProcessWorker`.
+        start_method: see :class:`~spoc.workers.ProcessWorker`.
+
+    Raises:
+        TypeError: ``job_queue`` is a :class:`queue.Queue` (or another queue
+            that cannot cross processes), or not a queue.
+    """
+
+    def __init__(
+        self,
+        name: str | None,
+        job_queue: Any,
+        *,
+        daemon: bool = True,
+        stop_timeout: float = _DEFAULT_STOP_TIMEOUT,
+        start_method: str | None = None,
+    ) -> None:
+        super().__init__(name, daemon=daemon, stop_timeout=stop_timeout, start_method=start_method)
+        check_shareable(
+            f"{type(self).__name__} {self.name!r}",
+            "job_queue",
+            job_queue,
+            "Use a multiprocessing queue, e.g. "
+            "multiprocessing.get_context(worker.start_method).JoinableQueue(), "
+            "or a thread JobProcessor.",
+        )
+        self._init_jobs(job_queue)

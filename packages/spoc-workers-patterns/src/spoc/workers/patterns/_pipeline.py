@@ -1,0 +1,1341 @@
+"""Pipelines: stage workers joined by bounded queues, and the builder that wires them.
+
+End of stream
+    A finite pipeline ends by itself. :meth:`Pipeline.close` puts one
+    :data:`END_OF_STREAM` marker behind the last accepted item. Every stage
+    worker that leaves its loop writes one marker downstream, behind its own
+    items (each writer's items reach a queue in order), so a stage fed by
+    ``N`` workers receives ``N`` markers. A stage counts the markers it takes
+    in a counter shared by its workers (shared memory for process stages);
+    the worker that takes the last one knows every upstream item has been
+    taken, puts one marker back into its own input queue for each sibling,
+    and leaves; each sibling leaves on its marker. The results are complete
+    when the last stage's markers have all arrived.
+
+Conservation
+    Every accepted item is emitted (put into the results), dropped on
+    purpose (``process_item`` returned None), or reported as failed: a
+    lifecycle ``"error"`` event with ``item=`` and a :class:`DeadLetter` in
+    :attr:`Pipeline.dead_letters`. That holds on a normal end, when a stage
+    raises, and on :meth:`Pipeline.stop`, which stops the input and lets the
+    accepted items drain stage by stage within its budget; only past the
+    budget are the workers stopped, and whatever is still queued becomes a
+    dead letter. Only a process killed while holding an item loses it; the
+    pipeline then reports it in :attr:`PipelineStats.lost`.
+"""
+
+from __future__ import annotations
+
+import collections
+import inspect
+import logging
+import multiprocessing
+import os
+import queue
+import threading
+import time
+import traceback
+from abc import abstractmethod
+from collections.abc import Awaitable, Callable, Iterable, Iterator
+from dataclasses import dataclass
+from multiprocessing.reduction import ForkingPickler
+from types import TracebackType
+from typing import Any, Literal
+
+from spoc.workers import (
+    START_METHOD_ENV,
+    AbstractWorker,
+    ProcessWorker,
+    Server,
+    ThreadWorker,
+    WorkerRemoteError,
+    WorkerState,
+    run_async_safely,
+)
+
+from ._queues import (
+    QueueWriter,
+    aget,
+    aput,
+    check_shareable,
+    is_process_queue,
+    reader_for,
+    writer_for,
+)
+from ._support import aemit, check_number, emit, has_async, log_failure, new_counters
+
+__all__ = [
+    "END_OF_STREAM",
+    "DeadLetter",
+    "Pipeline",
+    "PipelineStats",
+    "PipelineStoppedError",
+    "ProcessStageWorker",
+    "StageStats",
+    "StageWorker",
+]
+
+logger = logging.getLogger("spoc.workers.patterns")
+
+StageKind = Literal["thread", "process"]
+
+_FIELDS = ("items_in", "items_out", "failed", "dropped")
+_DEFAULT_STOP_TIMEOUT = 5.0
+_DEFAULT_PUT_GRACE = 0.5
+_PUMP_WAIT = 0.05  # the parent's longest wait before it looks at the workers again
+_CALLER_WAIT = 0.005  # a blocked put()/close() alternates this long between its put and the results
+
+
+class _EndOfStream:
+    """The end-of-stream marker; one object per process, the same after pickling."""
+
+    _instance: _EndOfStream | None = None
+
+    def __new__(cls) -> _EndOfStream:
+        if cls._instance is None:
+            cls._instance = super().__new__(cls)
+        return cls._instance
+
+    def __reduce__(self) -> str:
+        return "END_OF_STREAM"
+
+    def __repr__(self) -> str:
+        return "END_OF_STREAM"
+
+
+END_OF_STREAM: Any = _EndOfStream()
+"""The marker that ends a stream of items.
+
+A stage worker that takes it from its input passes one downstream and ends
+its loop (the worker then ends STOPPED). A :class:`Pipeline` sends and
+counts the markers itself; put it yourself only when you wire stage workers
+by hand: one per worker reading the queue.
+"""
+
+
+class PipelineStoppedError(RuntimeError):
+    """Why an item became a dead letter when a stage or the pipeline was stopped.
+
+    Either a stage worker was stopped while its output queue stayed full (the
+    item was processed but not passed on), or the pipeline was stopped past
+    its budget while the item still waited in a queue.
+    """
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    """An item that did not make it through the pipeline, and why.
+
+    Attributes:
+        stage: the stage the item was meant for: the one that raised on it,
+            whose worker could not pass its result on, or whose input queue
+            still held it when the pipeline was stopped.
+        item: the item: the stage's input when ``process_item`` raised or the
+            item was still queued; the stage's *result* when it could not be
+            passed on (``error`` is then a :class:`PipelineStoppedError`).
+        error: the exception (a :class:`~spoc.workers.WorkerRemoteError`
+            stands for one that could not be pickled back from a process).
+        worker: the name of the worker that reported it (None when the
+            pipeline found the item in a queue).
+    """
+
+    stage: str
+    item: Any
+    error: BaseException
+    worker: str | None = None
+
+
+@dataclass(frozen=True)
+class StageStats:
+    """Counters of one stage worker, or of all the workers of a pipeline stage.
+
+    Attributes:
+        name: the worker's or the stage's name.
+        kind: ``"thread"`` or ``"process"``.
+        workers: how many workers are counted.
+        items_in: items taken from the input queue (end markers not counted).
+        items_out: results passed downstream.
+        failed: items reported as failed (``process_item`` raised, or the
+            result could not be passed on).
+        dropped: items for which ``process_item`` returned None.
+        in_flight: items taken but not yet accounted for:
+            ``items_in - items_out - failed - dropped``.
+    """
+
+    name: str
+    kind: str
+    workers: int
+    items_in: int
+    items_out: int
+    failed: int
+    dropped: int
+    in_flight: int
+
+
+@dataclass(frozen=True)
+class PipelineStats:
+    """A snapshot of a pipeline's counters.
+
+    ``accepted == emitted + failed + dropped + in_flight`` at every moment;
+    once the pipeline has ended, ``in_flight`` is 0 unless a process was
+    killed while holding items (then it equals ``lost``).
+
+    Attributes:
+        accepted: items :meth:`Pipeline.put` or a feed accepted.
+        emitted: results the last stage passed on to :meth:`Pipeline.results`.
+        failed: dead letters: items reported as failed by any stage, plus
+            those found in a queue when a stop ran out of time.
+        dropped: items a stage dropped on purpose (``process_item`` returned None).
+        in_flight: accepted items not yet emitted, failed or dropped.
+        peak_in_flight: the most items in flight seen when an item was accepted.
+        lost: after the end, items that vanished with a killed process; else 0.
+        ended: every stage worker has ended.
+        failed_workers: names of stage workers that ended FAILED (the pipeline
+            then stops).
+        stages: per-stage counters, in stage order.
+    """
+
+    accepted: int
+    emitted: int
+    failed: int
+    dropped: int
+    in_flight: int
+    peak_in_flight: int
+    lost: int
+    ended: bool
+    failed_workers: tuple[str, ...]
+    stages: tuple[StageStats, ...]
+
+
+class _LocalCount:
+    """A thread stage's marker counter, shaped like ``multiprocessing.Value``."""
+
+    def __init__(self, value: int) -> None:
+        self.value = value
+        self._lock = threading.Lock()
+
+    def get_lock(self) -> threading.Lock:
+        return self._lock
+
+
+@dataclass
+class _StageLink:
+    """What a pipeline tells each worker of a stage (pickled with process workers)."""
+
+    stage: str
+    next_stage: str
+    siblings: int
+    markers_left: Any  # multiprocessing.Value("i") or _LocalCount, shared by the stage's workers
+    dead_letters: Any  # a queue of DeadLetter records, read by the pipeline
+
+
+def _count_down(counter: Any) -> int:
+    with counter.get_lock():
+        counter.value -= 1
+        return int(counter.value)
+
+
+# -- stage workers ------------------------------------------------------------------
+
+
+class _StageMixin(AbstractWorker):
+    """The loop shared by :class:`StageWorker` and :class:`ProcessStageWorker`."""
+
+    input_queue: Any
+    output_queue: Any
+    put_grace: float
+
+    def _init_stage(self, input_queue: Any, output_queue: Any, put_grace: float) -> None:
+        reader_for(input_queue)
+        writer_for(output_queue)
+        self.input_queue = input_queue
+        self.output_queue = output_queue
+        self.put_grace = check_number(f"{type(self).__name__} {self.name!r}", "put_grace", put_grace)
+        self._counters = new_counters(self, _FIELDS)
+        self._link: _StageLink | None = None
+
+    @abstractmethod
+    def process_item(self, item: Any) -> Any:
+        """Process one item and return the result to pass on; override it, as ``def`` or ``async def``.
+
+        Returning None drops the item (counted in ``stats.dropped``); anything
+        else goes into ``output_queue``. An exception is reported as a
+        lifecycle ``"error"`` event with ``phase="process_item"`` and
+        ``item=item`` (and, in a :class:`Pipeline`, as a :class:`DeadLetter`);
+        the worker goes on with the next item.
+        """
+
+    @property
+    def stats(self) -> StageStats:
+        """This worker's counters (for a process worker, read from shared memory)."""
+        return _stage_stats(self.name, self.kind, [self])
+
+    # -- the loop ------------------------------------------------------------------
+
+    def main(self) -> Awaitable[None] | None:
+        """Process items until the end-of-stream marker or a stop (async when ``process_item`` is)."""
+        if has_async(self.process_item, self.lifecycle):
+            return self._amain()
+        reader = reader_for(self.input_queue)
+        writer = writer_for(self.output_queue)
+        disarm = reader.arm(self)
+        try:
+            while self.is_running:
+                try:
+                    got, item = reader.get(self)
+                except Exception as exc:  # e.g. an item that cannot be unpickled here
+                    self._report(None, exc, "get", self._stage_name())
+                    reader.task_done()
+                    continue
+                if not got:
+                    continue
+                try:
+                    if item is END_OF_STREAM:
+                        if self._end_of_stream(writer):
+                            return None
+                        continue
+                    self._counters.add("items_in")
+                    try:
+                        result = self.process_item(item)
+                        if inspect.isawaitable(result):  # a plain def that returned an awaitable
+                            result = run_async_safely(_as_coroutine(result))
+                    except Exception as exc:
+                        self._report(item, exc, "process_item", self._stage_name())
+                        continue
+                    self._pass_on(writer, item, result)
+                finally:
+                    reader.task_done()
+        finally:
+            disarm()
+        return None
+
+    async def _amain(self) -> None:
+        reader = reader_for(self.input_queue)
+        writer = writer_for(self.output_queue)
+        disarm = reader.arm(self)
+        try:
+            while self.is_running:
+                try:
+                    got, item = await aget(reader, self)
+                except Exception as exc:
+                    await self._areport(None, exc, "get", self._stage_name())
+                    reader.task_done()
+                    continue
+                if not got:
+                    continue
+                try:
+                    if item is END_OF_STREAM:
+                        if await self._aend_of_stream(writer):
+                            return
+                        continue
+                    self._counters.add("items_in")
+                    try:
+                        result = self.process_item(item)
+                        if inspect.isawaitable(result):
+                            result = await result
+                    except Exception as exc:
+                        await self._areport(item, exc, "process_item", self._stage_name())
+                        continue
+                    await self._apass_on(writer, item, result)
+                finally:
+                    reader.task_done()
+        finally:
+            disarm()
+
+    # -- passing on ----------------------------------------------------------------
+
+    def _pass_on(self, writer: QueueWriter, item: Any, result: Any) -> None:
+        checked = self._check_result(writer, item, result)
+        if checked is None:
+            return
+        if writer.put(self, result, self.put_grace):
+            self._counters.add("items_out")
+        else:
+            self._report(result, self._not_passed_on(), "put", self._next_stage_name())
+
+    async def _apass_on(self, writer: QueueWriter, item: Any, result: Any) -> None:
+        checked = self._check_result(writer, item, result)
+        if checked is None:
+            return
+        if await aput(writer, self, result, self.put_grace):
+            self._counters.add("items_out")
+        else:
+            await self._areport(result, self._not_passed_on(), "put", self._next_stage_name())
+
+    def _check_result(self, writer: QueueWriter, item: Any, result: Any) -> Any:
+        """None when there is nothing to pass on (dropped, or failed to pickle), else True."""
+        if result is None:
+            self._counters.add("dropped")
+            return None
+        try:
+            writer.check_picklable(result)
+        except Exception as exc:
+            error = TypeError(
+                f"{self._who()}: the result of process_item() cannot be pickled for the "
+                f"multiprocessing queue to the next stage: {exc!r}"
+            )
+            error.__cause__ = exc
+            self._report(item, error, "process_item", self._stage_name())
+            return None
+        return True
+
+    def _not_passed_on(self) -> PipelineStoppedError:
+        return PipelineStoppedError(
+            f"{self._who()} was stopped while its output queue stayed full for put_grace="
+            f"{self.put_grace:g}s: its result was not passed on to {self._next_stage_name()!r}"
+        )
+
+    # -- end of stream -------------------------------------------------------------
+
+    def _end_decision(self) -> tuple[bool, int]:
+        """(leave the loop?, how many markers to give to siblings) for one marker taken."""
+        link = self._link
+        if link is None:
+            return True, 0
+        left = _count_down(link.markers_left)
+        if left > link.siblings:
+            return False, 0  # one upstream worker finished; others still produce
+        if left == link.siblings:
+            return True, link.siblings  # the last upstream marker: wake the siblings
+        return True, 0  # a sibling's marker
+
+    def _end_of_stream(self, writer: QueueWriter) -> bool:
+        leave, siblings = self._end_decision()
+        if not leave:
+            return False
+        if siblings:
+            own = writer_for(self.input_queue)
+            for _ in range(siblings):
+                own.put(self, END_OF_STREAM, self.put_grace)
+        writer.put(self, END_OF_STREAM, self.put_grace)
+        return True
+
+    async def _aend_of_stream(self, writer: QueueWriter) -> bool:
+        leave, siblings = self._end_decision()
+        if not leave:
+            return False
+        if siblings:
+            own = writer_for(self.input_queue)
+            for _ in range(siblings):
+                await aput(own, self, END_OF_STREAM, self.put_grace)
+        await aput(writer, self, END_OF_STREAM, self.put_grace)
+        return True
+
+    # -- failures ------------------------------------------------------------------
+
+    def _report(self, item: Any, error: Exception, phase: str, stage: str) -> None:
+        log_failure(self, f"{phase} of item {_short(item)}", error)
+        self._dead_letter(item, error, stage)
+        self._counters.add("failed")
+        emit(self, "error", exception=error, phase=phase, item=item)
+
+    async def _areport(self, item: Any, error: Exception, phase: str, stage: str) -> None:
+        log_failure(self, f"{phase} of item {_short(item)}", error)
+        self._dead_letter(item, error, stage)
+        self._counters.add("failed")
+        await aemit(self, "error", exception=error, phase=phase, item=item)
+
+    def _dead_letter(self, item: Any, error: Exception, stage: str) -> None:
+        link = self._link
+        if link is None:
+            return
+        letter = DeadLetter(stage=stage, item=item, error=error, worker=self.name)
+        if is_process_queue(link.dead_letters):
+            letter = _picklable_letter(letter)
+        link.dead_letters.put(letter)
+
+    # -- names ---------------------------------------------------------------------
+
+    def _stage_name(self) -> str:
+        return self._link.stage if self._link is not None else self.name
+
+    def _next_stage_name(self) -> str:
+        return self._link.next_stage if self._link is not None else f"the output of {self.name}"
+
+    def _who(self) -> str:
+        return f"{type(self).__name__} {self.name!r}"
+
+
+def _short(item: Any) -> str:
+    text = repr(item)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _picklable_letter(letter: DeadLetter) -> DeadLetter:
+    """The letter itself when it pickles; else with a stand-in error, then a stand-in item."""
+    try:
+        ForkingPickler.dumps(letter)
+        return letter
+    except Exception:
+        pass
+    error = letter.error
+    text = "".join(traceback.format_exception(type(error), error, error.__traceback__))
+    remote = WorkerRemoteError(f"{type(error).__module__}.{type(error).__qualname__}", str(error), text)
+    letter = DeadLetter(stage=letter.stage, item=letter.item, error=remote, worker=letter.worker)
+    try:
+        ForkingPickler.dumps(letter)
+        return letter
+    except Exception:
+        return DeadLetter(stage=letter.stage, item=repr(letter.item), error=remote, worker=letter.worker)
+
+
+async def _as_coroutine(awaitable: Awaitable[Any]) -> Any:
+    return await awaitable
+
+
+def _stage_stats(name: str, kind: str, workers: Iterable[_StageMixin]) -> StageStats:
+    totals = dict.fromkeys(_FIELDS, 0)
+    count = 0
+    for worker in workers:
+        count += 1
+        for field, value in worker._counters.snapshot().items():
+            totals[field] += int(value)
+    return StageStats(
+        name=name,
+        kind=kind,
+        workers=count,
+        items_in=totals["items_in"],
+        items_out=totals["items_out"],
+        failed=totals["failed"],
+        dropped=totals["dropped"],
+        in_flight=totals["items_in"] - totals["items_out"] - totals["failed"] - totals["dropped"],
+    )
+
+
+class StageWorker(_StageMixin, ThreadWorker):
+    """A thread worker that takes items from ``input_queue``, processes them, and passes results on.
+
+    Override :meth:`process_item` (``def`` or ``async def``): return the
+    result to put into ``output_queue``, or None to drop the item. The wait
+    for input wakes within milliseconds of ``stop()``; a put into a full
+    ``output_queue`` waits (back-pressure). On ``stop()`` the item in hand is
+    finished and passed on; if the output stays full for ``put_grace``
+    seconds after the stop, it is reported as failed rather than lost. The
+    worker ends by itself when it takes :data:`END_OF_STREAM` (passing one
+    on). Use :class:`Pipeline` to wire stages without handling queues.
+
+    Example:
+        >>> class Parse(StageWorker):
+        ...     def process_item(self, line):
+        ...         return line.split(",") if line else None
+
+    Args:
+        name: the worker's name (defaults to the class name).
+        input_queue: where items come from: a :class:`queue.Queue` or a
+            :mod:`multiprocessing` queue (the latter when the previous stage
+            runs in processes).
+        output_queue: where results go, likewise.
+        put_grace: seconds a stopped worker keeps trying to pass on its last
+            result into a full output queue (default 0.5).
+        daemon: see :class:`~spoc.workers.AbstractWorker`.
+        stop_timeout: see :class:`~spoc.workers.AbstractWorker`.
+
+    Raises:
+        TypeError: a queue is not a queue.
+    """
+
+    def __init__(
+        self,
+        name: str | None,
+        input_queue: Any,
+        output_queue: Any,
+        *,
+        put_grace: float = _DEFAULT_PUT_GRACE,
+        daemon: bool = True,
+        stop_timeout: float = _DEFAULT_STOP_TIMEOUT,
+    ) -> None:
+        super().__init__(name, daemon=daemon, stop_timeout=stop_timeout)
+        self._init_stage(input_queue, output_queue, put_grace)
+
+
+class ProcessStageWorker(_StageMixin, ProcessWorker):
+    """:class:`StageWorker` in a child process, for CPU-bound stages; same interface.
+
+    Both queues must cross the process boundary: :mod:`multiprocessing`
+    queues made from the context of the worker's start method, e.g.
+    ``multiprocessing.get_context(worker.start_method).Queue(8)``. Given a
+    :class:`queue.Queue` it raises ``TypeError`` at once instead of hanging.
+    Results must pickle; one that does not is reported as failed. The
+    counters live in shared memory, so ``stats`` read in the parent is right.
+    Define subclasses in an importable module (``spawn``, ``forkserver``).
+
+    Args:
+        name: see :class:`StageWorker`.
+        input_queue: a :mod:`multiprocessing` queue.
+        output_queue: a :mod:`multiprocessing` queue.
+        put_grace: see :class:`StageWorker`.
+        daemon: see :class:`~spoc.workers.ProcessWorker`.
+        stop_timeout: see :class:`~spoc.workers.ProcessWorker`.
+        start_method: see :class:`~spoc.workers.ProcessWorker`.
+
+    Raises:
+        TypeError: a queue is a :class:`queue.Queue` (or another queue that
+            cannot cross processes), or not a queue.
+    """
+
+    def __init__(
+        self,
+        name: str | None,
+        input_queue: Any,
+        output_queue: Any,
+        *,
+        put_grace: float = _DEFAULT_PUT_GRACE,
+        daemon: bool = True,
+        stop_timeout: float = _DEFAULT_STOP_TIMEOUT,
+        start_method: str | None = None,
+    ) -> None:
+        super().__init__(name, daemon=daemon, stop_timeout=stop_timeout, start_method=start_method)
+        owner = f"{type(self).__name__} {self.name!r}"
+        fix = (
+            "Use multiprocessing queues made from the worker's start method, e.g. "
+            "multiprocessing.get_context(worker.start_method).Queue(maxsize), or let "
+            "spoc.workers.patterns.Pipeline wire the stages."
+        )
+        check_shareable(owner, "input_queue", input_queue, fix)
+        check_shareable(owner, "output_queue", output_queue, fix)
+        self._init_stage(input_queue, output_queue, put_grace)
+
+
+# -- stages made from functions (module level: spawn children import them) ----------
+
+
+class _FunctionStage(StageWorker):
+    def __init__(self, name: str | None, input_queue: Any, output_queue: Any, *, function: Any, **kw: Any):
+        super().__init__(name, input_queue, output_queue, **kw)
+        self.function = function
+
+    def process_item(self, item: Any) -> Any:
+        return self.function(item)
+
+
+class _AsyncFunctionStage(_FunctionStage):
+    async def process_item(self, item: Any) -> Any:
+        return await self.function(item)
+
+
+class _ProcessFunctionStage(ProcessStageWorker):
+    def __init__(self, name: str | None, input_queue: Any, output_queue: Any, *, function: Any, **kw: Any):
+        super().__init__(name, input_queue, output_queue, **kw)
+        self.function = function
+
+    def process_item(self, item: Any) -> Any:
+        return self.function(item)
+
+
+class _AsyncProcessFunctionStage(_ProcessFunctionStage):
+    async def process_item(self, item: Any) -> Any:
+        return await self.function(item)
+
+
+# -- the builder ------------------------------------------------------------------
+
+
+@dataclass
+class _Stage:
+    name: str
+    factory: Any
+    kind: StageKind
+    workers: int
+    options: dict[str, Any]
+    instances: list[_StageMixin]
+
+
+class _Feeder(ThreadWorker):
+    """Puts the items of an iterable into a pipeline, then (optionally) closes its input."""
+
+    def __init__(self, name: str, pipeline: Pipeline, items: Iterable[Any], close: bool) -> None:
+        super().__init__(name)
+        self.pipeline = pipeline
+        self.items = items
+        self.close_after = close
+
+    def main(self) -> None:
+        try:
+            for item in self.items:
+                if not self.is_running or not self.pipeline._accept(item, self, None):
+                    return
+        except Exception:
+            logger.exception("%r: the iterable given to feed() raised; the input is closed", self.name)
+        if self.close_after and self.is_running:
+            self.pipeline._close_input(feeder=self)
+
+
+class Pipeline:
+    """Wire stages with bounded queues; feed items in; iterate the results.
+
+    Each stage is a :class:`StageWorker` or :class:`ProcessStageWorker`
+    subclass, or a plain function (``kind="thread"`` or ``"process"``),
+    with as many workers as you ask. The pipeline picks the queue of each
+    hop: a :class:`queue.Queue` between threads, a :mod:`multiprocessing`
+    queue (from the context of the pipeline's start method) wherever a
+    process is at either end. Every queue, the results too, holds at most
+    ``maxsize`` items, so a slow stage slows its producers down instead of
+    piling up memory.
+
+    Items go in with :meth:`put` or :meth:`feed`; :meth:`close` marks the
+    end of input, after which the pipeline ends by itself once every item
+    has passed. :meth:`results` yields the results as they come.
+    :meth:`join`, :meth:`close` and :meth:`stop` keep collecting results while
+    they wait (for a later :meth:`results`), so they never block on a full
+    results queue. See the module notes for how the end of stream and the
+    conservation of items work. A pipeline runs once.
+
+    Example:
+        >>> pipeline = Pipeline("words", maxsize=8)
+        >>> _ = pipeline.add_stage(str.split).add_stage(len)
+        >>> with pipeline:
+        ...     pipeline.start()
+        ...     pipeline.feed(["a b", "c d e"])
+        ...     sorted(pipeline.results())
+        [2, 3]
+
+    Args:
+        name: the pipeline's name, prefixed to its workers' names.
+        maxsize: capacity of every queue (> 0).
+        start_method: the start method of every process stage (also given
+            to their constructors); by default that of
+            :class:`~spoc.workers.ProcessWorker`.
+        shutdown_timeout: the default budget of :meth:`stop`, in seconds.
+
+    Raises:
+        TypeError, ValueError: an argument is of the wrong type or out of range.
+    """
+
+    def __init__(
+        self,
+        name: str = "pipeline",
+        *,
+        maxsize: int = 8,
+        start_method: str | None = None,
+        shutdown_timeout: float = 10.0,
+    ) -> None:
+        if not isinstance(name, str) or not name:
+            raise TypeError(f"Pipeline name must be a non-empty str, got {name!r}")
+        if isinstance(maxsize, bool) or not isinstance(maxsize, int) or maxsize < 1:
+            raise ValueError(f"pipeline {name!r}: maxsize must be an int >= 1, got {maxsize!r}")
+        if start_method is not None and start_method not in multiprocessing.get_all_start_methods():
+            raise ValueError(f"pipeline {name!r}: unknown start method {start_method!r}")
+        self.name = name
+        self.maxsize = maxsize
+        self.start_method = start_method
+        self.shutdown_timeout = check_number(f"pipeline {name!r}", "shutdown_timeout", shutdown_timeout)
+        self._stages: list[_Stage] = []
+        self._lock = threading.RLock()
+        self._put_lock = threading.Lock()
+        self._server: Server | None = None
+        self._hops: list[Any] = []
+        self._dead_letter_queue: Any = None
+        self._dead_letters: list[DeadLetter] = []
+        self._results: collections.deque[Any] = collections.deque()
+        self._markers_seen = 0
+        self._pending_feeds: list[tuple[Iterable[Any], bool]] = []
+        self._feeders: list[_Feeder] = []
+        self._accepted = 0
+        self._drained = 0
+        self._peak = 0
+        self._started = False
+        self._closed = False
+        self._marker_sent = False
+        self._stopping = False
+        self._finished = False
+        self._failed_workers: list[str] = []
+
+    # -- building --------------------------------------------------------------------
+
+    def add_stage(
+        self,
+        stage: type[StageWorker] | type[ProcessStageWorker] | Callable[[Any], Any],
+        *,
+        workers: int = 1,
+        kind: StageKind | None = None,
+        name: str | None = None,
+        **options: Any,
+    ) -> Pipeline:
+        """Append a stage; returns the pipeline, so calls chain.
+
+        Args:
+            stage: a :class:`StageWorker` or :class:`ProcessStageWorker`
+                subclass, built as ``stage(name, input_queue=..., output_queue=...,
+                **options)``; or a function of one item (``def`` or ``async
+                def``; for a process stage, a module-level function).
+            workers: how many workers run this stage (>= 1).
+            kind: ``"thread"`` or ``"process"``; for a class it follows from
+                the class, for a function it defaults to ``"thread"``.
+            name: the stage's name (default: the class or function name).
+            **options: more keyword arguments for each worker's constructor
+                (``put_grace``, ``stop_timeout``, your own).
+
+        Raises:
+            TypeError: ``stage`` is neither a stage class nor a callable.
+            ValueError: a bad ``workers``, ``kind`` or ``name``, or the pipeline started.
+        """
+        with self._lock:
+            if self._started:
+                raise ValueError(f"pipeline {self.name!r}: add stages before start()")
+            if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+                raise ValueError(f"pipeline {self.name!r}: workers must be an int >= 1, got {workers!r}")
+            if kind not in (None, "thread", "process"):
+                raise ValueError(f"pipeline {self.name!r}: kind must be 'thread' or 'process', got {kind!r}")
+            factory: Any
+            if isinstance(stage, type):
+                if not issubclass(stage, _StageMixin):
+                    raise TypeError(
+                        f"pipeline {self.name!r}: a stage class must subclass StageWorker or "
+                        f"ProcessStageWorker, got {stage.__name__}"
+                    )
+                actual: StageKind = "process" if issubclass(stage, ProcessWorker) else "thread"
+                if kind is not None and kind != actual:
+                    raise ValueError(
+                        f"pipeline {self.name!r}: {stage.__name__} is a {actual} stage, not kind={kind!r}"
+                    )
+                kind, factory, default_name = actual, stage, stage.__name__
+            elif callable(stage):
+                kind = kind or "thread"
+                is_async = inspect.iscoroutinefunction(stage)
+                if kind == "process":
+                    factory = _AsyncProcessFunctionStage if is_async else _ProcessFunctionStage
+                else:
+                    factory = _AsyncFunctionStage if is_async else _FunctionStage
+                options = {**options, "function": stage}
+                default_name = getattr(stage, "__name__", "") or "stage"
+                if not default_name.isidentifier():
+                    default_name = f"stage{len(self._stages) + 1}"
+            else:
+                raise TypeError(f"pipeline {self.name!r}: a stage must be a stage class or a function")
+            taken = {s.name for s in self._stages}
+            if name is not None:
+                if not isinstance(name, str) or not name or name in taken or name == "results":
+                    raise ValueError(f"pipeline {self.name!r}: stage name {name!r} is empty or taken")
+            else:
+                name, n = default_name, 1
+                while name in taken or name == "results":
+                    n += 1
+                    name = f"{default_name}-{n}"
+            self._stages.append(_Stage(name, factory, kind, workers, options, []))
+        return self
+
+    # -- running ---------------------------------------------------------------------
+
+    @property
+    def workers(self) -> tuple[AbstractWorker, ...]:
+        """The stage workers, in stage order (empty before :meth:`start`)."""
+        return tuple(w for stage in self._stages for w in stage.instances)
+
+    def start(self) -> None:
+        """Make the queues and workers and start them (process stages first).
+
+        Each stage worker is built as ``stage(name, input_queue, output_queue,
+        **options)``. If one cannot be built or started, those started are
+        stopped, the queues are closed, and the error is raised.
+
+        Raises:
+            RuntimeError: no stages, or started already.
+            ValueError: a process stage's start method differs from the pipeline's.
+            spoc.workers.WorkerNotPicklableError: under ``spawn``/``forkserver``,
+                a process stage (or its function) cannot be sent to its child.
+        """
+        with self._lock:
+            if self._started:
+                raise RuntimeError(f"pipeline {self.name!r} runs once; make a new one")
+            if not self._stages:
+                raise RuntimeError(f"pipeline {self.name!r}: add a stage before start()")
+            method = (
+                self.start_method or os.environ.get(START_METHOD_ENV) or multiprocessing.get_start_method()
+            )
+            context: Any = multiprocessing.get_context(method)
+            stages = self._stages
+            kinds = ["thread", *(s.kind for s in stages), "thread"]  # the pipeline itself is a thread end
+            self._hops = [
+                context.Queue(self.maxsize)
+                if "process" in (kinds[i], kinds[i + 1])
+                else queue.Queue(self.maxsize)
+                for i in range(len(stages) + 1)
+            ]
+            any_process = any(s.kind == "process" for s in stages)
+            self._dead_letter_queue = context.Queue() if any_process else queue.Queue()
+            server = Server(self.name, shutdown_timeout=self.shutdown_timeout)
+            try:
+                for index, stage in enumerate(stages):
+                    self._build_stage(index, stage, context, method, server)
+                server.start()
+            except BaseException:
+                for stage in stages:
+                    stage.instances.clear()
+                for q in [*self._hops, self._dead_letter_queue]:
+                    if is_process_queue(q):
+                        q.close()
+                        q.join_thread()
+                raise
+            self._server = server
+            self._started = True
+            pending, self._pending_feeds = self._pending_feeds, []
+        for items, close in pending:
+            self._start_feeder(items, close)
+
+    def _build_stage(self, index: int, stage: _Stage, context: Any, method: str, server: Server) -> None:
+        stages = self._stages
+        upstream = 1 if index == 0 else stages[index - 1].workers
+        total = upstream + stage.workers - 1  # end markers this stage will take (see the module notes)
+        markers: Any = context.Value("i", total) if stage.kind == "process" else _LocalCount(total)
+        link = _StageLink(
+            stage=stage.name,
+            next_stage=stages[index + 1].name if index + 1 < len(stages) else "results",
+            siblings=stage.workers - 1,
+            markers_left=markers,
+            dead_letters=self._dead_letter_queue,
+        )
+        options = dict(stage.options)
+        if stage.kind == "process" and self.start_method is not None:
+            options.setdefault("start_method", self.start_method)
+        for i in range(stage.workers):
+            suffix = f"-{i + 1}" if stage.workers > 1 else ""
+            name = f"{self.name}.{stage.name}{suffix}"
+            worker = stage.factory(name, self._hops[index], self._hops[index + 1], **options)
+            if not isinstance(worker, _StageMixin):
+                raise TypeError(
+                    f"pipeline {self.name!r}: stage {stage.name!r} made {worker!r}, not a stage worker"
+                )
+            if isinstance(worker, ProcessWorker) and worker.start_method != method:
+                raise ValueError(
+                    f"pipeline {self.name!r}: worker {worker.name!r} uses start method "
+                    f"{worker.start_method!r}, the pipeline's queues are for {method!r}; "
+                    "pass start_method to Pipeline()"
+                )
+            worker._link = link
+            stage.instances.append(worker)
+            server.add_worker(worker)
+
+    def put(self, item: Any, timeout: float | None = None) -> None:
+        """Put one item in; waits while the first queue is full (results are collected meanwhile).
+
+        Raises:
+            RuntimeError: the pipeline is not started, closed, stopped, or a stage failed.
+            queue.Full: ``timeout`` seconds passed without room.
+        """
+        if not self._started:
+            raise RuntimeError(f"pipeline {self.name!r}: start() it before put()")
+        if not self._accept(item, None, timeout):
+            raise RuntimeError(f"pipeline {self.name!r} is closed or stopped; the item was not accepted")
+
+    def feed(self, items: Iterable[Any], *, close: bool = True) -> None:
+        """Put the items of ``items`` in from a background thread, then :meth:`close` (by default).
+
+        Callable before :meth:`start` (feeding begins with it). Iterate
+        :meth:`results`, or :meth:`join`, meanwhile.
+        """
+        with self._lock:
+            if self._closed or self._stopping:
+                raise RuntimeError(f"pipeline {self.name!r} is closed or stopped")
+            if not self._started:
+                self._pending_feeds.append((items, close))
+                return
+        self._start_feeder(items, close)
+
+    def close(self, timeout: float | None = None) -> None:
+        """Mark the end of input: no more :meth:`put`; the pipeline ends once every item has passed.
+
+        Waits for running feeds to end and for room for the end marker,
+        collecting results meanwhile. Idempotent.
+
+        Raises:
+            RuntimeError: the pipeline is not started.
+            TimeoutError: ``timeout`` passed first.
+        """
+        if not self._started:
+            raise RuntimeError(f"pipeline {self.name!r}: start() it before close()")
+        deadline = None if timeout is None else time.monotonic() + timeout
+        if not self._close_input(deadline=deadline):
+            raise TimeoutError(f"pipeline {self.name!r}: close() timed out")
+
+    def results(self) -> Iterator[Any]:
+        """Yield the results as they arrive, until every item has passed (or the pipeline stopped).
+
+        Results that :meth:`put`, :meth:`join`, :meth:`close` or :meth:`stop`
+        collected come first. Each result is yielded once, whichever thread
+        iterates. When the last one has come, the pipeline's workers are
+        joined (at most ``shutdown_timeout`` seconds), so the pipeline has
+        ended when the loop does.
+
+        Raises:
+            RuntimeError: the pipeline is not started.
+        """
+        if not self._started:
+            raise RuntimeError(f"pipeline {self.name!r}: start() it before results()")
+        housekept = time.monotonic()
+        while True:
+            with self._lock:
+                buffered = bool(self._results)
+                item = self._results.popleft() if buffered else None
+                complete = not buffered and self._complete()
+            if buffered:
+                yield item
+                continue
+            if complete:
+                break
+            got, item = self._take_result(_PUMP_WAIT)
+            if got:
+                yield item
+            now = time.monotonic()
+            if not got or now - housekept > _PUMP_WAIT:
+                housekept = now
+                self._housekeeping()
+        if not self.join(self.shutdown_timeout):
+            logger.warning(
+                "pipeline %r: every result has come but its workers did not end within %.3gs",
+                self.name,
+                self.shutdown_timeout,
+            )
+
+    def join(self, timeout: float | None = None) -> bool:
+        """Wait until every stage worker has ended (after :meth:`close`, or a failure), collecting results.
+
+        Returns:
+            True when the pipeline has ended.
+        """
+        if not self._started:
+            return True
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not self._finished:
+            if self._all_ended():
+                self._finish()
+                break
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                return False
+            self._pump(_PUMP_WAIT if remaining is None else min(_PUMP_WAIT, remaining))
+        return True
+
+    def stop(self, timeout: float | None = None) -> bool:
+        """Stop taking input and drain, stage by stage, within ``timeout`` seconds.
+
+        Feeds stop, :meth:`put` refuses, and the end marker goes in behind
+        the accepted items: each stage finishes what it holds and passes it
+        on. Past three quarters of the budget, the workers are stopped (each
+        finishes the item in hand); whatever is still queued then becomes a
+        :class:`DeadLetter`. Results are collected for :meth:`results`.
+
+        Args:
+            timeout: the budget in seconds (default ``shutdown_timeout``).
+
+        Returns:
+            True when every accepted item drained without forcing.
+        """
+        with self._lock:
+            self._stopping = True
+            if not self._started:
+                self._closed = True
+                return True
+            if self._finished:
+                return not self._failed_workers
+        budget = self.shutdown_timeout if timeout is None else float(timeout)
+        began = time.monotonic()
+        graceful = began + 0.75 * budget
+        for feeder in self._feeders:
+            feeder.stop()
+        clean = self._close_input(deadline=graceful) and self.join(max(0.0, graceful - time.monotonic()))
+        clean = clean and not self._failed_workers
+        if not self._finished:
+            logger.warning("pipeline %r did not drain within %.3gs; stopping its workers", self.name, budget)
+            self._force_stop(max(began + budget - time.monotonic(), _DEFAULT_PUT_GRACE + 0.5))
+        return clean
+
+    def __enter__(self) -> Pipeline:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    # -- observing -------------------------------------------------------------------
+
+    @property
+    def dead_letters(self) -> list[DeadLetter]:
+        """The items reported as failed so far, oldest first (a copy)."""
+        self._drain_dead_letters()
+        with self._lock:
+            return list(self._dead_letters)
+
+    def stats(self) -> PipelineStats:
+        """A snapshot of the pipeline's and every stage's counters."""
+        stages = tuple(_stage_stats(s.name, s.kind, s.instances) for s in self._stages)
+        with self._lock:
+            accepted, drained, peak, finished = self._accepted, self._drained, self._peak, self._finished
+            failed_workers = tuple(self._failed_workers)
+        emitted = stages[-1].items_out if stages else 0
+        failed = sum(s.failed for s in stages) + drained
+        dropped = sum(s.dropped for s in stages)
+        in_flight = accepted - emitted - failed - dropped
+        return PipelineStats(
+            accepted=accepted,
+            emitted=emitted,
+            failed=failed,
+            dropped=dropped,
+            in_flight=in_flight,
+            peak_in_flight=peak,
+            lost=in_flight if finished else 0,
+            ended=finished,
+            failed_workers=failed_workers,
+            stages=stages,
+        )
+
+    def __repr__(self) -> str:
+        return f"<Pipeline {self.name!r} stages={[s.name for s in self._stages]}>"
+
+    # -- internals: input ------------------------------------------------------------
+
+    # -- internals: input ------------------------------------------------------------
+
+    def _start_feeder(self, items: Iterable[Any], close: bool) -> None:
+        server = self._server
+        assert server is not None
+        with self._lock:
+            feeder = _Feeder(f"{self.name}.feed-{len(self._feeders) + 1}", self, items, close)
+            self._feeders.append(feeder)
+        server.add_worker(feeder)
+
+    def _accept(self, item: Any, feeder: _Feeder | None, timeout: float | None) -> bool:
+        """Put ``item`` into the first queue; False when the input is closed or stopped.
+
+        A caller's own thread collects results while it waits (so that one
+        thread may put everything, then read the results); a feeder does not,
+        so that a slow reader of :meth:`results` slows the feed down.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        first = self._hops[0]
+        wait = _PUMP_WAIT if feeder is not None else _CALLER_WAIT
+        with self._put_lock:
+            while True:
+                if self._closed or self._stopping or (feeder is not None and not feeder.is_running):
+                    return False
+                try:
+                    first.put(item, True, wait)
+                    break
+                except queue.Full:
+                    pass
+                if feeder is None:
+                    self._pump(_CALLER_WAIT)
+                if self._failed_workers:
+                    raise RuntimeError(
+                        f"pipeline {self.name!r}: stage worker(s) {self._failed_workers} failed; "
+                        "the pipeline is stopping"
+                    )
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise queue.Full
+            with self._lock:
+                self._accepted += 1
+                accepted = self._accepted
+        in_flight = accepted - self._accounted()
+        with self._lock:
+            self._peak = max(self._peak, in_flight)
+        return True
+
+    def _accounted(self) -> int:
+        """Items no longer in flight (emitted, failed or dropped), read stage by stage."""
+        total = self._drained
+        last = len(self._stages) - 1
+        for index, stage in enumerate(self._stages):
+            for worker in stage.instances:
+                values = worker._counters.snapshot()
+                emitted = values["items_out"] if index == last else 0.0
+                total += int(values["failed"] + values["dropped"] + emitted)
+        return total
+
+    def _close_input(self, feeder: _Feeder | None = None, deadline: float | None = None) -> bool:
+        """Wait for the other feeds to end, then put the end marker, once. False when it could not."""
+        for other in list(self._feeders):
+            while other is not feeder and other.is_alive():
+                if deadline is not None and time.monotonic() >= deadline:
+                    return False
+                if feeder is None:
+                    self._pump(_PUMP_WAIT)
+                else:
+                    other.join(_PUMP_WAIT)
+        first = self._hops[0]
+        wait = _PUMP_WAIT if feeder is not None else _CALLER_WAIT
+        with self._put_lock:
+            if self._marker_sent:
+                return True
+            self._closed = True
+            while True:
+                try:
+                    first.put(END_OF_STREAM, True, wait)
+                except queue.Full:
+                    pass
+                else:
+                    self._marker_sent = True
+                    return True
+                if self._failed_workers or self._finished:
+                    return False
+                if feeder is not None and not feeder.is_running:
+                    return False
+                if feeder is None:
+                    self._pump(_CALLER_WAIT)
+                if deadline is not None and time.monotonic() >= deadline:
+                    return False
+
+    # -- internals: output and supervision ---------------------------------------------
+
+    def _take_result(self, wait: float) -> tuple[bool, Any]:
+        """Read one result from the last queue, waiting up to ``wait``; counts end markers."""
+        if self._finished:
+            return False, None
+        final = self._hops[-1]
+        try:
+            item = final.get(True, wait) if wait > 0 else final.get_nowait()
+        except queue.Empty:
+            return False, None
+        except (OSError, ValueError, EOFError):  # closed by a concurrent _finish()
+            return False, None
+        if item is END_OF_STREAM:
+            with self._lock:
+                self._markers_seen += 1
+            return False, None
+        return True, item
+
+    def _complete(self) -> bool:
+        """No more results will come."""
+        return self._finished or self._markers_seen >= self._stages[-1].workers
+
+    def _pump(self, wait: float) -> None:
+        """One round of waiting: collect results into the buffer, dead letters, watch the workers."""
+        if self._complete():
+            self._wait_for_workers(wait)
+        else:
+            for _ in range(self.maxsize + 1):  # what the last queue holds, and no more
+                got, item = self._take_result(wait)
+                if got:
+                    with self._lock:
+                        self._results.append(item)
+                elif wait == 0 or self._complete():
+                    break
+                wait = 0
+        self._housekeeping()
+
+    def _wait_for_workers(self, wait: float) -> None:
+        alive = [w for w in (*self.workers, *self._feeders) if w.is_alive()]
+        if alive and wait > 0:
+            alive[0].join(wait)
+
+    def _housekeeping(self) -> None:
+        self._drain_dead_letters()
+        self._check_workers()
+
+    def _all_ended(self) -> bool:
+        return not any(w.is_alive() for w in (*self.workers, *self._feeders))
+
+    def _check_workers(self) -> None:
+        """A stage worker that ended FAILED stops the whole pipeline."""
+        if self._finished:
+            return
+        failed = [w for w in self.workers if w.state is WorkerState.FAILED]
+        with self._lock:
+            new = [w for w in failed if w.name not in self._failed_workers]
+            if not new:
+                return
+            self._failed_workers.extend(w.name for w in new)
+            self._stopping = True
+        for worker in new:
+            logger.error(
+                "pipeline %r: stage worker %r failed (%r); stopping the pipeline",
+                self.name,
+                worker.name,
+                worker.exception,
+            )
+        server = self._server
+        if server is not None:
+            server.stop()
+
+    def _drain_dead_letters(self) -> None:
+        dead = self._dead_letter_queue
+        while dead is not None and not self._finished:
+            try:
+                letter = dead.get_nowait()
+            except (queue.Empty, OSError, ValueError, EOFError):
+                return
+            with self._lock:
+                self._dead_letters.append(letter)
+
+    def _force_stop(self, timeout: float) -> None:
+        server = self._server
+        assert server is not None
+        with self._lock:
+            self._stopping = True
+        server.stop()
+        deadline = time.monotonic() + timeout
+        while not self._all_ended() and time.monotonic() < deadline:
+            self._pump(min(_PUMP_WAIT, max(0.0, deadline - time.monotonic())))
+        server.join_all(max(0.0, deadline - time.monotonic()))
+        self._finish()
+
+    def _collect_last_dead_letters(self) -> None:
+        """Read the dead letters still in transit: as many as the workers counted (2 s at most)."""
+        dead = self._dead_letter_queue
+        if dead is None:
+            return
+        expected = sum(int(w._counters.snapshot()["failed"]) for s in self._stages for w in s.instances)
+        deadline = time.monotonic() + 2.0
+        while True:
+            missing = expected - (len(self._dead_letters) - self._drained)
+            wait = min(_PUMP_WAIT, deadline - time.monotonic()) if missing > 0 else 0.0
+            try:
+                letter = dead.get(True, wait) if wait > 0 else dead.get_nowait()
+            except (queue.Empty, OSError, ValueError, EOFError):
+                if missing <= 0 or time.monotonic() >= deadline:
+                    return
+                continue
+            self._dead_letters.append(letter)
+
+    def _finish(self) -> None:
+        """After the workers ended: empty every queue (results to the buffer, the rest to dead
+        letters) and close this process's handles of the multiprocessing queues."""
+        with self._lock:
+            if self._finished:
+                return
+            server = self._server
+            if server is not None:
+                server.join_all(0)  # reap, read the last status
+            last = len(self._hops) - 1
+            # On a normal end every queue is empty (the end markers came behind every item);
+            # after a forced stop, a multiprocessing queue gets a moment for what is in transit.
+            wait = 0.0 if self._complete() else _PUMP_WAIT
+            for index, q in enumerate(self._hops):
+                for item in _drain(q, wait):
+                    if item is END_OF_STREAM:
+                        if index == last:
+                            self._markers_seen += 1
+                    elif index == last:
+                        self._results.append(item)
+                    else:
+                        stage = self._stages[index].name
+                        error = PipelineStoppedError(
+                            f"pipeline {self.name!r} stopped while the item waited for stage {stage!r}"
+                        )
+                        self._dead_letters.append(DeadLetter(stage=stage, item=item, error=error))
+                        self._drained += 1
+            self._collect_last_dead_letters()
+            for q in [*self._hops, self._dead_letter_queue]:
+                if is_process_queue(q):
+                    q.close()
+                    q.join_thread()
+            self._finished = True
+        lost = self.stats().lost
+        if lost:
+            logger.error("pipeline %r: %d item(s) were lost with a killed process", self.name, lost)
+
+
+def _drain(q: Any, wait: float) -> list[Any]:
+    """Everything ``q`` still holds (a multiprocessing queue: until it stays empty ``wait`` seconds)."""
+    items: list[Any] = []
+    if q is None:
+        return items
+    if not is_process_queue(q):
+        wait = 0.0
+    while True:
+        try:
+            items.append(q.get(True, wait) if wait else q.get_nowait())
+        except (queue.Empty, OSError, ValueError, EOFError):
+            return items

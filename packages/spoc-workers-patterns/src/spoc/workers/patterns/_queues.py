@@ -1,0 +1,364 @@
+"""Stop-aware waits on the queues that workers consume from and produce to.
+
+A worker blocked on an empty queue must wake within milliseconds of
+``stop()``, not after a ``get(timeout=1.0)`` poll. How depends on the queue:
+
+* :class:`queue.Queue` (and its subclasses): the reader waits on the queue's
+  own ``not_empty`` condition with the queue's subclass hooks (``_qsize``,
+  ``_get``), and a stop callback (:meth:`~spoc.workers.AbstractWorker.on_stop`)
+  notifies that condition. The callback may run in a signal handler, so it
+  only *tries* to take the queue's mutex; when that fails (someone holds it
+  for a moment), the wait's own bound (:data:`FALLBACK_WAIT`) wakes the reader.
+* :mod:`multiprocessing` queues (``Queue``, ``JoinableQueue``): the reader
+  waits until the queue's pipe is readable or the stop arrives
+  (:meth:`~spoc.workers.AbstractWorker.wait_readable`), then takes an item
+  without blocking; another consumer may have been faster, then it waits again.
+* anything else with ``get(timeout=...)`` (a manager's queue proxy, a
+  :class:`queue.SimpleQueue`): polled every :data:`POLL_WAIT` seconds.
+
+Waits that are not the framework's own call
+:meth:`~spoc.workers.AbstractWorker.heartbeat` each round, so a Server's
+``heartbeat_timeout`` never takes an idle or back-pressured worker for a hung one.
+
+Writers block while the queue is full (back-pressure) and check for a stop
+every :data:`PUT_POLL` seconds; after a stop they keep trying for a grace
+period (a downstream stage may still be draining) and then give up, so that
+the caller can report the item instead of losing it or hanging.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing.queues
+import queue
+import time
+from collections.abc import Callable
+from multiprocessing.reduction import ForkingPickler
+from typing import Any
+
+from spoc.workers import AbstractWorker
+
+__all__ = [
+    "FALLBACK_WAIT",
+    "POLL_WAIT",
+    "PUT_POLL",
+    "QueueReader",
+    "QueueWriter",
+    "aget",
+    "aput",
+    "check_shareable",
+    "describe_queue",
+    "is_process_queue",
+    "reader_for",
+    "writer_for",
+]
+
+FALLBACK_WAIT = 0.1
+"""Longest wait on a ``queue.Queue`` condition between two looks at the stop flag."""
+POLL_WAIT = 0.1
+"""Poll interval for queue-like objects that offer nothing to wait on."""
+PUT_POLL = 0.05
+"""How often a writer blocked on a full queue looks at the stop flag."""
+RACE_WAIT = 0.01
+"""How long a reader whose queue became readable waits for the item another reader may hold."""
+ASYNC_WAIT = 0.25
+"""Longest single wait an async worker delegates to a thread of its loop's executor."""
+
+_NOTHING: tuple[bool, Any] = (False, None)
+
+
+def is_process_queue(q: object) -> bool:
+    """True for a :mod:`multiprocessing` ``Queue`` or ``JoinableQueue``."""
+    return isinstance(q, multiprocessing.queues.Queue)
+
+
+def describe_queue(q: object) -> str:
+    """The queue's type as a reader would write it, e.g. ``queue.Queue``."""
+    cls = type(q)
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def check_shareable(owner: str, attribute: str, q: object, fix: str) -> None:
+    """Raise a clear ``TypeError`` when a process worker is given an in-process queue.
+
+    A :class:`queue.Queue` cannot cross a process boundary: under ``spawn`` and
+    ``forkserver`` it cannot be pickled, and under ``fork`` the child gets its
+    own copy, so it would wait forever for items put in the parent.
+
+    Raises:
+        TypeError: ``q`` is a :class:`queue.Queue`, a :class:`queue.SimpleQueue`
+            or an :class:`asyncio.Queue`.
+    """
+    if isinstance(q, (queue.Queue, queue.SimpleQueue, asyncio.Queue)):
+        raise TypeError(
+            f"{owner}: {attribute} is a {describe_queue(q)}, which lives in one process: a process "
+            f"worker would read its own copy of it (or fail to pickle it) and never see the items. {fix}"
+        )
+
+
+# -- readers ---------------------------------------------------------------------
+
+
+class QueueReader:
+    """Takes items from one queue on behalf of a worker, waking on its stop.
+
+    Args:
+        q: the queue.
+    """
+
+    def __init__(self, q: Any) -> None:
+        self.queue = q
+        self._task_done: Callable[[], None] | None = getattr(q, "task_done", None)
+
+    def arm(self, worker: AbstractWorker) -> Callable[[], None]:
+        """Make the worker's stop wake this reader; returns the function that undoes it."""
+        return _nothing
+
+    def get(self, worker: AbstractWorker, timeout: float | None = None) -> tuple[bool, Any]:
+        """Wait for an item; ``(True, item)``, or ``(False, None)`` on a stop or after ``timeout``."""
+        raise NotImplementedError
+
+    def get_nowait(self) -> tuple[bool, Any]:
+        """Take an item if one is there at once."""
+        try:
+            return True, self.queue.get_nowait()
+        except queue.Empty:
+            return _NOTHING
+
+    def wait(self, worker: AbstractWorker, timeout: float) -> None:
+        """Wait until an item may be there, a stop, or ``timeout``; takes nothing."""
+        raise NotImplementedError
+
+    def task_done(self) -> None:
+        """Call the queue's ``task_done()`` when it has one (``queue.Queue``, ``JoinableQueue``)."""
+        if self._task_done is not None:
+            self._task_done()
+
+
+def _nothing() -> None:
+    return None
+
+
+class _ThreadQueueReader(QueueReader):
+    """For :class:`queue.Queue`: wait on ``not_empty``; the stop notifies it."""
+
+    def arm(self, worker: AbstractWorker) -> Callable[[], None]:
+        q = self.queue
+
+        def wake() -> None:  # may run in a signal handler: never block
+            if q.mutex.acquire(blocking=False):
+                try:
+                    q.not_empty.notify_all()
+                finally:
+                    q.mutex.release()
+
+        return worker.on_stop(wake)
+
+    def get(self, worker: AbstractWorker, timeout: float | None = None) -> tuple[bool, Any]:
+        q = self.queue
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with q.not_empty:
+            while not q._qsize():
+                if not worker.is_running:
+                    return _NOTHING
+                worker.heartbeat()  # not a framework wait: say we are alive
+                wait = FALLBACK_WAIT
+                if deadline is not None:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        return _NOTHING
+                    wait = min(wait, remaining)
+                q.not_empty.wait(wait)
+            item = q._get()
+            q.not_full.notify()
+            return True, item
+
+    def wait(self, worker: AbstractWorker, timeout: float) -> None:
+        q = self.queue
+        deadline = time.monotonic() + timeout
+        with q.not_empty:
+            while not q._qsize() and worker.is_running:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return
+                worker.heartbeat()
+                q.not_empty.wait(min(FALLBACK_WAIT, remaining))
+
+
+class _ProcessQueueReader(QueueReader):
+    """For :mod:`multiprocessing` queues: wait until the pipe is readable, then take."""
+
+    def get(self, worker: AbstractWorker, timeout: float | None = None) -> tuple[bool, Any]:
+        q = self.queue
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            got = self.get_nowait()
+            if got[0]:
+                return got
+            if not worker.is_running:
+                return _NOTHING
+            remaining = None
+            if deadline is not None:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return _NOTHING
+            if not worker.wait_readable([q._reader], remaining):
+                continue  # a stop or the timeout: the checks above end it
+            try:
+                return True, q.get(True, RACE_WAIT)
+            except queue.Empty:  # another consumer took it
+                continue
+
+    def wait(self, worker: AbstractWorker, timeout: float) -> None:
+        worker.wait_readable([self.queue._reader], timeout)
+
+
+class _PollingQueueReader(QueueReader):
+    """For queue-like objects with nothing to wait on: ``get(timeout=POLL_WAIT)``."""
+
+    def get(self, worker: AbstractWorker, timeout: float | None = None) -> tuple[bool, Any]:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while worker.is_running:
+            worker.heartbeat()
+            wait = POLL_WAIT
+            if deadline is not None:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                wait = min(wait, remaining)
+            try:
+                return True, self.queue.get(True, wait)
+            except queue.Empty:
+                continue
+        return _NOTHING
+
+    def wait(self, worker: AbstractWorker, timeout: float) -> None:
+        worker.sleep(min(POLL_WAIT, timeout))
+
+
+def reader_for(q: Any) -> QueueReader:
+    """The stop-aware reader that suits ``q``.
+
+    Raises:
+        TypeError: ``q`` has no ``get`` method.
+    """
+    if isinstance(q, queue.Queue):
+        return _ThreadQueueReader(q)
+    if is_process_queue(q):
+        return _ProcessQueueReader(q)
+    if callable(getattr(q, "get", None)) and callable(getattr(q, "get_nowait", None)):
+        return _PollingQueueReader(q)
+    raise TypeError(
+        f"cannot read from a {describe_queue(q)}: expected a queue.Queue or a multiprocessing queue"
+    )
+
+
+# -- writers ---------------------------------------------------------------------
+
+
+class QueueWriter:
+    """Puts items into one queue on behalf of a worker, with back-pressure and a stop grace.
+
+    Args:
+        q: the queue.
+    """
+
+    def __init__(self, q: Any) -> None:
+        self.queue = q
+        self.crosses_processes = is_process_queue(q)
+
+    def check_picklable(self, item: Any) -> None:
+        """Raise now, in the caller, what a multiprocessing queue's feeder thread would only log.
+
+        A multiprocessing queue pickles in a background thread; an item that
+        cannot be pickled would be dropped there, silently for the caller.
+
+        Raises:
+            Exception: whatever pickling ``item`` raises (for multiprocessing queues only).
+        """
+        if self.crosses_processes:
+            ForkingPickler.dumps(item)
+
+    def put_nowait(self, item: Any) -> bool:
+        """Put ``item`` if there is room at once; False when the queue is full."""
+        try:
+            self.queue.put_nowait(item)
+        except queue.Full:
+            return False
+        return True
+
+    def put(self, worker: AbstractWorker, item: Any, grace: float) -> bool:
+        """Put ``item``, waiting while the queue is full.
+
+        Once the worker is asked to stop, it keeps trying for ``grace``
+        seconds (downstream may still be draining), then gives up.
+
+        Returns:
+            True when the item was put, False when the worker gave up.
+        """
+        q = self.queue
+        give_up_at: float | None = None
+        while True:
+            worker.heartbeat()  # back-pressure is no hang
+            try:
+                q.put(item, True, PUT_POLL)
+            except queue.Full:
+                pass
+            else:
+                return True
+            if not worker.is_running:
+                now = time.monotonic()
+                if give_up_at is None:
+                    give_up_at = now + grace
+                elif now >= give_up_at:
+                    return False
+
+    def flush(self) -> None:
+        """In a child process, push what this process buffered into the pipe before going on.
+
+        A multiprocessing queue buffers items in a feeder thread of the
+        process that put them; items put by *another* process may overtake
+        them. Closing this process's handle and joining its feeder writes
+        everything out. Call it only when this process will put no more.
+        """
+        if self.crosses_processes:
+            self.queue.close()
+            self.queue.join_thread()
+
+
+def writer_for(q: Any) -> QueueWriter:
+    """The writer for ``q``.
+
+    Raises:
+        TypeError: ``q`` has no ``put`` method.
+    """
+    if not (callable(getattr(q, "put", None)) and callable(getattr(q, "put_nowait", None))):
+        raise TypeError(f"cannot write to a {describe_queue(q)}: it has no put() and put_nowait()")
+    return QueueWriter(q)
+
+
+# -- async: waits go to a thread of the loop's executor ----------------------------
+
+
+async def aget(reader: QueueReader, worker: AbstractWorker) -> tuple[bool, Any]:
+    """``await`` version of :meth:`QueueReader.get` (no timeout).
+
+    Takes an item at once when there is one; otherwise the wait runs in the
+    loop's default executor, bounded to :data:`ASYNC_WAIT` seconds per round,
+    and the item is taken back on the loop, so a cancelled wait loses nothing.
+    """
+    loop = asyncio.get_running_loop()
+    while worker.is_running:
+        got = reader.get_nowait()
+        if got[0]:
+            return got
+        await loop.run_in_executor(None, reader.wait, worker, ASYNC_WAIT)
+    return _NOTHING
+
+
+async def aput(writer: QueueWriter, worker: AbstractWorker, item: Any, grace: float) -> bool:
+    """``await`` version of :meth:`QueueWriter.put`."""
+    if writer.put_nowait(item):
+        return True
+    loop = asyncio.get_running_loop()
+    return await loop.run_in_executor(None, writer.put, worker, item, grace)

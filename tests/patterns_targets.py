@@ -1,0 +1,481 @@
+"""Workers and stage functions for ``tests/patterns``, in an importable module.
+
+Process workers (and the functions of process stages) must be importable by
+name in ``spawn`` and ``forkserver`` children, so they live here rather than
+in test functions (pytest puts ``tests/`` on ``sys.path``; this module is
+``patterns_targets``). What a child does reaches the test through
+multiprocessing primitives given to the worker before it starts: shared
+arrays, values, events and queues. Thread variants share the same code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import queue
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from spoc.workers import ProcessWorker, ThreadWorker
+from spoc.workers.patterns import (
+    JobProcessor,
+    PeriodicWorker,
+    ProcessJobProcessor,
+    ProcessPeriodicWorker,
+    ProcessStageWorker,
+    StageWorker,
+)
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float = 10.0, interval: float = 0.005) -> Any:
+    """Poll ``predicate`` until it returns something truthy; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s: {predicate}")
+        time.sleep(interval)
+
+
+def drain(q: Any, timeout: float = 0.5) -> list[Any]:
+    """Everything a queue holds now (a multiprocessing queue: until it stays empty ``timeout`` s)."""
+    items: list[Any] = []
+    while True:
+        try:
+            items.append(q.get(True, timeout))
+        except queue.Empty:
+            return items
+
+
+def events_until_shutdown(q: Any, workers: int = 1, timeout: float = 15.0) -> list[Any]:
+    """The lifecycle events a :class:`EventsToQueue` worker sent, up to its "shutdown" event
+    (``workers`` of them when several workers share the queue)."""
+    events: list[Any] = []
+    deadline = time.monotonic() + timeout
+    while sum(1 for e in events if e[0] == "shutdown") < workers:
+        events.append(q.get(timeout=max(0.0, deadline - time.monotonic())))
+    return events
+
+
+class Printed:
+    """Records what this process's threads ``print`` (install with ``monkeypatch``).
+
+    Used instead of pytest's ``capsys`` in tests that start process workers:
+    ``capsys`` swaps ``sys.stderr`` for an object without a file descriptor,
+    which a forked child inherits (see the note in ``tests/patterns``' report).
+    """
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+        self._lock = threading.Lock()
+
+    def __call__(self, *args: Any, sep: str = " ", **kwargs: Any) -> None:
+        with self._lock:
+            self.lines.append(sep.join(map(str, args)))
+
+    def install(self, monkeypatch: Any) -> Printed:
+        monkeypatch.setattr("builtins.print", self)
+        return self
+
+
+def close_queue(q: Any) -> None:
+    """Close a multiprocessing queue in this process and end its feeder thread (no leaks)."""
+    close = getattr(q, "close", None)
+    if close is not None:
+        close()
+        q.join_thread()
+
+
+# -- periodic ------------------------------------------------------------------------
+
+
+class _Timed:
+    """Records when each run started (``starts[k]``) and how many ticks had been skipped.
+
+    ``starts`` and ``skips`` are ``multiprocessing`` arrays (shared with a
+    child), ``work`` the seconds each run lasts (``first_work`` for run 0), and
+    the worker stops itself after ``stop_after`` runs. Runs listed in
+    ``fail_on`` raise ``ValueError``.
+    """
+
+    def _init_timed(
+        self,
+        *,
+        starts: Any,
+        skips: Any,
+        work: float,
+        stop_after: int,
+        first_work: float | None,
+        fail_on: tuple[int, ...],
+    ) -> None:
+        self.starts = starts
+        self.skips = skips
+        self.work = work
+        self.first_work = work if first_work is None else first_work
+        self.stop_after = stop_after
+        self.fail_on = fail_on
+
+    def _begin(self) -> tuple[int, float]:
+        stats = self.stats  # type: ignore[attr-defined]
+        k = stats.runs
+        if k < len(self.starts):
+            self.starts[k] = time.monotonic()
+            self.skips[k] = stats.skipped
+        if k + 1 >= self.stop_after:
+            self.stop()  # type: ignore[attr-defined]
+        return k, self.first_work if k == 0 else self.work
+
+    def _end(self, k: int) -> None:
+        if k in self.fail_on:
+            raise ValueError(f"run {k} fails on purpose")
+
+
+class TimedPeriodic(_Timed, PeriodicWorker):
+    """A thread PeriodicWorker that records its runs (see :class:`_Timed`)."""
+
+    def __init__(
+        self,
+        name: str,
+        interval: float,
+        starts: Any,
+        skips: Any,
+        *,
+        work: float = 0.0,
+        stop_after: int = 10**9,
+        first_work: float | None = None,
+        fail_on: tuple[int, ...] = (),
+        **options: Any,
+    ) -> None:
+        super().__init__(name, interval, **options)
+        self._init_timed(
+            starts=starts,
+            skips=skips,
+            work=work,
+            stop_after=stop_after,
+            first_work=first_work,
+            fail_on=fail_on,
+        )
+
+    def execute_task(self) -> None:
+        k, work = self._begin()
+        time.sleep(work)
+        self._end(k)
+
+
+class ProcessTimedPeriodic(_Timed, ProcessPeriodicWorker):
+    """The process variant of :class:`TimedPeriodic`."""
+
+    def __init__(
+        self,
+        name: str,
+        interval: float,
+        starts: Any,
+        skips: Any,
+        *,
+        work: float = 0.0,
+        stop_after: int = 10**9,
+        first_work: float | None = None,
+        fail_on: tuple[int, ...] = (),
+        **options: Any,
+    ) -> None:
+        super().__init__(name, interval, **options)
+        self._init_timed(
+            starts=starts,
+            skips=skips,
+            work=work,
+            stop_after=stop_after,
+            first_work=first_work,
+            fail_on=fail_on,
+        )
+
+    def execute_task(self) -> None:
+        k, work = self._begin()
+        time.sleep(work)
+        self._end(k)
+
+
+class AsyncTimedPeriodic(TimedPeriodic):
+    """:class:`TimedPeriodic` with an ``async def execute_task``."""
+
+    async def execute_task(self) -> None:  # type: ignore[override]
+        k, work = self._begin()
+        await asyncio.sleep(work)
+        self._end(k)
+
+
+class ProcessAsyncTimedPeriodic(ProcessTimedPeriodic):
+    """:class:`ProcessTimedPeriodic` with an ``async def execute_task``."""
+
+    async def execute_task(self) -> None:  # type: ignore[override]
+        k, work = self._begin()
+        await asyncio.sleep(work)
+        self._end(k)
+
+
+class BlockingRun(ProcessPeriodicWorker):
+    """Signals ``began`` when its run starts, works ``work`` seconds, then signals ``finished``."""
+
+    def __init__(self, name: str, interval: float, began: Any, finished: Any, work: float, **options: Any):
+        super().__init__(name, interval, **options)
+        self.began = began
+        self.finished = finished
+        self.work = work
+
+    def execute_task(self) -> None:
+        self.began.set()
+        time.sleep(self.work)
+        self.finished.set()
+
+
+class EventsToQueue:
+    """Mixin: every lifecycle event goes to ``self.events`` (a multiprocessing queue) as
+    ``(event_type, phase, repr(exception), job_or_item)``."""
+
+    events: Any
+
+    def lifecycle(self, event_type: str, **data: Any) -> None:
+        exc = data.get("exception")
+        self.events.put(
+            (
+                event_type,
+                data.get("phase"),
+                None if exc is None else repr(exc),
+                data.get("job", data.get("item")),
+            )
+        )
+
+
+class FailingProcessPeriodic(EventsToQueue, ProcessPeriodicWorker):
+    """Fails on runs 1 and 3, stops itself after ``stop_after`` runs; events to a queue."""
+
+    def __init__(self, name: str, interval: float, events: Any, stop_after: int, **options: Any):
+        super().__init__(name, interval, **options)
+        self.events = events
+        self.stop_after = stop_after
+
+    def execute_task(self) -> None:
+        k = self.stats.runs
+        if k + 1 >= self.stop_after:
+            self.stop()
+        if k in (1, 3):
+            raise ValueError(f"run {k} fails")
+
+
+# -- jobs ------------------------------------------------------------------------------
+
+
+class RecordingJobs(EventsToQueue, ProcessJobProcessor):
+    """Puts ``(pid, job)`` into ``done`` for each job; raises on jobs in ``bad``."""
+
+    def __init__(
+        self, name: str, job_queue: Any, done: Any, events: Any, bad: tuple[Any, ...] = (), **kw: Any
+    ):
+        super().__init__(name, job_queue, **kw)
+        self.done = done
+        self.events = events
+        self.bad = bad
+
+    def process_job(self, job: Any) -> None:
+        if job in self.bad:
+            raise ValueError(f"bad job {job!r}")
+        self.done.put((os.getpid(), job))
+
+
+class AsyncRecordingJobs(RecordingJobs):
+    """:class:`RecordingJobs` with an ``async def process_job``."""
+
+    async def process_job(self, job: Any) -> None:  # type: ignore[override]
+        await asyncio.sleep(0)
+        if job in self.bad:
+            raise ValueError(f"bad job {job!r}")
+        self.done.put((os.getpid(), job))
+
+
+class SlowJob(ProcessJobProcessor):
+    """Sets ``began``, works ``work`` seconds, sets ``finished``: one job in hand at a stop."""
+
+    def __init__(self, name: str, job_queue: Any, began: Any, finished: Any, work: float, **kw: Any):
+        super().__init__(name, job_queue, **kw)
+        self.began = began
+        self.finished = finished
+        self.work = work
+
+    def process_job(self, job: Any) -> None:
+        self.began.set()
+        time.sleep(self.work)
+        self.finished.set()
+
+
+class ListJobs(JobProcessor):
+    """A thread JobProcessor that appends each job to ``seen`` (a list, under a lock)."""
+
+    def __init__(self, name: str, job_queue: Any, seen: list[Any], **kw: Any) -> None:
+        super().__init__(name, job_queue, **kw)
+        self.seen = seen
+        self.lock = threading.Lock()
+
+    def process_job(self, job: Any) -> None:
+        with self.lock:
+            self.seen.append(job)
+
+
+# -- pipelines ---------------------------------------------------------------------
+
+
+def increment(x: int) -> int:
+    """A thread stage: x + 1."""
+    return x + 1
+
+
+def square(x: int) -> int:
+    """A CPU stage: x * x."""
+    return x * x
+
+
+def tag(x: int) -> tuple[str, int]:
+    """A final stage: ("r", x)."""
+    return ("r", x)
+
+
+async def async_negate(x: int) -> int:
+    """An async stage: -x."""
+    await asyncio.sleep(0)
+    return -x
+
+
+def fail_on_sevens(x: int) -> int:
+    """Raises on multiples of 7; else x."""
+    if x % 7 == 0:
+        raise ValueError(f"{x} is a multiple of 7")
+    return x
+
+
+def drop_odd(x: int) -> int | None:
+    """Drops odd items (returns None)."""
+    return None if x % 2 else x
+
+
+def unpicklable_on_five(x: int) -> Any:
+    """Returns something a multiprocessing queue cannot carry when x == 5."""
+    if x == 5:
+        return threading.Lock()
+    return x
+
+
+class Square(ProcessStageWorker):
+    """A process stage class: item * item."""
+
+    def process_item(self, item: int) -> int:
+        return item * item
+
+
+class AsyncSquare(ProcessStageWorker):
+    """A process stage class with ``async def process_item``."""
+
+    async def process_item(self, item: int) -> int:
+        await asyncio.sleep(0)
+        return item * item
+
+
+class SlowStage(ProcessStageWorker):
+    """Sleeps ``delay`` seconds per item (to hold items when the pipeline is stopped)."""
+
+    def __init__(self, name: str, input_queue: Any, output_queue: Any, *, delay: float, **kw: Any) -> None:
+        super().__init__(name, input_queue, output_queue, **kw)
+        self.delay = delay
+
+    def process_item(self, item: Any) -> Any:
+        time.sleep(self.delay)
+        return item
+
+
+class FailingSetup(ProcessStageWorker):
+    """A process stage whose setup fails: the pipeline must stop and account for its items."""
+
+    def setup(self) -> None:
+        raise RuntimeError("cannot connect")
+
+    def process_item(self, item: Any) -> Any:
+        return item
+
+
+class EventRecordingStage(EventsToQueue, ProcessStageWorker):
+    """Fails on multiples of 7 and sends its lifecycle events to ``events``."""
+
+    def __init__(self, name: str, input_queue: Any, output_queue: Any, *, events: Any, **kw: Any) -> None:
+        super().__init__(name, input_queue, output_queue, **kw)
+        self.events = events
+
+    def process_item(self, item: int) -> int:
+        return fail_on_sevens(item)
+
+
+# -- the Workers guide's pattern 3 (a ProcessStageWorker where the guide had a ProcessWorker) --
+
+
+class FetchStage(StageWorker):
+    """Stage 1: Fetch raw data."""
+
+    def process_item(self, item):  # type: ignore[no-untyped-def]
+        """Fetch data."""
+        return {"id": item, "raw_data": f"data-{item}"}
+
+
+class TransformStage(ProcessStageWorker):
+    """Stage 2: Transform data (CPU-intensive)."""
+
+    def process_item(self, item):  # type: ignore[no-untyped-def]
+        """CPU-intensive transformation."""
+        # Simulate heavy processing
+        return {**item, "transformed": True}
+
+
+class SaveStage(StageWorker):
+    """Stage 3: Save results."""
+
+    def process_item(self, item):  # type: ignore[no-untyped-def]
+        """Save to database."""
+        print(f"Saved: {item}")
+        return None  # End of pipeline  # noqa: PLR1711 (the guide's code)
+
+
+# -- health monitoring -------------------------------------------------------------------
+
+
+class FlakyProcess(ProcessWorker):
+    """Counts its starts in ``starts`` (a shared int); fails while ``starts <= fail_times``,
+    then runs until stopped."""
+
+    def __init__(self, name: str, starts: Any, fail_times: int, **kw: Any) -> None:
+        super().__init__(name, **kw)
+        self.starts = starts
+        self.fail_times = fail_times
+
+    def main(self) -> None:
+        with self.starts.get_lock():
+            self.starts.value += 1
+            n = self.starts.value
+        if n <= self.fail_times:
+            raise RuntimeError(f"start {n} fails")
+        while self.sleep(60):
+            pass
+
+
+class FlakyThread(ThreadWorker):
+    """The thread variant of :class:`FlakyProcess`; ``started`` holds each start's time."""
+
+    def __init__(self, name: str, fail_times: int, **kw: Any) -> None:
+        super().__init__(name, **kw)
+        self.fail_times = fail_times
+        self.started: list[float] = []
+
+    def main(self) -> None:
+        self.started.append(time.monotonic())
+        if len(self.started) <= self.fail_times:
+            raise RuntimeError(f"start {len(self.started)} fails")
+        while self.sleep(60):
+            pass
