@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import multiprocessing
 import queue
+import statistics
 import threading
 import time
 from typing import Any
@@ -77,14 +78,16 @@ def run_all_to_end(workers: dict[str, Any]) -> None:
 
 
 def test_no_drift_the_last_run_starts_on_its_tick(start_method: str) -> None:
-    """200 runs at 20 ms with 5 ms of work: the last run starts on its tick, late by < 20 ms.
+    """200 runs at 20 ms with 5 ms of work: the last run starts on its tick, late by < 100 ms.
 
     Run k is due at start + tick_k * 20 ms, tick_k being k plus the ticks
     skipped before it (normally none). A naive ``sleep(interval)`` after
-    each run would be 199 * 5 ms late by the last run. The four variants
-    (thread, process, each sync and async; the async ones 100 runs) run at
-    the same time.
+    each run would be 199 * 5 ms late by the last run (500 ms for the async
+    ones); the bound of 100 ms leaves room for a busy machine's scheduling
+    noise. The four variants (thread, process, each sync and async; the
+    async ones 100 runs) run at the same time.
     """
+    noise = 0.1
     interval, work = 0.02, 0.005
     plan = {"thread": 200, "process": 200, "thread-async": 100, "process-async": 100}
     recorded = {variant: arrays(start_method, runs) for variant, runs in plan.items()}
@@ -100,8 +103,8 @@ def test_no_drift_the_last_run_starts_on_its_tick(start_method: str) -> None:
         stats = workers[variant].stats
         assert stats.runs == runs, variant
         late = lateness(starts, [j + skips[j] for j in range(runs)], interval)
-        assert late[-1] <= 0.02, f"{variant}: last run {late[-1] * 1000:.1f} ms late ({stats})"
-        assert stats.last_lateness is not None and stats.last_lateness < 0.02, (variant, stats)
+        assert late[-1] <= noise, f"{variant}: last run {late[-1] * 1000:.1f} ms late ({stats})"
+        assert stats.last_lateness is not None and stats.last_lateness < noise, (variant, stats)
         # (an event loop timer may fire up to a millisecond early)
         assert stats.last_duration is not None and work - 0.002 <= stats.last_duration < work + 0.05, (
             variant,
@@ -110,14 +113,14 @@ def test_no_drift_the_last_run_starts_on_its_tick(start_method: str) -> None:
 
 
 def test_skip_counts_the_ticks_each_overrun_spans(start_method: str) -> None:
-    """Work of 110 ms on a 50 ms grid: a run started on tick k ends between ticks k+2 and k+3.
+    """Work of 250 ms on a 100 ms grid: a run started on tick k ends between ticks k+2 and k+3.
 
     So each run skips exactly ticks k+1 and k+2 and the next starts on tick
-    k+3: skipped == 2 * runs, and run j starts at 3 * j * 50 ms. The work
-    ends 110 ms after its start, 40 ms before the next tick: noise must
-    stay under 40 ms for the count to be exact. All four variants at once.
+    k+3: skipped == 2 * runs, and run j starts at 3 * j * 100 ms. The work
+    ends 250 ms after its start, 50 ms from either tick: the count is exact
+    unless noise passes 50 ms. All four variants at once.
     """
-    interval, work, runs = 0.05, 0.11, 6
+    interval, work, runs = 0.1, 0.25, 5
     recorded = {variant: arrays(start_method, runs) for variant in VARIANTS}
     workers = {
         variant: cls(f"skip-{variant}", interval, *recorded[variant], work=work, stop_after=runs)
@@ -131,18 +134,18 @@ def test_skip_counts_the_ticks_each_overrun_spans(start_method: str) -> None:
         assert stats.skipped == 2 * runs, (variant, stats)
         assert list(skips) == [2 * j for j in range(runs)], variant
         late = lateness(starts, [3 * j for j in range(runs)], interval)  # run j on tick 3j
-        assert max(late) <= 0.02, (variant, late)
+        assert max(late) <= 0.05, (variant, late)
 
 
 def test_one_long_run_skip_versus_coalesce(start_method: str) -> None:
-    """Run 0 takes 250 ms on a 100 ms grid (ticks 1 and 2 pass); the next runs take 5 ms.
+    """Run 0 takes 500 ms on a 200 ms grid (ticks 1 and 2 pass); the next runs take 5 ms.
 
-    ``skip``: ticks 1 and 2 are skipped, run 1 starts on tick 3 (300 ms).
-    ``coalesce``: tick 1 is skipped, run 1 starts at once (~250 ms) for tick
+    ``skip``: ticks 1 and 2 are skipped, run 1 starts on tick 3 (600 ms).
+    ``coalesce``: tick 1 is skipped, run 1 starts at once (~500 ms) for tick
     2, and run 2 is back on the grid at tick 3. Threads and processes, both
-    policies, at once.
+    policies, at once; 100 ms between the two outcomes, noise allowed 50 ms.
     """
-    interval = 0.1
+    interval = 0.2
     cases = [(kind, overrun) for kind in ("thread", "process") for overrun in ("skip", "coalesce")]
     recorded = {case: arrays(start_method, 4) for case in cases}
     workers = {
@@ -151,7 +154,7 @@ def test_one_long_run_skip_versus_coalesce(start_method: str) -> None:
             interval,
             *recorded[case],
             work=0.005,
-            first_work=0.25,
+            first_work=0.5,
             stop_after=4,
             overrun=case[1],
         )
@@ -163,13 +166,13 @@ def test_one_long_run_skip_versus_coalesce(start_method: str) -> None:
         stats = worker.stats
         if overrun == "skip":
             assert stats.skipped == 2, (kind, stats)
-            assert max(lateness(starts, [0, 3, 4, 5], interval)) <= 0.02, kind
+            assert max(lateness(starts, [0, 3, 4, 5], interval)) <= 0.05, kind
         else:
             assert stats.skipped == 1, (kind, stats)
-            assert 0.25 <= starts[1] - starts[0] < 0.3, kind  # at once after the long run
+            assert 0.5 <= starts[1] - starts[0] < 0.55, kind  # at once after the long run
             on_grid = lateness([starts[0], starts[2], starts[3]], [0, 3, 4], interval)
-            assert max(on_grid) <= 0.02, (kind, on_grid)
-            assert stats.max_lateness >= 0.04, (kind, stats)  # run 1 was due at 200 ms
+            assert max(on_grid) <= 0.05, (kind, on_grid)
+            assert stats.max_lateness >= 0.08, (kind, stats)  # run 1 was due at 400 ms
 
 
 def test_run_immediately_false_waits_one_interval(start_method: str) -> None:
@@ -200,7 +203,9 @@ def test_jitter_delays_each_tick_without_accumulating(start_method: str) -> None
     for variant, (starts, skips) in recorded.items():
         late = lateness(starts, [j + skips[j] for j in range(runs)], interval)
         # Each start lies in [tick, tick + jitter) (+ noise): relative to the earliest, in [0, jitter).
-        assert max(late) <= jitter + 0.02, (variant, late)
+        # Jitter that accumulated (5 ms a tick on average) would make the last runs ~100 ms late.
+        assert statistics.median(late) <= jitter + 0.01, (variant, late)
+        assert statistics.median(late[-10:]) <= jitter + 0.03, (variant, late)
         assert len({round(x, 4) for x in late}) > 5, variant  # the delays do vary
 
 

@@ -28,7 +28,7 @@ class LoopRunner:
     executor are shut down, and the loop is closed, exactly as
     :func:`asyncio.run` does.
 
-    Example:
+    Examples:
         >>> with LoopRunner() as runner:
         ...     runner.run(asyncio.sleep(0, result=1))
         1

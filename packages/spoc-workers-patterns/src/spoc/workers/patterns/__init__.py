@@ -15,6 +15,10 @@ Subclass one and override one method, as ``def`` or ``async def``:
 bounded queues of the right type. Statistics (``worker.stats``,
 ``pipeline.stats()``) are frozen snapshots, correct in the parent for
 process workers too.
+
+A *job source* other than a queue (such as ``spoc-workers-redis``'s
+``RedisStream``) plugs in by having a ``spoc_reader()`` method that returns
+a :class:`QueueReader`.
 """
 
 from ._health import HealthMonitor
@@ -30,6 +34,7 @@ from ._pipeline import (
     StageStats,
     StageWorker,
 )
+from ._queues import QueueReader
 
 __all__ = [
     "END_OF_STREAM",
@@ -46,6 +51,7 @@ __all__ = [
     "ProcessJobProcessor",
     "ProcessPeriodicWorker",
     "ProcessStageWorker",
+    "QueueReader",
     "StageStats",
     "StageWorker",
 ]

@@ -58,7 +58,7 @@ class HealthMonitor(ThreadWorker):
     process holding its object, so the monitor runs beside it, as a thread;
     ``lifecycle`` may be ``async def`` (the loop then runs async).
 
-    Example:
+    Examples:
         >>> monitor = HealthMonitor("monitor", [worker_a, worker_b], interval=1.0)  # doctest: +SKIP
         >>> monitor.start()  # doctest: +SKIP
 
@@ -188,6 +188,9 @@ class HealthMonitor(ThreadWorker):
                 track.delay = self.backoff.delay(track.attempt)
                 track.restart_at = now + track.delay
             if track.restart_at is None:
+                continue
+            if not worker.is_running:  # stop() called since it ended: stopped on purpose
+                track.restart_at = None
                 continue
             if now < track.restart_at:
                 wake_at = min(wake_at, track.restart_at)

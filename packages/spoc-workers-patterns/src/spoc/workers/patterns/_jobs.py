@@ -16,6 +16,9 @@ from ._support import aemit, emit, has_async, log_failure, new_counters
 __all__ = ["JobProcessor", "JobStats", "ProcessJobProcessor"]
 
 _FIELDS = ("processed", "failed")
+# What a reader is told about a job whose processing was cut short (a
+# BaseException such as a cancellation): not processed, so not acknowledged.
+_INTERRUPTED = RuntimeError("process_job() was interrupted")
 _DEFAULT_STOP_TIMEOUT = 5.0
 
 
@@ -73,6 +76,7 @@ class _JobMixin(AbstractWorker):
                     continue
                 if not got:
                     continue
+                outcome: BaseException | None = _INTERRUPTED
                 try:
                     error: Exception | None = None
                     try:
@@ -81,11 +85,12 @@ class _JobMixin(AbstractWorker):
                             run_async_safely(_as_coroutine(result))
                     except Exception as exc:
                         error = exc
+                    outcome = error
                     self._count(error)
                     if error is not None:
                         emit(self, "error", exception=error, phase="process_job", job=job)
                 finally:
-                    reader.task_done()  # even on BaseException, so that queue.join() returns
+                    reader.done(outcome)  # even on BaseException, so that queue.join() returns
         finally:
             disarm()
         return None
@@ -102,6 +107,7 @@ class _JobMixin(AbstractWorker):
                     continue
                 if not got:
                     continue
+                outcome: BaseException | None = _INTERRUPTED
                 try:
                     error: Exception | None = None
                     try:
@@ -110,11 +116,12 @@ class _JobMixin(AbstractWorker):
                             await result
                     except Exception as exc:
                         error = exc
+                    outcome = error
                     self._count(error)
                     if error is not None:
                         await aemit(self, "error", exception=error, phase="process_job", job=job)
                 finally:
-                    reader.task_done()
+                    reader.done(outcome)
         finally:
             disarm()
 
@@ -145,7 +152,7 @@ class JobProcessor(_JobMixin, ThreadWorker):
     taken, also when ``process_job`` raised, so ``job_queue.join()`` works.
     Several processors may share one queue.
 
-    Example:
+    Examples:
         >>> class Mailer(JobProcessor):
         ...     def process_job(self, job):
         ...         print("sending", job)

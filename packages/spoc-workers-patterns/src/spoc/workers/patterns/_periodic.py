@@ -209,7 +209,7 @@ class PeriodicWorker(_PeriodicMixin, ThreadWorker):
     task (or an ``async def lifecycle``) makes the whole loop async, on the
     run's event loop.
 
-    Example:
+    Examples:
         >>> class Heartbeat(PeriodicWorker):
         ...     def execute_task(self):
         ...         print("alive")

@@ -514,7 +514,7 @@ class StageWorker(_StageMixin, ThreadWorker):
     worker ends by itself when it takes :data:`END_OF_STREAM` (passing one
     on). Use :class:`Pipeline` to wire stages without handling queues.
 
-    Example:
+    Examples:
         >>> class Parse(StageWorker):
         ...     def process_item(self, line):
         ...         return line.split(",") if line else None
@@ -680,7 +680,7 @@ class Pipeline:
     results queue. See the module notes for how the end of stream and the
     conservation of items work. A pipeline runs once.
 
-    Example:
+    Examples:
         >>> pipeline = Pipeline("words", maxsize=8)
         >>> _ = pipeline.add_stage(str.split).add_stage(len)
         >>> with pipeline:

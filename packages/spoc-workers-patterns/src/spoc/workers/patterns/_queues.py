@@ -15,6 +15,9 @@ A worker blocked on an empty queue must wake within milliseconds of
   without blocking; another consumer may have been faster, then it waits again.
 * anything else with ``get(timeout=...)`` (a manager's queue proxy, a
   :class:`queue.SimpleQueue`): polled every :data:`POLL_WAIT` seconds.
+* a *job source* (an object with a ``spoc_reader()`` method, such as a Redis
+  stream): it brings its own :class:`QueueReader`, which may acknowledge a
+  job only once it was processed (see :meth:`QueueReader.done`).
 
 Waits that are not the framework's own call
 :meth:`~spoc.workers.AbstractWorker.heartbeat` each round, so a Server's
@@ -134,6 +137,15 @@ class QueueReader:
         if self._task_done is not None:
             self._task_done()
 
+    def done(self, error: BaseException | None) -> None:
+        """Say that the job last taken was handled: processed (``error`` None) or failed.
+
+        A queue forgets a job once taken, so this is :meth:`task_done`; a job
+        source with acknowledgements acknowledges a processed job here and
+        leaves a failed one to be delivered again.
+        """
+        self.task_done()
+
 
 def _nothing() -> None:
     return None
@@ -237,11 +249,17 @@ class _PollingQueueReader(QueueReader):
 
 
 def reader_for(q: Any) -> QueueReader:
-    """The stop-aware reader that suits ``q``.
+    """The stop-aware reader that suits ``q``: the one it brings, if it has ``spoc_reader()``.
 
     Raises:
         TypeError: ``q`` has no ``get`` method.
     """
+    open_reader = getattr(q, "spoc_reader", None)
+    if callable(open_reader):
+        reader = open_reader()
+        if not isinstance(reader, QueueReader):
+            raise TypeError(f"{describe_queue(q)}.spoc_reader() returned {reader!r}, not a QueueReader")
+        return reader
     if isinstance(q, queue.Queue):
         return _ThreadQueueReader(q)
     if is_process_queue(q):
