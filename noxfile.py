@@ -17,7 +17,7 @@ from pathlib import Path
 import nox
 
 ROOT = Path(__file__).parent
-PACKAGES = ["spoc-workers-async", "spoc-workers-core", "spoc-workers-patterns"]
+PACKAGES = ["spoc-workers-async", "spoc-workers-core", "spoc-workers-patterns", "spoc-workers-redis"]
 PACKAGE_DIRS = [f"packages/{name}" for name in PACKAGES]
 START_METHODS = ["fork", "spawn", "forkserver"]
 IN_CI = bool(os.environ.get("CI"))
@@ -53,7 +53,7 @@ PYTHONS = _pyenv_pythons()
 
 
 def install_project(session: nox.Session, *, uvloop: bool = True) -> None:
-    """Editable installs of all three packages, in one installer call (see README)."""
+    """Editable installs of every package, in one installer call (see README)."""
     first = PACKAGE_DIRS[0] + ("[uvloop]" if uvloop else "")
     args: list[str] = []
     for path in [first, *PACKAGE_DIRS[1:]]:
@@ -101,7 +101,7 @@ def lint(session: nox.Session) -> None:
 
 @nox.session(python=PYTHONS[-1])
 def typecheck(session: nox.Session) -> None:
-    """mypy --strict over all three packages."""
+    """mypy --strict over every package."""
     install_project(session, uvloop=True)
     session.install("mypy>=1.10")
     session.run("mypy", "--strict")

@@ -1,0 +1,325 @@
+"""``RedisStreamReader``: how one worker takes jobs from a :class:`RedisStream`.
+
+One reader per worker run (job processors and stage workers make their own).
+It reads new entries with ``XREADGROUP ... BLOCK``, bounded by the stream's
+``block`` so that a stop is never kept waiting longer; every so often it
+takes over entries left pending too long (``XAUTOCLAIM``) and sends those
+delivered too often to the dead-letter stream. Connection errors (and
+server errors such as a group deleted under it) are logged, reported as
+``lifecycle("error", phase="redis")`` once per outage, and retried with
+backoff through the worker's stop-aware sleep: never a crash, never a spin.
+"""
+
+from __future__ import annotations
+
+import collections
+import inspect
+import logging
+import os
+import socket
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import redis
+from spoc.workers import AbstractWorker, Backoff
+from spoc.workers.patterns import QueueReader
+
+from ._common import CONNECTION_ERRORS, JOB_FIELD, text
+
+if TYPE_CHECKING:
+    from ._stream import RedisStream
+
+__all__ = ["RedisStreamReader"]
+
+logger = logging.getLogger("spoc.workers.redis")
+
+_NOTHING: tuple[bool, Any] = (False, None)
+_RETRY = Backoff(base=0.05, factor=2.0, cap=2.0, jitter=0.1)
+
+
+class RedisStreamReader(QueueReader):
+    """Takes jobs from a :class:`RedisStream` for one worker and acknowledges them when done.
+
+    Args:
+        stream: the stream.
+    """
+
+    def __init__(self, stream: RedisStream) -> None:
+        super().__init__(stream)
+        self.stream = stream
+        self.consumer = f"{socket.gethostname()}:{os.getpid()}"
+        self._worker: AbstractWorker | None = None
+        self._buffer: collections.deque[tuple[bytes, bytes | None, int]] = collections.deque()
+        self._current: bytes | None = None
+        self._group_ready = False
+        self._next_claim = 0.0
+        self._claim_cursor: bytes | str = "0-0"
+        self._failures = 0  # consecutive connection errors
+        self.claim_every = max(0.01, min(stream.claim_idle / 2, 5.0))
+
+    # -- the QueueReader protocol ------------------------------------------------------------
+
+    def arm(self, worker: AbstractWorker) -> Callable[[], None]:
+        """Name this reader's consumer after the worker; the undo hands unstarted jobs back."""
+        self._worker = worker
+        self.consumer = f"{socket.gethostname()}:{os.getpid()}:{worker.name}"
+        return self.release
+
+    def get(self, worker: AbstractWorker, timeout: float | None = None) -> tuple[bool, Any]:
+        """The next job, waiting at most ``timeout`` (None: until a stop)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            got = self._pop()
+            if got[0]:
+                return got
+            if not worker.is_running:
+                return _NOTHING
+            wait = self.stream.block
+            if deadline is not None:
+                wait = min(wait, deadline - time.monotonic())
+                if wait <= 0:
+                    return _NOTHING
+            worker.heartbeat()  # a blocking read is no hang
+            self._fill(worker, wait)
+
+    def get_nowait(self) -> tuple[bool, Any]:
+        """A job already read, or one read now without blocking."""
+        got = self._pop()
+        if got[0] or self._worker is None:
+            return got
+        self._fill(self._worker, None)
+        return self._pop()
+
+    def wait(self, worker: AbstractWorker, timeout: float) -> None:
+        """Read (blocking at most ``timeout``, bounded by ``block``) into the local buffer."""
+        if not self._buffer and worker.is_running:
+            worker.heartbeat()
+            self._fill(worker, min(timeout, self.stream.block))
+
+    def task_done(self) -> None:
+        """The job last taken was handled: acknowledge it."""
+        self.done(None)
+
+    def done(self, error: BaseException | None) -> None:
+        """Acknowledge the job last taken when ``error`` is None; else leave it pending, noting the error.
+
+        A pending job is delivered again after the stream's ``claim_idle``.
+        """
+        entry_id, self._current = self._current, None
+        if entry_id is None:
+            return
+        if error is None:
+            self._retrying("acknowledge a job", lambda: self._ack(entry_id))
+        else:
+            note = f"{type(error).__name__}: {error}"[:2000]
+            self._retrying(
+                "note a job's error", lambda: self._client().hset(self.stream.errors_key, entry_id, note)
+            )
+
+    def release(self) -> None:
+        """Hand back, at once, the jobs read but not started (on stop): re-added as new entries.
+
+        They would otherwise wait ``claim_idle`` before another consumer could
+        take them. Re-adding and acknowledging is one transaction.
+        """
+        entries, self._buffer = list(self._buffer), collections.deque()
+        if not entries:
+            return
+
+        def hand_back() -> None:
+            pipe = self._client().pipeline(transaction=True)
+            for entry_id, data, _ in entries:
+                if data is not None:
+                    pipe.xadd(
+                        self.stream.stream, {JOB_FIELD: data}, maxlen=self.stream.maxlen, approximate=True
+                    )
+                pipe.xack(self.stream.stream, self.stream.group, entry_id)
+            pipe.execute()
+
+        if not self._retrying("hand back unstarted jobs", hand_back, attempts=5):
+            logger.warning(
+                "%r: %d job(s) read by %s stay pending; they are delivered again after %gs",
+                self.stream,
+                len(entries),
+                self.consumer,
+                self.stream.claim_idle,
+            )
+
+    # -- reading ------------------------------------------------------------------------------
+
+    def _client(self) -> Any:
+        return self.stream.client()
+
+    def _pop(self) -> tuple[bool, Any]:
+        while self._buffer:
+            entry_id, data, deliveries = self._buffer.popleft()
+            if data is None:  # trimmed away meanwhile: nothing to do but forget it
+                self._ack(entry_id)
+                continue
+            try:
+                job = self.stream.codec.loads(data)
+            except Exception as exc:
+                self._dead_letter(
+                    entry_id, data, deliveries, f"cannot be decoded: {type(exc).__name__}: {exc}"
+                )
+                continue
+            self._current = entry_id
+            return True, job
+        return _NOTHING
+
+    def _fill(self, worker: AbstractWorker, block: float | None) -> None:
+        """One round trip or two: take over stale entries when due, else read new ones."""
+        try:
+            if not self._group_ready:
+                self.stream.ensure_group()
+                self._group_ready = True
+            now = time.monotonic()
+            if now >= self._next_claim:
+                self._next_claim = now + self.claim_every
+                self._claim()
+                if self._buffer:
+                    return
+            self._read(block)
+        except CONNECTION_ERRORS as exc:
+            self._outage(worker, exc)
+        except redis.ResponseError as exc:
+            # The stream or group was deleted under us (NOGROUP), or the server
+            # refuses the command: make the group again, back off, report once.
+            self._group_ready = False
+            self._outage(worker, exc)
+        else:
+            if self._failures:
+                logger.warning("%r: connection back after %d failed attempt(s)", self.stream, self._failures)
+                self._failures = 0
+
+    def _read(self, block: float | None) -> None:
+        stream = self.stream
+        block_ms = None if block is None else max(1, int(block * 1000))
+        reply = self._client().xreadgroup(
+            stream.group, self.consumer, {stream.stream: ">"}, count=stream.batch, block=block_ms
+        )
+        for _name, entries in reply or ():
+            for entry_id, fields in entries:
+                self._buffer.append((entry_id, fields.get(JOB_FIELD) if fields else None, 1))
+
+    def _claim(self) -> None:
+        """Take over entries idle longer than ``claim_idle``; dead-letter those delivered too often."""
+        stream = self.stream
+        client = self._client()
+        reply = client.xautoclaim(
+            stream.stream,
+            stream.group,
+            self.consumer,
+            min_idle_time=int(stream.claim_idle * 1000),
+            start_id=self._claim_cursor,
+            count=stream.batch,
+        )
+        self._claim_cursor = reply[0]
+        entries = [(entry_id, fields) for entry_id, fields in reply[1] if entry_id is not None]
+        if not entries:
+            return
+        counts = {
+            text(p["message_id"]): int(p["times_delivered"])
+            for p in client.xpending_range(
+                stream.stream,
+                stream.group,
+                min=entries[0][0],
+                max=entries[-1][0],
+                count=len(entries) + 100,
+                consumername=self.consumer,
+            )
+        }
+        for entry_id, fields in entries:
+            data = fields.get(JOB_FIELD) if fields else None
+            deliveries = counts.get(text(entry_id), stream.max_deliveries + 1)
+            if deliveries > stream.max_deliveries and data is not None:
+                # This delivery is the take-over itself: the job was handed out deliveries - 1 times.
+                self._dead_letter(entry_id, data, deliveries - 1, None)
+            else:
+                self._buffer.append((entry_id, data, deliveries))
+
+    # -- acknowledging, dead letters -----------------------------------------------------------
+
+    def _ack(self, entry_id: bytes) -> None:
+        pipe = self._client().pipeline(transaction=False)
+        pipe.xack(self.stream.stream, self.stream.group, entry_id)
+        pipe.hdel(self.stream.errors_key, entry_id)
+        pipe.execute()
+
+    def _dead_letter(self, entry_id: bytes, data: bytes, deliveries: int, reason: str | None) -> None:
+        stream = self.stream
+        client = self._client()
+        if reason is None:
+            last = client.hget(stream.errors_key, entry_id)
+            reason = text(last) if last else "delivered too often, no error noted (its workers died?)"
+        logger.error(
+            "%r: job %s goes to %r after %d deliveries: %s",
+            stream,
+            text(entry_id),
+            stream.dead_letter_stream,
+            deliveries,
+            reason,
+        )
+        pipe = client.pipeline(transaction=True)
+        pipe.xadd(
+            stream.dead_letter_stream,
+            {
+                b"id": entry_id,
+                JOB_FIELD: data,
+                b"error": reason.encode(),
+                b"deliveries": str(deliveries).encode(),
+                b"consumer": self.consumer.encode(),
+            },
+        )
+        pipe.xack(stream.stream, stream.group, entry_id)
+        pipe.hdel(stream.errors_key, entry_id)
+        pipe.execute()
+        if self._worker is not None:
+            _emit(self._worker, RuntimeError(f"job {text(entry_id)} dead-lettered: {reason}"), "dead-letter")
+
+    # -- connection trouble -------------------------------------------------------------------
+
+    def _outage(self, worker: AbstractWorker, exc: BaseException) -> None:
+        self._failures += 1
+        delay = _RETRY.delay(self._failures - 1)
+        if self._failures == 1:
+            logger.error("%r: %r; retrying with backoff", self.stream, exc)
+            _emit(worker, exc, "redis")
+        else:
+            logger.debug("%r: still failing (%r), next try in %.3fs", self.stream, exc, delay)
+        worker.sleep(delay)
+
+    def _retrying(self, what: str, action: Callable[[], Any], attempts: int | None = None) -> bool:
+        """Run ``action`` until it gets through: while the worker runs, or ``attempts`` times."""
+        tries = 0
+        while True:
+            try:
+                action()
+            except CONNECTION_ERRORS as exc:
+                tries += 1
+                worker = self._worker
+                running = worker is not None and worker.is_running
+                if (attempts is not None and tries >= attempts) or (attempts is None and not running):
+                    logger.error("%r: could not %s: %r", self.stream, what, exc)
+                    return False
+                delay = _RETRY.delay(tries - 1)
+                if worker is not None and running:
+                    worker.sleep(delay)
+                else:
+                    time.sleep(delay)  # stopping: a short bounded pause between attempts
+                continue
+            return True
+
+
+def _emit(worker: AbstractWorker, exc: BaseException, phase: str) -> None:
+    """``lifecycle("error", ...)`` from the reader; the hook's own errors are logged, never raised."""
+    try:
+        result = worker.lifecycle("error", exception=exc, phase=phase)
+        if inspect.isawaitable(result):
+            close = getattr(result, "close", None)
+            if close is not None:
+                close()  # an async hook cannot be awaited from the reader's thread
+            logger.warning("worker %r: async lifecycle() not called for a Redis error: %r", worker.name, exc)
+    except Exception:
+        logger.exception("worker %r: lifecycle('error') raised; the error is ignored", worker.name)

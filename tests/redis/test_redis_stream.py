@@ -1,0 +1,269 @@
+"""RedisStream as a job source and sink, against a real redis-server."""
+
+from __future__ import annotations
+
+import queue
+import time
+from typing import Any
+
+import pytest
+
+from redis_targets import AsyncCountingProcessor, CountingProcessor, Doubler, ProcessCountingProcessor
+from spoc.workers import Server
+from spoc.workers.patterns import JobProcessor
+from spoc.workers.redis import RedisStream
+
+JOIN = 10.0
+
+
+def wait_for(predicate: Any, timeout: float = 20.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not met within {timeout}s")
+        time.sleep(0.01)
+
+
+def seen(stream: RedisStream) -> dict[str, int]:
+    raw = stream.client().hgetall(f"{stream.stream}:seen")
+    return {k.decode(): int(v) for k, v in raw.items()}
+
+
+@pytest.fixture
+def stream(redis_url: str, stream_name: str) -> Any:
+    s = RedisStream(stream_name, url=redis_url, claim_idle=0.3, max_deliveries=3)
+    yield s
+    s.client().delete(f"{stream_name}:seen")
+    s.delete()
+    s.client().close()
+
+
+def test_two_thread_processors_process_every_job_exactly_once(stream: RedisStream) -> None:
+    stream.enqueue_many(range(500))
+    workers = [CountingProcessor(f"counter-{i}", stream) for i in range(2)]
+    for w in workers:
+        w.start()
+    try:
+        wait_for(lambda: len(seen(stream)) == 500 and stream.pending() == 0)
+    finally:
+        for w in workers:
+            w.stop()
+        for w in workers:
+            assert w.join(JOIN)
+    assert set(seen(stream).values()) == {1}
+    assert sum(w.stats.processed for w in workers) == 500
+
+
+def test_an_idle_processor_stops_within_the_block_timeout(stream: RedisStream) -> None:
+    worker = CountingProcessor("idle", stream)
+    worker.start()
+
+    def reading() -> bool:  # a client blocked in XREADGROUP: the worker, idle on the stream
+        return any(
+            c.get("cmd") == "xreadgroup" and "b" in c.get("flags", "") for c in stream.client().client_list()
+        )
+
+    wait_for(reading)
+    began = time.monotonic()
+    worker.stop()
+    assert worker.join(JOIN)
+    assert time.monotonic() - began < stream.block + 0.4  # block is 0.1 s
+
+
+def test_a_job_that_always_fails_is_dead_lettered_after_max_deliveries(stream: RedisStream) -> None:
+    stream.enqueue_many(["ok-1", "bad", "ok-2"])
+    worker = CountingProcessor("failing", stream, fail_on="bad")
+    worker.start()
+    try:
+        dead = wait_for(stream.dead_jobs)
+        wait_for(lambda: stream.pending() == 0)
+    finally:
+        worker.stop()
+        assert worker.join(JOIN)
+    [job] = dead
+    assert job.job == "bad" and job.deliveries == stream.max_deliveries
+    assert "ValueError: job 'bad' always fails" in job.error
+    assert seen(stream) == {"ok-1": 1, "ok-2": 1, "bad": stream.max_deliveries}
+    phases = [data.get("phase") for kind, data in worker.events if kind == "error"]
+    assert phases.count("process_job") == stream.max_deliveries and "dead-letter" in phases
+
+
+def test_an_undecodable_entry_goes_to_the_dead_letter_stream_at_once(stream: RedisStream) -> None:
+    stream.client().xadd(stream.stream, {b"job": b"{not json"})
+    stream.enqueue("fine")
+    worker = CountingProcessor("decoder", stream)
+    worker.start()
+    try:
+        [dead] = wait_for(stream.dead_jobs)
+        wait_for(lambda: seen(stream) == {"fine": 1})
+    finally:
+        worker.stop()
+        assert worker.join(JOIN)
+    assert dead.job is None and dead.data == b"{not json" and "cannot be decoded" in dead.error
+
+
+def test_process_processors_share_the_stream(stream: RedisStream, start_method: str) -> None:
+    stream.enqueue_many(range(300))
+    workers = [ProcessCountingProcessor(f"proc-{i}", stream) for i in range(2)]
+    for w in workers:
+        w.start()
+    try:
+        wait_for(lambda: len(seen(stream)) == 300 and stream.pending() == 0, timeout=60)
+    finally:
+        for w in workers:
+            w.stop()
+        for w in workers:
+            assert w.join(JOIN)
+    assert set(seen(stream).values()) == {1}
+    assert sum(w.stats.processed for w in workers) == 300  # shared-memory counters, read here
+
+
+def test_an_async_processor_consumes_the_stream(stream: RedisStream) -> None:
+    stream.enqueue_many(range(100))
+    worker = AsyncCountingProcessor("async", stream)
+    worker.start()
+    try:
+        wait_for(lambda: len(seen(stream)) == 100 and stream.pending() == 0)
+    finally:
+        worker.stop()
+        assert worker.join(JOIN)
+    assert set(seen(stream).values()) == {1}
+
+
+def test_a_stop_finishes_the_job_in_hand_and_hands_back_the_rest(stream: RedisStream) -> None:
+    slow = RedisStream(stream.stream, url=stream.url, batch=10, claim_idle=60)
+    slow.enqueue_many(range(10))
+    worker = CountingProcessor("slow", slow, delay=0.2)
+    worker.start()
+    assert worker.started.wait(JOIN)
+    worker.stop()
+    assert worker.join(JOIN)
+    assert slow.pending() == 0  # the one in hand acknowledged, the other nine handed back
+    assert seen(slow) == {"0": 1}
+    # The nine are there for the next worker at once, not after claim_idle (60 s).
+    fresh = CountingProcessor("fresh", slow)
+    fresh.start()
+    try:
+        wait_for(lambda: len(seen(slow)) == 10, timeout=10)
+    finally:
+        fresh.stop()
+        assert fresh.join(JOIN)
+    assert set(seen(slow).values()) == {1}
+
+
+def test_jobs_of_a_consumer_that_died_are_taken_over(stream: RedisStream) -> None:
+    stream.enqueue_many(range(20))
+    client = stream.client()
+    stream.ensure_group()
+    # A consumer that read five jobs and died without acknowledging them.
+    client.xreadgroup(stream.group, "dead-consumer", {stream.stream: ">"}, count=5)
+    worker = CountingProcessor("survivor", stream)
+    worker.start()
+    try:
+        wait_for(lambda: len(seen(stream)) == 20 and stream.pending() == 0)
+    finally:
+        worker.stop()
+        assert worker.join(JOIN)
+    assert set(seen(stream).values()) == {1}
+
+
+def test_an_unreachable_server_is_reported_once_and_retried_without_a_crash(stream_name: str) -> None:
+    unreachable = RedisStream(stream_name, url="redis://127.0.0.1:1/0", connect_timeout=0.2)
+    worker = CountingProcessor("offline", unreachable)
+    worker.start()
+    try:
+        wait_for(lambda: any(kind == "error" for kind, _ in worker.events))
+        time.sleep(0.5)  # several retries
+        assert worker.is_alive()
+    finally:
+        began = time.monotonic()
+        worker.stop()
+        assert worker.join(JOIN)
+    assert time.monotonic() - began < 3.0
+    errors = [data for kind, data in worker.events if kind == "error"]
+    assert len(errors) == 1 and errors[0]["phase"] == "redis"
+
+
+def test_dropped_connections_lose_no_job(stream: RedisStream) -> None:
+    stream.enqueue_many(range(400))
+    worker = CountingProcessor("flaky", stream, delay=0.001)
+    worker.start()
+    admin = RedisStream(stream.stream, url=stream.url)
+    try:
+        for _ in range(5):
+            time.sleep(0.05)
+            admin.client().client_kill_filter(_type="normal", skipme=True)
+        wait_for(lambda: len(seen(stream)) == 400 and stream.pending() == 0, timeout=30)
+    finally:
+        worker.stop()
+        assert worker.join(JOIN)
+        admin.client().close()
+    assert min(seen(stream).values()) >= 1  # at least once; a killed ack may repeat a job
+
+
+def test_a_stage_reads_one_stream_and_writes_another(stream: RedisStream) -> None:
+    out = RedisStream(stream.stream + "-out", url=stream.url)
+    stream.enqueue_many(range(50))
+    stage = Doubler("doubler", stream, out)
+    stage.start()
+    try:
+        wait_for(lambda: out.length() == 50 and stream.pending() == 0)
+    finally:
+        stage.stop()
+        assert stage.join(JOIN)
+    results = sorted(out.codec.loads(f[b"job"]) for _, f in out.client().xrange(out.stream))
+    out.delete()
+    assert results == [i * 2 for i in range(50)]
+
+
+def test_a_server_runs_redis_processors(stream: RedisStream) -> None:
+    stream.enqueue_many(range(100))
+    server = Server("redis")
+    for i in range(2):
+        server.add_worker(CountingProcessor(f"w{i}", stream))
+    with server:
+        server.start()
+        wait_for(lambda: len(seen(stream)) == 100 and stream.pending() == 0)
+    assert set(seen(stream).values()) == {1}
+
+
+def test_bad_arguments_are_rejected(redis_url: str) -> None:
+    with pytest.raises(TypeError, match="stream must be"):
+        RedisStream("")
+    with pytest.raises(ValueError, match="batch"):
+        RedisStream("s", batch=0)
+    with pytest.raises(ValueError, match="codec"):
+        RedisStream("s", codec="yaml")
+    with pytest.raises(ValueError, match="claim_idle"):
+        RedisStream("s", claim_idle=0)
+    with pytest.raises(TypeError, match=r"queue\.Queue"):
+        ProcessCountingProcessor("p", queue.Queue())  # type: ignore[arg-type]
+
+
+def test_a_stream_can_be_pickled_without_its_connections(stream: RedisStream) -> None:
+    import pickle
+
+    stream.client().ping()
+    copy = pickle.loads(pickle.dumps(stream))
+    assert copy.stream == stream.stream and copy.client() is not stream.client()
+    assert isinstance(JobProcessor, type)
+
+
+def test_a_stream_deleted_under_a_worker_is_made_again_without_a_spin(stream: RedisStream) -> None:
+    stream.enqueue("before")
+    worker = CountingProcessor("survives-delete", stream)
+    worker.start()
+    try:
+        wait_for(lambda: seen(stream) == {"before": 1} and stream.pending() == 0)
+        stream.client().delete(stream.stream)  # group and stream gone
+        wait_for(lambda: any(d.get("phase") == "redis" for k, d in worker.events if k == "error"))
+        stream.enqueue("after")  # XADD makes a bare stream; the worker makes its group again
+        wait_for(lambda: seen(stream).get("after") == 1)
+    finally:
+        worker.stop()
+        assert worker.join(JOIN)
+    redis_errors = [d for k, d in worker.events if k == "error" and d.get("phase") == "redis"]
+    assert len(redis_errors) <= 3  # one per outage, not one per spin

@@ -1,0 +1,77 @@
+"""Job processors for ``tests/redis``, importable by ``spawn``/``forkserver`` children.
+
+Each counts the jobs it processed in a Redis hash ``<stream>:seen`` (job →
+times processed), so a test in another process sees exactly what happened.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+from spoc.workers.patterns import JobProcessor, ProcessJobProcessor, StageWorker
+from spoc.workers.redis import RedisStream
+
+
+class _Counting:
+    """``process_job``: count the job; fail on ``fail_on``; take ``delay`` seconds."""
+
+    job_queue: RedisStream
+    fail_on: Any = None
+    delay: float = 0.0
+
+    def count(self, job: Any) -> None:
+        if self.delay:
+            time.sleep(self.delay)
+        self.job_queue.client().hincrby(f"{self.job_queue.stream}:seen", str(job), 1)
+        if job == self.fail_on:
+            raise ValueError(f"job {job!r} always fails")
+
+
+class CountingProcessor(_Counting, JobProcessor):
+    """A thread job processor that counts its jobs and records its lifecycle events."""
+
+    def __init__(self, name: str, stream: RedisStream, fail_on: Any = None, delay: float = 0.0) -> None:
+        super().__init__(name, stream)
+        self.fail_on = fail_on
+        self.delay = delay
+        self.events: list[tuple[str, dict[str, Any]]] = []
+        self.started = threading.Event()
+
+    def process_job(self, job: Any) -> None:
+        self.started.set()
+        self.count(job)
+
+    def lifecycle(self, event_type: str, **data: Any) -> None:
+        self.events.append((event_type, data))
+
+
+class ProcessCountingProcessor(_Counting, ProcessJobProcessor):
+    """The same in a child process."""
+
+    def __init__(self, name: str, stream: RedisStream, fail_on: Any = None) -> None:
+        super().__init__(name, stream)
+        self.fail_on = fail_on
+
+    def process_job(self, job: Any) -> None:
+        self.count(job)
+
+
+class AsyncCountingProcessor(JobProcessor):
+    """``async def process_job``, counting through :mod:`redis.asyncio`."""
+
+    job_queue: RedisStream
+
+    async def process_job(self, job: Any) -> None:
+        await self.job_queue.async_client().hincrby(f"{self.job_queue.stream}:seen", str(job), 1)
+
+    async def teardown(self) -> None:
+        await self.job_queue.aclose()
+
+
+class Doubler(StageWorker):
+    """A stage from one stream to another."""
+
+    def process_item(self, item: Any) -> Any:
+        return item * 2
