@@ -6,20 +6,29 @@ Run by ``nox -s build``, or directly from any Python that has ``build`` installe
 
 Steps, each printed as it runs; the first failure stops the script with exit status 1:
 
+The four distributions, each under ``packages/``, each pinning the one before it to
+exactly its own version: spoc-workers-async (``spoc.workers.aio``), spoc-workers-core
+(``spoc.workers``), spoc-workers-patterns (``spoc.workers.patterns``) and
+spoc-workers-redis (``spoc.workers.redis``, which also needs ``redis`` from PyPI).
+
 0. Fresh venvs (``python -m venv``, with pip) for the installs below, made in parallel; the
-   one for step 4 first downloads the build backend and its dependencies into a wheelhouse.
+   one for step 4 first downloads, into a local wheelhouse, the build backend and the
+   third-party runtime requirements (``redis``), each with its dependencies.
 1. ``python -m build`` of each package: the sdist, then the wheel built *from that sdist*
    (as pip builds an sdist), into a fresh dist directory. The build backend comes from a
    local wheelhouse; the package index is a local server that records what it is asked.
 2. Each sdist and wheel: name, version (== the ``VERSION`` file), the exact sibling pins,
+   the third-party requirements (``redis`` for spoc-workers-redis, none for the others),
    the ``uvloop`` extra, and the file list (no ``spoc/__init__.py`` anywhere, only core
    ships ``spoc/workers/__init__.py``, each ships its ``py.typed``, no file in two wheels).
-3. Installs of each subset from the dist directory alone (``--no-index``) in fresh venvs:
-   async; core (which must pull async); patterns (which must pull both). In each,
-   ``check_imports.py`` checks the imports and runs a small smoke test.
-4. The developer setup: one ``pip install -e`` of all three packages (the index may be used).
-5. A non-editable install of the three package directories of the checkout, with the
-   recording index: pip must never ask it for a spoc-workers-* name.
+3. Installs of each subset from the dist directory (``--no-index``) in fresh venvs:
+   async; core (which must pull async); patterns (which must pull both); redis (which
+   must pull the other three, and finds ``redis`` in the wheelhouse, which holds no
+   spoc-workers-* file). In each, ``check_imports.py`` checks the imports and runs a
+   small smoke test.
+4. The developer setup: one ``pip install -e`` of all four packages (the index may be used).
+5. A non-editable install of the four package directories of the checkout, with the
+   recording index and the wheelhouse: pip must never ask the index for a spoc-workers-* name.
 
 Venvs are made with the running interpreter (``sys.executable``); everything lives in a
 temporary directory that is removed at the end.
@@ -55,7 +64,7 @@ from typing import TypeVar
 ROOT = Path(__file__).resolve().parents[2]
 CHECK_IMPORTS = ROOT / "tests" / "packaging" / "check_imports.py"
 BUILD_BACKEND = "hatchling"
-"""What the wheelhouse holds (with its dependencies): the build backend of all three packages."""
+"""The build backend of every package; the wheelhouse holds it with its dependencies."""
 OUTPUT_TAIL = 60
 """How many lines of a failed command's output to show."""
 PARALLEL = 3
@@ -74,6 +83,8 @@ class Package:
     pins: tuple[str, ...] = ()
     """Siblings it requires at exactly its own version."""
     extras: tuple[str, ...] = ()
+    requires: tuple[str, ...] = ()
+    """The other distributions it requires unconditionally (names): its third-party dependencies."""
 
     @property
     def path(self) -> Path:
@@ -89,9 +100,16 @@ class Package:
 ASYNC = Package("spoc-workers-async", "spoc/workers/aio/", extras=("uvloop",))
 CORE = Package("spoc-workers-core", "spoc/workers/", pins=("spoc-workers-async",))
 PATTERNS = Package("spoc-workers-patterns", "spoc/workers/patterns/", pins=("spoc-workers-core",))
-PACKAGES = [ASYNC, CORE, PATTERNS]
-SUBSETS = [("async", ASYNC), ("core", CORE), ("all", PATTERNS)]
+REDIS = Package(
+    "spoc-workers-redis", "spoc/workers/redis/", pins=("spoc-workers-patterns",), requires=("redis",)
+)
+PACKAGES = [ASYNC, CORE, PATTERNS, REDIS]
+SUBSETS = [("async", ASYNC), ("core", CORE), ("all", PATTERNS), ("redis", REDIS)]
 """check_imports.py's name of each subset, and the one distribution installed to get it."""
+EVERYTHING = "redis"
+"""check_imports.py's subset with every distribution: what the developer and checkout installs hold."""
+RUNTIME_REQUIREMENTS = sorted({name for package in PACKAGES for name in package.requires})
+"""The third-party distributions the packages require; the wheelhouse holds them (and theirs)."""
 
 
 class CheckError(Exception):
@@ -331,6 +349,7 @@ def check_core_metadata(package: Package, meta: Message, version: str, where: st
         meta.get("Version") == version, f"{where}: Version is {meta.get('Version')!r}, VERSION is {version}"
     )
     requires = [req.replace(" ", "") for req in meta.get_all("Requires-Dist", [])]
+    unconditional = []
     for pin in package.pins:
         expect(
             f"{pin}=={version}" in requires, f"{where}: no `Requires-Dist: {pin}=={version}` in {requires}"
@@ -343,6 +362,13 @@ def check_core_metadata(package: Package, meta: Message, version: str, where: st
                 name in package.pins and req == f"{name}=={version}",
                 f"{where}: `Requires-Dist: {req}` is not an exact pin of an expected sibling {package.pins}",
             )
+        elif "extra==" not in req.partition(";")[2]:
+            unconditional.append(name)
+    expect(
+        sorted(unconditional) == sorted(normalize(name) for name in package.requires),
+        f"{where}: requires {unconditional} besides its siblings, expected {list(package.requires)}"
+        f" (Requires-Dist: {requires})",
+    )
     extras = meta.get_all("Provides-Extra", [])
     expect(
         sorted(extras) == sorted(package.extras),
@@ -386,8 +412,12 @@ def check_wheels(dist: Path, version: str) -> None:
         files, meta = wheel_files(wheel)
         check_core_metadata(package, meta, version, f"{wheel.name} METADATA")
         pins = ", ".join(f"{pin}=={version}" for pin in package.pins) or "no sibling"
+        requires = ", ".join(package.requires) or "nothing else"
         extras = ", ".join(package.extras) or "none"
-        ok(f"{wheel.name}: Name {meta['Name']}, Version {meta['Version']}, requires {pins}, extras: {extras}")
+        ok(
+            f"{wheel.name}: Name {meta['Name']}, Version {meta['Version']}, requires {pins}"
+            f" and {requires}, extras: {extras}"
+        )
 
         expect("spoc/__init__.py" not in files, f"{wheel.name}: ships spoc/__init__.py (spoc is a namespace)")
         has_init = "spoc/workers/__init__.py" in files
@@ -408,36 +438,55 @@ def check_wheels(dist: Path, version: str) -> None:
         ok(f"{wheel.name}: {len(files)} files under {package.top}, {init}, py.typed, no spoc/__init__.py")
 
 
-def check_subsets(pythons: dict[str, Path], tmp: Path, dist: Path, version: str) -> None:
-    """Install each subset from ``dist`` alone into its fresh venv and check its imports."""
+def with_siblings(package: Package) -> list[Package]:
+    """``package`` and every sibling it pins, directly or not."""
+    by_name = {other.name: other for other in PACKAGES}
+    found = [package]
+    for each in found:
+        found += [by_name[pin] for pin in each.pins if by_name[pin] not in found]
+    return found
+
+
+def check_subsets(pythons: dict[str, Path], tmp: Path, dist: Path, wheelhouse: Path, version: str) -> None:
+    """Install each subset from ``dist`` into its fresh venv (``--no-index``) and check its imports.
+
+    A subset that needs third-party distributions also finds them in ``wheelhouse``,
+    which holds no spoc-workers-* file: those come from ``dist`` alone.
+    """
     env = isolated_env()
     for subset, package in SUBSETS:
-        print(f"  -- subset {subset!r}: pip install {package.name}", flush=True)
+        requires = sorted({name for each in with_siblings(package) for name in each.requires})
+        links: list[str | Path] = ["--find-links", dist]
+        if requires:
+            links += ["--find-links", wheelhouse]
+        also = f" (and {', '.join(requires)} from the wheelhouse)" if requires else ""
+        print(f"  -- subset {subset!r}: pip install {package.name}{also}", flush=True)
         python = pythons[subset]
-        run(
-            [python, "-m", "pip", "install", "--no-index", "--find-links", dist, package.name],
-            env=env,
-            cwd=tmp,
-        )
+        run([python, "-m", "pip", "install", "--no-index", *links, package.name], env=env, cwd=tmp)
         check_imports(python, subset, version, "installed", tmp)
 
 
 def check_editable(python: Path, tmp: Path, version: str) -> None:
-    """The developer setup: one ``pip install -e`` of the three packages into the fresh venv of ``python``.
+    """The developer setup: one ``pip install -e`` of the four packages into the fresh venv of ``python``.
 
-    pip runs with this machine's usual settings: it may use the index for the build backend.
+    pip runs with this machine's usual settings: it may use the index for the build
+    backend and for the third-party requirements.
     """
     args: list[str | Path] = [python, "-m", "pip", "install"]
     for package in PACKAGES:
         args += ["-e", package.path.relative_to(ROOT)]
     run(args, env=base_env(), cwd=ROOT)
-    check_imports(python, "all", version, "editable", tmp)
+    check_imports(python, EVERYTHING, version, "editable", tmp)
 
 
 def check_checkout_install(
     python: Path, tmp: Path, wheelhouse: Path, index: RecordingIndex, version: str
 ) -> None:
-    """A non-editable install of the checkout's package directories, never asking the index for them."""
+    """A non-editable install of the checkout's package directories, never asking the index for them.
+
+    The build backend and the third-party requirements come from ``wheelhouse`` (find-links):
+    the recording index serves nothing, and pip may ask it only for those names.
+    """
     index.clear()
     paths = [f"./{package.path.relative_to(ROOT).as_posix()}" for package in PACKAGES]
     run(
@@ -446,19 +495,30 @@ def check_checkout_install(
         cwd=ROOT,
     )
     index.expect_no_spoc_lookup("pip install of the checkout")
-    check_imports(python, "all", version, "installed", tmp)
+    check_imports(python, EVERYTHING, version, "installed", tmp)
 
 
 def fill_wheelhouse(python: Path, wheelhouse: Path) -> None:
-    """Download the build backend and its dependencies once (this may use the real index)."""
+    """Download the build backend and the third-party runtime requirements, with their dependencies.
+
+    One ``pip download`` (it may use the real index), for the Python of the venvs.
+    The wheelhouse must then hold a wheel of each and no spoc-workers-* file.
+    """
     run(
-        [python, "-m", "pip", "download", "--quiet", "-d", wheelhouse, BUILD_BACKEND],
+        [python, "-m", "pip", "download", "--quiet", "-d", wheelhouse, BUILD_BACKEND, *RUNTIME_REQUIREMENTS],
         env=base_env(),
         cwd=ROOT,
     )
-    wheels = sorted(path.name for path in wheelhouse.iterdir())
-    expect(any(name.startswith(f"{BUILD_BACKEND}-") for name in wheels), f"no {BUILD_BACKEND} in {wheels}")
-    ok(f"wheelhouse: {', '.join(wheels)}")
+    files = sorted(path.name for path in wheelhouse.iterdir())
+    for name in [BUILD_BACKEND, *RUNTIME_REQUIREMENTS]:
+        stem = name.replace("-", "_")
+        expect(
+            any(file.startswith(f"{stem}-") and file.endswith(".whl") for file in files),
+            f"no wheel of {name} in the wheelhouse: {files}",
+        )
+    spoc = [file for file in files if normalize(file.split("-")[0]).startswith("spoc-workers")]
+    expect(not spoc, f"the wheelhouse holds spoc-workers files: {spoc}")
+    ok(f"wheelhouse: {', '.join(files)}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -481,7 +541,7 @@ def main(argv: list[str] | None = None) -> int:
             dist.mkdir()
             with step("fresh venvs for the installs below"):
                 pythons = make_venvs(tmp, [subset for subset, _ in SUBSETS] + ["editable", "checkout"])
-            with step(f"wheelhouse of the build backend ({BUILD_BACKEND})"):
+            with step(f"wheelhouse: {BUILD_BACKEND} (build backend), {', '.join(RUNTIME_REQUIREMENTS)}"):
                 fill_wheelhouse(pythons["editable"], wheelhouse)
             with step("build: the sdist, then the wheel from the sdist, of each package"):
                 build_all(tmp, dist, wheelhouse, index, version)
@@ -490,9 +550,9 @@ def main(argv: list[str] | None = None) -> int:
                     check_sdist(package, dist / f"{package.file_stem}-{version}.tar.gz", version)
             with step("the wheels"):
                 check_wheels(dist, version)
-            with step("install each subset from the dist directory only (--no-index)"):
-                check_subsets(pythons, tmp, dist, version)
-            with step("editable developer setup: pip install -e of all three, in one call"):
+            with step("install each subset from the dist directory (--no-index; redis from the wheelhouse)"):
+                check_subsets(pythons, tmp, dist, wheelhouse, version)
+            with step("editable developer setup: pip install -e of all four, in one call"):
                 check_editable(pythons["editable"], tmp, version)
             with step("non-editable install of the checkout's package directories, in one call"):
                 check_checkout_install(pythons["checkout"], tmp, wheelhouse, index, version)

@@ -2,15 +2,18 @@
 
 Run by ``check_build.py`` with the Python of a fresh virtual environment::
 
-    python -I tests/packaging/check_imports.py {async,core,all} --version 0.1.0 --mode installed
+    python -I tests/packaging/check_imports.py {async,core,all,redis} --version 0.1.0 --mode installed
 
-``async`` means spoc-workers-async alone, ``core`` adds spoc-workers-core and
-``all`` adds spoc-workers-patterns. ``--mode installed`` expects the code in the
-environment's site-packages, ``--mode editable`` in the checkout's ``packages/*/src``.
-Every check is printed; the exit status is 1 if any failed.
+There are four distributions, each requiring the one before it: ``async`` means
+spoc-workers-async alone (``spoc.workers.aio``), ``core`` adds spoc-workers-core
+(``spoc.workers``), ``all`` adds spoc-workers-patterns (``spoc.workers.patterns``)
+and ``redis`` adds spoc-workers-redis (``spoc.workers.redis``, with the ``redis``
+client from PyPI): it is the subset of all four. ``--mode installed`` expects the
+code in the environment's site-packages, ``--mode editable`` in the checkout's
+``packages/*/src``. Every check is printed; the exit status is 1 if any failed.
 
 It uses the standard library only, so that it runs in an environment holding
-nothing but the distributions under test.
+nothing but the distributions under test (and, for ``redis``, their dependencies).
 """
 
 from __future__ import annotations
@@ -19,6 +22,8 @@ import argparse
 import asyncio
 import importlib
 import importlib.metadata
+import pickle
+import socket
 import sys
 import sysconfig
 import threading
@@ -28,8 +33,8 @@ from pathlib import Path
 from types import ModuleType
 
 ROOT = Path(__file__).resolve().parents[2]
-DISTRIBUTIONS = ["spoc-workers-async", "spoc-workers-core", "spoc-workers-patterns"]
-SUBSETS = {"async": 1, "core": 2, "all": 3}
+DISTRIBUTIONS = ["spoc-workers-async", "spoc-workers-core", "spoc-workers-patterns", "spoc-workers-redis"]
+SUBSETS = {"async": 1, "core": 2, "all": 3, "redis": 4}
 """How many of DISTRIBUTIONS (in dependency order) each subset installs."""
 SOURCE_DIRS = {name: ROOT / "packages" / name / "src" for name in DISTRIBUTIONS}
 AIO_NAMES = ["run_async_safely", "set_uvloop_if_available", "LoopRunner"]
@@ -40,6 +45,15 @@ CORE_NAMES = [
     "Server",
     "run_async_safely",
     "set_uvloop_if_available",
+]
+REDIS_NAMES = [
+    "RedisStream",
+    "RedisStreamReader",
+    "DeadJob",
+    "Codec",
+    "JsonCodec",
+    "PickleCodec",
+    "CONNECTION_ERRORS",
 ]
 
 
@@ -211,6 +225,61 @@ def check_patterns(mode: str) -> None:
     expect_location(patterns, "spoc-workers-patterns", mode)
 
 
+def check_no_redis() -> None:
+    """Without spoc-workers-redis, ``spoc.workers.redis`` is not importable."""
+    try:
+        importlib.import_module("spoc.workers.redis")
+    except ModuleNotFoundError as exc:
+        expect(exc.name == "spoc.workers.redis", f"unexpected ModuleNotFoundError: {exc}")
+        return
+    raise CheckError("spoc.workers.redis imported without spoc-workers-redis")
+
+
+def check_redis(mode: str) -> None:
+    """``spoc.workers.redis`` imports from spoc-workers-redis and exposes its API."""
+    module = importlib.import_module("spoc.workers.redis")
+    missing = [name for name in REDIS_NAMES if not hasattr(module, name)]
+    expect(not missing, f"spoc.workers.redis lacks {missing}")
+    from spoc.workers.redis import RedisStream
+
+    expect(isinstance(RedisStream, type), "spoc.workers.redis.RedisStream is not a class")
+    expect_location(module, "spoc-workers-redis", mode)
+
+
+def smoke_redis_stream() -> None:
+    """``RedisStream("s")`` is made without a connection, and survives a pickle round trip."""
+    from spoc.workers.redis import RedisStream
+
+    attempts: list[object] = []
+    real_connect, real_create = socket.socket.connect, socket.create_connection
+
+    def connect(sock: socket.socket, address: object) -> None:
+        attempts.append(address)
+        raise OSError(f"check_imports: no connection allowed (to {address!r})")
+
+    def create_connection(address: object, *args: object, **kwargs: object) -> socket.socket:
+        attempts.append(address)
+        raise OSError(f"check_imports: no connection allowed (to {address!r})")
+
+    socket.socket.connect = connect  # type: ignore[method-assign, assignment]
+    socket.create_connection = create_connection  # type: ignore[assignment]
+    try:
+        stream = RedisStream("s")
+        clone = pickle.loads(pickle.dumps(stream))
+    finally:
+        socket.socket.connect = real_connect  # type: ignore[method-assign]
+        socket.create_connection = real_create
+    expect(not attempts, f"RedisStream('s') or its pickling tried to connect to {attempts}")
+    expect(type(clone) is RedisStream, f"unpickled a {type(clone).__name__}, expected a RedisStream")
+    expect(clone is not stream, "pickle returned the same object")
+    for name in ("stream", "url", "group", "dead_letter_stream", "block", "batch", "max_deliveries"):
+        mine, theirs = getattr(stream, name), getattr(clone, name)
+        expect(mine == theirs, f"after unpickling, {name} is {theirs!r}, expected {mine!r}")
+    expect(clone.stream == "s", f"the stream's name is {clone.stream!r}, expected 's'")
+    codec, expected = type(clone.codec), type(stream.codec)
+    expect(codec is expected, f"unpickled, the codec is a {codec.__name__}, expected {expected.__name__}")
+
+
 def smoke_run_async_safely() -> None:
     """``run_async_safely`` returns a coroutine's result, and gives a Task inside a running loop."""
     from spoc.workers.aio import run_async_safely
@@ -270,8 +339,14 @@ def run_checks(subset: str, version: str | None, mode: str) -> list[str]:
         check("smoke: a ThreadWorker runs main and stops", smoke_thread_worker)
     if subset == "core":
         check("spoc.workers.patterns is not importable", check_no_patterns)
-    if subset == "all":
+    if subset in ("all", "redis"):
         check("import spoc.workers.patterns", lambda: check_patterns(mode))
+    if subset == "all":
+        check("spoc.workers.redis is not importable", check_no_redis)
+    if subset == "redis" and check(
+        f"from spoc.workers.redis import {', '.join(REDIS_NAMES)}", lambda: check_redis(mode)
+    ):
+        check("smoke: RedisStream('s') is made without connecting, and pickles", smoke_redis_stream)
     # Last, so that it sees every module the checks above imported.
     check("every spoc module loaded comes from the expected place", lambda: check_all_locations(mode))
     return checker.failures
