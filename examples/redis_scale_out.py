@@ -21,11 +21,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import shutil
-import socket
-import subprocess
 import sys
-import tempfile
 import threading
 import time
 import uuid
@@ -33,7 +29,7 @@ from collections.abc import Iterator
 
 from spoc.workers import Server
 from spoc.workers.patterns import JobProcessor, ProcessJobProcessor
-from spoc.workers.redis import RedisStream
+from spoc.workers.redis import RedisStream, local_redis_server
 
 JOBS = 1_000
 
@@ -68,34 +64,11 @@ def redis_url() -> Iterator[str]:
     if os.environ.get("REDIS_URL"):
         yield os.environ["REDIS_URL"]
         return
-    binary = shutil.which("redis-server")
-    if binary is None:
-        raise SystemExit("set REDIS_URL, or install redis-server (Debian: apt-get install redis-server)")
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    with tempfile.TemporaryDirectory() as workdir:
-        server = subprocess.Popen(
-            [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--dir", workdir],
-            stdout=subprocess.DEVNULL,
-        )
-        try:
-            url = f"redis://127.0.0.1:{port}/0"
-            probe_stream = RedisStream("probe", url=url)
-            deadline = time.monotonic() + 10
-            while True:
-                try:
-                    probe_stream.client().ping()
-                    break
-                except Exception:
-                    if time.monotonic() > deadline:
-                        raise
-                    time.sleep(0.02)
-            probe_stream.close()
+    try:
+        with local_redis_server() as url:
             yield url
-        finally:
-            server.terminate()
-            server.wait(10)
+    except FileNotFoundError as exc:
+        raise SystemExit(f"set REDIS_URL, or install redis-server: {exc}") from None
 
 
 def main() -> int:
