@@ -54,6 +54,7 @@ REDIS_NAMES = [
     "JsonCodec",
     "PickleCodec",
     "CONNECTION_ERRORS",
+    "local_redis_server",
 ]
 
 
