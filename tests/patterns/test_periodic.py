@@ -78,14 +78,14 @@ def run_all_to_end(workers: dict[str, Any]) -> None:
 
 
 def test_no_drift_the_last_run_starts_on_its_tick(start_method: str) -> None:
-    """200 runs at 20 ms with 5 ms of work: the last run starts on its tick, late by < 100 ms.
+    """200 runs at 20 ms with 5 ms of work: the last runs start on their ticks, within 20 ms.
 
     Run k is due at start + tick_k * 20 ms, tick_k being k plus the ticks
     skipped before it (normally none). A naive ``sleep(interval)`` after
     each run would be 199 * 5 ms late by the last run (500 ms for the async
-    ones); the bound of 100 ms leaves room for a busy machine's scheduling
-    noise. The four variants (thread, process, each sync and async; the
-    async ones 100 runs) run at the same time.
+    ones); single runs may be up to 100 ms late on a busy machine. The four
+    variants (thread, process, each sync and async; the async ones 100 runs)
+    run at the same time.
     """
     noise = 0.1
     interval, work = 0.02, 0.005
@@ -103,6 +103,9 @@ def test_no_drift_the_last_run_starts_on_its_tick(start_method: str) -> None:
         stats = workers[variant].stats
         assert stats.runs == runs, variant
         late = lateness(starts, [j + skips[j] for j in range(runs)], interval)
+        # Drift makes every late run late; noise delays a run here and there. So the last
+        # ten runs, taken together, must be on their ticks within 20 ms, and none far off.
+        assert statistics.median(late[-10:]) <= 0.02, f"{variant}: last runs late {late[-10:]} ({stats})"
         assert late[-1] <= noise, f"{variant}: last run {late[-1] * 1000:.1f} ms late ({stats})"
         assert stats.last_lateness is not None and stats.last_lateness < noise, (variant, stats)
         # (an event loop timer may fire up to a millisecond early)
