@@ -1,9 +1,13 @@
 """``nox -s bench``: every figure beside its baseline, measured in the same run.
 
-Prints a table (figure, ours, baseline, ratio) and writes JSON to
-``.bench/results.json``. Each figure is the median of repeated runs, with min
-and max; the ratio is baseline ÷ ours (above 1: we are faster). ``--quick``
-runs few repetitions: a smoke test that every figure is produced.
+Prints a table (figure, unit, ours, baseline, ratio, target) and writes JSON
+to ``.bench/results.json``. Each figure is the median of repeated runs, with
+min and max. The ratio is oriented so that above 1 always means "ours is
+better": baseline ÷ ours for times and memory, ours ÷ baseline for
+throughputs. ``--quick`` runs few repetitions and fewer items: a smoke test
+that every figure is produced. The exit status is 1 when a figure could not
+be produced (an error); it never depends on the values, and figures skipped
+on purpose (uvloop not installed, a feature the library lacks) do not count.
 """
 
 from __future__ import annotations
@@ -11,33 +15,62 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing
+import os
 import platform
+import queue
 import random
+import signal
 import statistics
+import subprocess
 import sys
 import threading
 import time
+import traceback
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_workers import (
+    BusyPeriodic,
+    CrashingProcess,
+    CrashingThread,
+    GuideHealthMonitor,
+    GuidePeriodic,
     IdleAsyncThread,
     IdleProcess,
     IdleThread,
+    NullJobs,
+    ReportingProcess,
     SeedLoopThread,
+    bare_job_thread,
     bare_process_target,
+    echo_round_trips,
+    floor_process_stage,
+    floor_thread_stage,
+    increment,
+    quiet_logs,
 )
 
+from spoc.workers import START_METHOD_ENV, Backoff, Server, WorkerState
+from spoc.workers.aio import run_async_safely, set_uvloop_if_available, use_default_loop
+from spoc.workers.patterns import Pipeline
+
 ROOT = Path(__file__).resolve().parents[2]
+HERE = Path(__file__).resolve().parent
 START_METHODS = ["fork", "spawn", "forkserver"]
+DEFAULT_METHOD = os.environ.get(START_METHOD_ENV) or multiprocessing.get_start_method()
+"""The start method of process workers that do not name one (what ProcessWorker picks)."""
+
+MS, RATE, MIB = "ms", "items/s", "MiB"
+"""Units: a time (stored in seconds, shown in ms), a throughput, a memory size."""
 
 
 @dataclass
 class Stat:
-    """Median, min and max of repeated samples, in seconds."""
+    """Median, min and max of repeated samples: seconds, items/s or MiB (see the figure's unit)."""
 
     median: float
     low: float
@@ -51,20 +84,114 @@ class Stat:
 
 @dataclass
 class Figure:
-    """One line of the table."""
+    """One line of the table.
+
+    ``status`` is ``"ok"``, ``"skipped"`` (could not run here, e.g. uvloop is
+    not installed), ``"n/a"`` (the library has no such feature) or
+    ``"missing"`` (an error: the run fails). ``ratio`` is above 1 when ours
+    is better: baseline ÷ ours for ms and MiB, ours ÷ baseline for items/s;
+    None when it means nothing (a missing side, a value at or below 0).
+    """
 
     name: str
-    ours: Stat
+    ours: Stat | None
     baseline_name: str
-    baseline: Stat
-    ratio: float = field(init=False)
+    baseline: Stat | None
+    unit: str = MS
+    status: str = "ok"
+    note: str = ""
+    target: str = ""
+    met: bool | None = None
+    ratio: float | None = field(init=False)
 
     def __post_init__(self) -> None:
-        self.ratio = self.baseline.median / self.ours.median if self.ours.median else float("inf")
+        self.ratio = None
+        if self.ours is None or self.baseline is None:
+            if self.status == "ok":
+                self.status = "missing"
+            return
+        ours, base = self.ours.median, self.baseline.median
+        if self.unit == RATE:
+            self.ratio = ours / base if base > 0 else None
+        elif ours > 0 and base > 0:
+            self.ratio = base / ours
+
+    def aim(self, target: str, check: Callable[[Figure], bool]) -> Figure:
+        """Attach a target and whether this run met it (shown, never used for the exit status)."""
+        self.target = target
+        if self.status == "ok":
+            self.met = bool(check(self))
+        return self
 
 
 def _repeat(n: int, measure: Callable[[], float]) -> Stat:
     return Stat.of([measure() for _ in range(n)])
+
+
+def _wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out waiting for {what}")
+        time.sleep(0.001)
+
+
+def _running(workers: Any) -> Callable[[], bool]:
+    return lambda: all(w.state is WorkerState.RUNNING for w in workers)
+
+
+@dataclass
+class Sizes:
+    """How much each figure does: full run or ``--quick``."""
+
+    quick: bool
+    reps: int  # latencies (figures 1, 3, 7)
+    seed_reps: int  # anything that waits for the guide's sleep(1) loop
+    flow_reps: int  # throughputs (figures 4, 5)
+    pipeline_items: int
+    job_items: int
+    periodic_runs: int
+    periodic_reps: int
+    health_poll: float
+    health_reps: int
+    round_trips: int
+    aio_reps: int
+    memory_items: int
+    memory_reps: int
+
+
+FULL = Sizes(
+    quick=False,
+    reps=30,
+    seed_reps=8,
+    flow_reps=3,
+    pipeline_items=100_000,
+    job_items=100_000,
+    periodic_runs=1000,
+    periodic_reps=3,
+    health_poll=5.0,
+    health_reps=6,
+    round_trips=20_000,
+    aio_reps=5,
+    memory_items=1_000_000,
+    memory_reps=1,
+)
+QUICK = Sizes(
+    quick=True,
+    reps=3,
+    seed_reps=2,
+    flow_reps=1,
+    pipeline_items=5_000,
+    job_items=10_000,
+    periodic_runs=100,
+    periodic_reps=1,
+    health_poll=0.5,
+    health_reps=2,
+    round_trips=2_000,
+    aio_reps=2,
+    memory_items=50_000,
+    memory_reps=1,
+)
 
 
 # -- 1. stop latency ------------------------------------------------------------------
@@ -110,37 +237,85 @@ def _process_stop(method: str) -> float:
     return time.perf_counter() - begun
 
 
-def stop_latency(reps: int, seed_reps: int) -> list[Figure]:
-    """``stop()`` → joined, vs the Workers guide's sleep(1) loop; floor: a bare Event."""
-    seed = _repeat(seed_reps, lambda: _thread_stop(SeedLoopThread, settle=1.0))
-    floor = _repeat(reps, _event_floor)
+def _below(limit: float, factor: float) -> Callable[[Figure], bool]:
+    """The target check: median below ``limit`` seconds and ``factor`` times below the baseline."""
+    return lambda f: f.ours is not None and f.ours.median < limit and (f.ratio or 0) >= factor
+
+
+def stop_latency(sizes: Sizes) -> list[Figure]:
+    """Figure 1: ``stop()`` → joined, vs the Workers guide's sleep(1) loop; floor: a bare Event."""
+    seed = _repeat(sizes.seed_reps, lambda: _thread_stop(SeedLoopThread, settle=1.0))
+    floor = _repeat(sizes.reps, _event_floor)
+    thread = _repeat(sizes.reps, lambda: _thread_stop(IdleThread))
     figures = [
-        Figure(
-            "stop: thread in self.sleep", _repeat(reps, lambda: _thread_stop(IdleThread)), "guide loop", seed
+        Figure("stop: thread in self.sleep", thread, "guide loop", seed).aim(
+            "< 2 ms, >= 100x", _below(0.002, 100)
         ),
         Figure(
             "stop: async thread in asleep",
-            _repeat(reps, lambda: _thread_stop(IdleAsyncThread)),
+            _repeat(sizes.reps, lambda: _thread_stop(IdleAsyncThread)),
             "guide loop",
             seed,
-        ),
-        Figure(
-            "stop: thread in self.sleep",
-            _repeat(reps, lambda: _thread_stop(IdleThread)),
-            "Event floor",
-            floor,
-        ),
+        ).aim("< 5 ms, >= 100x", _below(0.005, 100)),
+        Figure("stop: thread in self.sleep", thread, "Event floor", floor),
     ]
     for method in START_METHODS:
         figures.append(
             Figure(
                 f"stop: process ({method})",
-                _repeat(reps, lambda m=method: _process_stop(m)),  # type: ignore[misc]
+                _repeat(sizes.reps, lambda m=method: _process_stop(m)),  # type: ignore[misc]
                 "guide loop",
                 seed,
-            )
+            ).aim("< 20 ms, >= 100x", _below(0.020, 100))
         )
     return figures
+
+
+# -- 2. run_forever: signal to exit ----------------------------------------------------
+
+
+def _signal_to_exit(flavour: str, settle: float) -> float:
+    """Start ``bench_scripts.py serve``, SIGTERM it once ready; seconds until the process is gone."""
+    child = subprocess.Popen(
+        [sys.executable, str(HERE / "bench_scripts.py"), "serve", flavour],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    watchdog = threading.Timer(60, child.kill)
+    watchdog.start()
+    try:
+        assert child.stdout is not None
+        line = child.stdout.readline()
+        if line.strip() != "ready":
+            raise RuntimeError(f"serve {flavour}: expected 'ready', got {line!r}")
+        time.sleep(random.uniform(0, settle))  # a random point of the guide loop's sleep(1)
+        begun = time.perf_counter()
+        child.send_signal(signal.SIGTERM)
+        code = child.wait()
+        elapsed = time.perf_counter() - begun
+    finally:
+        watchdog.cancel()
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    if code != 0:
+        raise RuntimeError(f"serve {flavour}: run_forever's process exited with {code}")
+    return elapsed
+
+
+def signal_to_exit(sizes: Sizes) -> list[Figure]:
+    """Figure 2: SIGTERM → exit of run_forever with 10 mixed workers; baseline: the guide's sleep(1) loops."""
+    ours = _repeat(sizes.seed_reps, lambda: _signal_to_exit("ours", 1.0))
+    guide = _repeat(sizes.seed_reps, lambda: _signal_to_exit("guide", 1.0))
+    return [
+        Figure(
+            f"SIGTERM->exit: run_forever, 10 workers ({DEFAULT_METHOD})",
+            ours,
+            "guide sleep(1) loops",
+            guide,
+            note="4 threads, 3 processes, 3 async threads; includes interpreter exit",
+        )
+    ]
 
 
 # -- 3. start latency -----------------------------------------------------------------
@@ -199,53 +374,588 @@ def _process_start_bare(method: str) -> float:
     return elapsed
 
 
-def start_latency(reps: int) -> list[Figure]:
-    """``start()`` → ``main`` entered, vs a bare Thread / Process start (the floor)."""
+def start_latency(sizes: Sizes) -> list[Figure]:
+    """Figure 3: ``start()`` → ``main`` entered, vs a bare Thread / Process start (the floor)."""
     figures = [
         Figure(
             "start: thread",
-            _repeat(reps, _thread_start_worker),
+            _repeat(sizes.reps, _thread_start_worker),
             "bare Thread",
-            _repeat(reps, _thread_start_bare),
+            _repeat(sizes.reps, _thread_start_bare),
         )
     ]
     for method in START_METHODS:
         figures.append(
             Figure(
                 f"start: process ({method})",
-                _repeat(reps, lambda m=method: _process_start_worker(m)),  # type: ignore[misc]
+                _repeat(sizes.reps, lambda m=method: _process_start_worker(m)),  # type: ignore[misc]
                 f"bare Process ({method})",
-                _repeat(reps, lambda m=method: _process_start_bare(m)),  # type: ignore[misc]
+                _repeat(sizes.reps, lambda m=method: _process_start_bare(m)),  # type: ignore[misc]
             )
         )
     return figures
 
 
+# -- 4. pipeline throughput ------------------------------------------------------------
+
+
+def _pipeline_rate(kinds: list[str], items: int, maxsize: int) -> float:
+    """Items/s through a Pipeline of ``increment`` stages, fed by feed(), read by results()."""
+    pipeline = Pipeline("bench", maxsize=maxsize, start_method=DEFAULT_METHOD)
+    for kind in kinds:
+        pipeline.add_stage(increment, kind=kind)  # type: ignore[arg-type]
+    pipeline.start()
+    try:
+        _wait_until(_running(pipeline.workers), 30, "the pipeline's workers")
+        begun = time.perf_counter()
+        pipeline.feed(range(items))
+        count = sum(1 for _ in pipeline.results())
+        elapsed = time.perf_counter() - begun
+    finally:
+        pipeline.stop(10)
+    if count != items:
+        raise RuntimeError(f"pipeline {kinds}: {count} results for {items} items")
+    return items / elapsed
+
+
+def _floor_rate(kinds: list[str], items: int, maxsize: int) -> float:
+    """Items/s through hand-written stages: threads or Processes joined by the same queues as a Pipeline's."""
+    context = multiprocessing.get_context(DEFAULT_METHOD)
+    ends = ["thread", *kinds, "thread"]
+    hops: list[Any] = [
+        context.Queue(maxsize) if "process" in (ends[i], ends[i + 1]) else queue.Queue(maxsize)
+        for i in range(len(kinds) + 1)
+    ]
+    carriers: list[Any] = []
+    for index, kind in enumerate(kinds):
+        target = floor_process_stage if kind == "process" else floor_thread_stage
+        maker = context.Process if kind == "process" else threading.Thread
+        carriers.append(maker(target=target, args=(hops[index], hops[index + 1]), daemon=True))
+    for carrier in carriers:
+        carrier.start()
+    # Like the pipeline's: every stage is up (a process has answered) before the clock starts.
+    hops[0].put(-1)
+    if hops[-1].get(timeout=30) != -1 + len(kinds):
+        raise RuntimeError("floor: wrong warm-up result")
+
+    def feed() -> None:
+        for item in range(items):
+            hops[0].put(item)
+        hops[0].put(None)
+
+    begun = time.perf_counter()
+    threading.Thread(target=feed, daemon=True).start()
+    count = 0
+    last = hops[-1]
+    while last.get() is not None:
+        count += 1
+    elapsed = time.perf_counter() - begun
+    for carrier in carriers:
+        carrier.join(10)
+    for hop in hops:
+        if not isinstance(hop, queue.Queue):
+            hop.close()
+            hop.join_thread()
+    if count != items:
+        raise RuntimeError(f"floor {kinds}: {count} results for {items} items")
+    return items / elapsed
+
+
+def pipeline_throughput(sizes: Sizes) -> list[Figure]:
+    """Figure 4: Pipeline items/s vs hand-written queue chains (the floor), thread and process hops."""
+    items, reps = sizes.pipeline_items, sizes.flow_reps
+    figures: list[Figure] = []
+    shapes = [
+        ("thread>thread>thread", ["thread", "thread", "thread"], "queue.Queue chain", 0.8),
+        ("thread>process>thread", ["thread", "process", "thread"], "mp.Queue chain, unbatched", 0.7),
+    ]
+    for maxsize in (8, 1024):
+        for label, kinds, floor_name, factor in shapes:
+            ours = _repeat(reps, lambda k=kinds, m=maxsize: _pipeline_rate(k, items, m))  # type: ignore[misc]
+            floor = _repeat(reps, lambda k=kinds, m=maxsize: _floor_rate(k, items, m))  # type: ignore[misc]
+            figures.append(
+                Figure(
+                    f"pipeline {label}, maxsize {maxsize}",
+                    ours,
+                    floor_name,
+                    floor,
+                    unit=RATE,
+                    note=f"{items:,} ints, start method {DEFAULT_METHOD}",
+                ).aim(f">= {factor}x floor", lambda f, x=factor: (f.ratio or 0) >= x)  # type: ignore[misc]
+            )
+    figures.append(
+        Figure(
+            "pipeline thread>process>thread, batched",
+            None,
+            "mp.Queue chain, unbatched",
+            None,
+            unit=RATE,
+            status="n/a",
+            note="Pipeline has no batching across the process hop (no batch option in its API)",
+            target=">= 3x unbatched floor",
+        )
+    )
+    return figures
+
+
+# -- 5. job processor throughput ---------------------------------------------------------
+
+
+def _jobs_rate(items: int, ours: bool) -> float:
+    jobs: queue.Queue[int | None] = queue.Queue()
+    for job in range(items):
+        jobs.put(job)
+    if ours:
+        server = Server("bench-jobs")
+        for i in range(2):
+            server.add_worker(NullJobs(f"jobs-{i}", jobs))
+        begun = time.perf_counter()
+        server.start()
+        jobs.join()
+        elapsed = time.perf_counter() - begun
+        server.stop()
+        server.join_all(10)
+    else:
+        for _ in range(2):
+            jobs.put(None)
+        threads = [threading.Thread(target=bare_job_thread, args=(jobs,), daemon=True) for _ in range(2)]
+        begun = time.perf_counter()
+        for thread in threads:
+            thread.start()
+        jobs.join()
+        elapsed = time.perf_counter() - begun
+        for thread in threads:
+            thread.join(10)
+    return items / elapsed
+
+
+def job_throughput(sizes: Sizes) -> list[Figure]:
+    """Figure 5: 2 JobProcessors on a queue.Queue vs 2 bare threads doing get()/task_done()."""
+    items = sizes.job_items
+    reps = sizes.flow_reps + 2
+    return [
+        Figure(
+            "JobProcessor x2, empty jobs",
+            _repeat(reps, lambda: _jobs_rate(items, True)),
+            "2 bare threads",
+            _repeat(reps, lambda: _jobs_rate(items, False)),
+            unit=RATE,
+            note=f"{items:,} jobs queued beforehand; start() to queue.join()",
+        )
+    ]
+
+
+# -- 6. periodic accuracy ------------------------------------------------------------------
+
+
+def _periodic_run(worker: BusyPeriodic | GuidePeriodic, interval: float) -> tuple[float, float, float, int]:
+    """(mean lateness, max lateness, end drift, skipped ticks) of one run of ``worker``."""
+    worker.start()
+    if not worker.done.wait(worker.runs * interval * 5 + 30):
+        raise TimeoutError(f"{worker.name}: did not finish its runs")
+    worker.join(10)
+    first = worker.starts[0][0]
+    lateness = [began - (first + tick * interval) for began, tick in worker.starts]
+    last_tick = worker.starts[-1][1]
+    skipped = last_tick - (len(worker.starts) - 1)
+    return statistics.fmean(lateness), max(lateness), lateness[-1], skipped
+
+
+def periodic_accuracy(sizes: Sizes) -> list[Figure]:
+    """Figure 6: PeriodicWorker lateness and end drift at 10 ms with 3 ms of work, vs the guide's loop."""
+    interval, work, runs = 0.010, 0.003, sizes.periodic_runs
+    ours = [_periodic_run(BusyPeriodic(interval, work, runs), interval) for _ in range(sizes.periodic_reps)]
+    guide = [_periodic_run(GuidePeriodic(interval, work, runs), interval) for _ in range(sizes.periodic_reps)]
+    skipped = sum(r[3] for r in ours)
+    note = f"{runs} runs every 10 ms, 3 ms busy; ticks skipped (overrun) over all reps: {skipped}"
+    figures = []
+    for index, what in enumerate(["mean lateness", "max lateness", f"end drift after {runs} runs"]):
+        figures.append(
+            Figure(
+                f"periodic: {what}",
+                Stat.of([r[index] for r in ours]),
+                "guide loop",
+                Stat.of([r[index] for r in guide]),
+                note=note,
+            )
+        )
+    figures[2].aim("< 1 interval (10 ms)", lambda f: f.ours is not None and abs(f.ours.median) < interval)
+    return figures
+
+
+# -- 7. failure repair ---------------------------------------------------------------------
+
+
+def _expect(reports: Any, kind: str, timeout: float = 30) -> tuple[int, float]:
+    """The next report (see ``bench_workers.report``): a queue.Queue, or a Pipe's receiving end."""
+    if hasattr(reports, "recv"):
+        if not reports.poll(timeout):
+            raise TimeoutError(f"no {kind!r} report within {timeout:g}s")
+        got, who, when = reports.recv()
+    else:
+        got, who, when = reports.get(timeout=timeout)
+    if got != kind:
+        raise RuntimeError(f"expected a {kind!r} report, got {got!r}")
+    return who, when
+
+
+def _repair_server(reps: int) -> Server:
+    return Server(
+        "bench-repair",
+        backoff=Backoff(base=0.001, factor=1.0, cap=0.001, jitter=0.0),
+        max_restarts=10 * reps + 10,
+    )
+
+
+def _repair_crash(reps: int, method: str | None) -> Stat:
+    """Exception raised in main → the restarted run's main entered, under a Server (restart="always")."""
+    server = _repair_server(reps)
+    if method is None:
+        reports: Any = queue.Queue()
+        crash: Any = threading.Event()
+        worker: Any = CrashingThread("crash-thread", reports, crash)
+    else:
+        context = multiprocessing.get_context(method)
+        reports, sender = context.Pipe(duplex=False)
+        crash = context.Event()
+        worker = CrashingProcess(f"crash-{method}", sender, crash, method)
+    server.add_worker(worker, restart="always")
+    server.start()
+    samples = []
+    try:
+        _expect(reports, "entered")
+        for _ in range(reps):
+            crash.set()
+            _, raised = _expect(reports, "raise")
+            _, entered = _expect(reports, "entered")
+            samples.append(entered - raised)
+    finally:
+        server.stop()
+        server.join_all(10)
+    return Stat.of(samples)
+
+
+def _repair_kill(reps: int, method: str) -> Stat:
+    """SIGKILL of a process worker → the restarted run's main entered, under a Server."""
+    server = _repair_server(reps)
+    context = multiprocessing.get_context(method)
+    reports, sender = context.Pipe(duplex=False)
+    server.add_worker(ReportingProcess(f"kill-{method}", sender, method), restart="always")
+    server.start()
+    samples = []
+    try:
+        pid, _ = _expect(reports, "entered")
+        for _ in range(reps):
+            killed = time.monotonic()
+            os.kill(pid, signal.SIGKILL)
+            pid, entered = _expect(reports, "entered")
+            samples.append(entered - killed)
+    finally:
+        server.stop()
+        server.join_all(10)
+    return Stat.of(samples)
+
+
+def _repair_guide(reps: int, poll: float) -> tuple[Stat, Stat, Stat]:
+    """The guide's HealthMonitor: (thread crash, process crash, process SIGKILL) → restarted, all at once."""
+    context = multiprocessing.get_context(DEFAULT_METHOD)
+    thread_reports: Any = queue.Queue()
+    thread_crash = threading.Event()
+    crash_reports, crash_sender = context.Pipe(duplex=False)
+    kill_reports, kill_sender = context.Pipe(duplex=False)
+    crash_event = context.Event()
+    watched: list[Any] = [
+        CrashingThread("guide-crash-thread", thread_reports, thread_crash),
+        CrashingProcess("guide-crash-process", crash_sender, crash_event, DEFAULT_METHOD),
+        ReportingProcess("guide-kill-process", kill_sender, DEFAULT_METHOD),
+    ]
+    for worker in watched:
+        worker.start()
+    monitor = GuideHealthMonitor("guide-health", watched, poll)
+    thread_samples, crash_samples, kill_samples = [], [], []
+    try:
+        _expect(thread_reports, "entered")
+        _expect(crash_reports, "entered")
+        pid, _ = _expect(kill_reports, "entered")
+        monitor.start()
+        for _ in range(reps):
+            time.sleep(random.uniform(0, poll))  # fail at a random point of the monitor's poll
+            thread_crash.set()
+            crash_event.set()
+            killed = time.monotonic()
+            os.kill(pid, signal.SIGKILL)
+            _, thread_raised = _expect(thread_reports, "raise")
+            _, crash_raised = _expect(crash_reports, "raise")
+            timeout = poll + 30
+            _, entered = _expect(thread_reports, "entered", timeout)
+            thread_samples.append(entered - thread_raised)
+            _, entered = _expect(crash_reports, "entered", timeout)
+            crash_samples.append(entered - crash_raised)
+            pid, entered = _expect(kill_reports, "entered", timeout)
+            kill_samples.append(entered - killed)
+    finally:
+        monitor.stop()
+        survivors, monitor.workers = list(monitor.workers), []
+        time.sleep(0.05)  # a poll under way finishes its round
+        for worker in survivors:
+            worker.stop()
+        for worker in survivors:
+            worker.join(10)
+    return Stat.of(thread_samples), Stat.of(crash_samples), Stat.of(kill_samples)
+
+
+def failure_repair(sizes: Sizes) -> list[Figure]:
+    """Figure 7: failure → restarted by a Server (restart="always"); baseline: the guide's HealthMonitor."""
+    reps = max(3, sizes.reps * 2 // 3)
+    poll = sizes.health_poll
+    scaled = "" if poll == 5.0 else f", poll scaled to {poll:g} s"
+    guide_thread, guide_crash, guide_kill = _repair_guide(sizes.health_reps, poll)
+    baseline = f"guide HealthMonitor{scaled}"
+    note = "Backoff(base=0.001, factor=1, jitter=0)"
+    figures = [
+        Figure(
+            "repair: thread crash -> restarted", _repair_crash(reps, None), baseline, guide_thread, note=note
+        )
+    ]
+    for method in START_METHODS:
+        figures.append(
+            Figure(
+                f"repair: process crash -> restarted ({method})",
+                _repair_crash(reps, method),
+                baseline + ("" if method == DEFAULT_METHOD else f" ({DEFAULT_METHOD})"),
+                guide_crash,
+                note=note,
+            )
+        )
+    for method in START_METHODS:
+        figures.append(
+            Figure(
+                f"repair: process SIGKILL -> restarted ({method})",
+                _repair_kill(reps, method),
+                baseline + ("" if method == DEFAULT_METHOD else f" ({DEFAULT_METHOD})"),
+                guide_kill,
+                note=note,
+            )
+        )
+    for figure in figures:
+        if "crash" in figure.name:
+            figure.aim("< 100 ms", lambda f: f.ours is not None and f.ours.median < 0.100)
+        else:
+            figure.aim("< 200 ms", lambda f: f.ours is not None and f.ours.median < 0.200)
+    return figures
+
+
+# -- 8. run_async_safely: uvloop vs asyncio ----------------------------------------------
+
+
+def _round_trips(count: int) -> tuple[float, str]:
+    begun = time.perf_counter()
+    loop_type = run_async_safely(echo_round_trips(count))
+    elapsed = time.perf_counter() - begun
+    assert isinstance(loop_type, str)
+    return elapsed, loop_type
+
+
+def uvloop_ratio(sizes: Sizes) -> list[Figure]:
+    """Figure 8: run_async_safely, socketpair echo round trips, uvloop vs the default asyncio loop."""
+    count = sizes.round_trips
+    name = f"run_async_safely: {count:,} round trips, uvloop"
+    if not set_uvloop_if_available():
+        return [Figure(name, None, "asyncio loop", None, status="skipped", note="uvloop is not installed")]
+    try:
+        uv, default = [], []
+        for _ in range(sizes.aio_reps):
+            set_uvloop_if_available()
+            elapsed, loop_type = _round_trips(count)
+            if not loop_type.startswith("uvloop"):
+                raise RuntimeError(f"uvloop enabled, yet run_async_safely ran on {loop_type}")
+            uv.append(elapsed)
+            use_default_loop()
+            elapsed, loop_type = _round_trips(count)
+            if loop_type.startswith("uvloop"):
+                raise RuntimeError(f"uvloop disabled, yet run_async_safely ran on {loop_type}")
+            default.append(elapsed)
+    finally:
+        use_default_loop()
+    return [Figure(name, Stat.of(uv), "asyncio loop", Stat.of(default), note="64-byte messages, socketpair")]
+
+
+# -- 9. memory -----------------------------------------------------------------------------
+
+
+def _script(*args: str) -> dict[str, float]:
+    out = subprocess.run(
+        [sys.executable, str(HERE / "bench_scripts.py"), *args],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=True,
+    ).stdout
+    result: dict[str, float] = json.loads(out.strip().splitlines()[-1])
+    return result
+
+
+def memory(sizes: Sizes) -> list[Figure]:
+    """Figure 9: RSS of 100 idle ThreadWorkers vs 100 bare threads; RSS growth over a long thread pipeline."""
+    reps = 5 if not sizes.quick else 2
+    idle_ours = _repeat(reps, lambda: _script("idle", "workers", "100")["growth"])
+    idle_bare = _repeat(reps, lambda: _script("idle", "threads", "100")["growth"])
+    items = str(sizes.memory_items)
+
+    def growth(kind: str) -> float:
+        result = _script("flow", kind, items, "8")
+        return result["after"] - result["before"]
+
+    return [
+        Figure(
+            "memory: 100 idle ThreadWorkers in a Server",
+            idle_ours,
+            "100 threads on an Event",
+            idle_bare,
+            unit=MIB,
+            note="VmRSS growth in a fresh process",
+        ),
+        Figure(
+            f"memory: RSS growth, {sizes.memory_items:,} items, thread pipeline",
+            _repeat(sizes.memory_reps, lambda: growth("pipeline")),
+            "queue.Queue chain",
+            _repeat(sizes.memory_reps, lambda: growth("floor")),
+            unit=MIB,
+            note="3 thread stages, maxsize 8; VmRSS after - before, in a fresh process",
+        ),
+    ]
+
+
 # -- output ---------------------------------------------------------------------------------
 
 
-def _ms(seconds: float) -> str:
-    return f"{seconds * 1000:.2f} ms"
+def _value(value: float, unit: str) -> str:
+    if unit == MS:
+        return f"{value * 1000:.2f}"
+    if unit == RATE:
+        return f"{value:,.0f}"
+    return f"{value:.2f}"
+
+
+def _stat(stat: Stat | None, unit: str, spread: bool = True) -> str:
+    if stat is None:
+        return "-"
+    text = _value(stat.median, unit)
+    if spread:
+        text += f" [{_value(stat.low, unit)}-{_value(stat.high, unit)}]"
+    return text
 
 
 def print_table(figures: list[Figure]) -> None:
-    """The table on stdout: median [min-max] for each side, and the ratio."""
-    header = f"{'figure':34} {'ours (median [min-max])':34} {'baseline':22} {'baseline (median)':18} ratio"
-    print(header)
-    print("-" * len(header))
+    """The table on stdout: median [min-max] per side, the ratio (above 1: ours is better), the target."""
+    rows = [("figure", "unit", "ours: median [min-max]", "baseline", "baseline: median", "ratio", "target")]
     for f in figures:
-        ours = f"{_ms(f.ours.median)} [{_ms(f.ours.low)}-{_ms(f.ours.high)}]"
-        print(f"{f.name:34} {ours:34} {f.baseline_name:22} {_ms(f.baseline.median):18} {f.ratio:,.1f}x")
+        ratio = "-" if f.ratio is None else f"{f.ratio:,.2f}x"
+        if f.status != "ok":
+            ratio = f.status.upper()
+        target = f.target
+        if target:
+            target += {True: "  met", False: "  NOT met", None: ""}[f.met]
+        rows.append(
+            (
+                f.name,
+                f.unit,
+                _stat(f.ours, f.unit),
+                f.baseline_name,
+                _stat(f.baseline, f.unit, spread=False),
+                ratio,
+                target,
+            )
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for index, row in enumerate(rows):
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+        if index == 0:
+            print("-" * (sum(widths) + 2 * (len(widths) - 1)))
+    print("\nratio: above 1 = ours is better (baseline / ours for ms and MiB, ours / baseline for items/s).")
+    print("notes:")
+    index = 0
+    while index < len(figures):
+        first, more = figures[index], 0
+        while index + more + 1 < len(figures) and figures[index + more + 1].note == first.note:
+            more += 1
+        if first.note:
+            print(f"  {first.name}{f' (and the {more} lines below)' if more else ''}: {first.note}")
+        index += more + 1
+
+
+def redis_throughput(sizes: Sizes) -> list[Figure]:
+    """Figure 10: jobs/s through RedisStream with 1, 2, 4 processes vs bare XREADGROUP/XACK loops."""
+    import bench_redis
+
+    rows = bench_redis.measure(sizes.quick)
+    if not rows:
+        return [
+            Figure(
+                "redis: RedisStream jobs/s",
+                None,
+                "bare redis-py loop",
+                None,
+                unit=RATE,
+                status="skipped",
+                note="redis-server is not installed",
+            )
+        ]
+    return [
+        Figure(
+            f"redis: RedisStream, {row['workers']} process(es)",
+            Stat.of(row["ours"]),
+            f"bare redis-py loop x{row['workers']}",
+            Stat.of(row["bare"]),
+            unit=RATE,
+            note=f"{row['jobs']:,} JSON jobs, no work; start() to nothing pending (fork)",
+        )
+        for row in rows
+    ]
+
+
+FIGURES: list[Callable[[Sizes], list[Figure]]] = [
+    stop_latency,
+    signal_to_exit,
+    start_latency,
+    pipeline_throughput,
+    job_throughput,
+    periodic_accuracy,
+    failure_repair,
+    uvloop_ratio,
+    memory,
+    redis_throughput,
+]
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="few repetitions: a smoke run")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--quick", action="store_true", help="few repetitions and items: a smoke run")
+    parser.add_argument("--only", help="comma-separated figure numbers to run (e.g. 4,7)")
     parser.add_argument("--out", default=str(ROOT / ".bench" / "results.json"))
     args = parser.parse_args()
-    reps = 3 if args.quick else 30
-    seed_reps = 2 if args.quick else 8
-    figures = stop_latency(reps, seed_reps) + start_latency(reps)
+    sizes = QUICK if args.quick else FULL
+    chosen = FIGURES
+    if args.only:
+        numbers = {int(n) for n in args.only.split(",")}
+        chosen = [f for i, f in enumerate(FIGURES, 1) if i in numbers]
+    quiet_logs()
+    figures: list[Figure] = []
+    timings: dict[str, float] = {}
+    for function in chosen:
+        title = (function.__doc__ or function.__name__).split(":")[0]
+        begun = time.monotonic()
+        try:
+            figures += function(sizes)
+        except Exception:
+            traceback.print_exc()
+            figures.append(
+                Figure(f"{title}: {function.__name__}", None, "-", None, note="raised: see stderr")
+            )
+        timings[function.__name__] = round(time.monotonic() - begun, 1)
+        print(f"[{title} done in {timings[function.__name__]:.1f}s]", file=sys.stderr, flush=True)
     print_table(figures)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -256,14 +966,16 @@ def main() -> int:
                     "python": platform.python_version(),
                     "platform": platform.platform(),
                     "cpus": multiprocessing.cpu_count(),
+                    "default_start_method": DEFAULT_METHOD,
                 },
                 "quick": args.quick,
+                "seconds_per_figure": timings,
                 "figures": [asdict(f) for f in figures],
             },
             indent=2,
         )
     )
-    missing = [f.name for f in figures if not (f.ours.n and f.baseline.n)]
+    missing = [f.name for f in figures if f.status == "missing"]
     if missing:
         print(f"figures not produced: {missing}", file=sys.stderr)
         return 1

@@ -26,6 +26,7 @@ from spoc.workers.patterns import (
     ProcessStageWorker,
     StageWorker,
 )
+from spoc.workers.patterns._queues import is_process_queue
 
 JOIN = 20.0
 
@@ -69,10 +70,11 @@ def test_the_builder_picks_the_queue_type_of_each_hop() -> None:
     try:
         stages: list[Any] = list(pipeline.workers)
         queues = [w.input_queue for w in stages] + [stages[-1].output_queue]
-        kinds = [type(q) for q in queues]
-        assert kinds[0] is queue.Queue and kinds[1] is queue.Queue  # parent -> thread -> thread
-        assert kinds[2] is not queue.Queue and kinds[3] is not queue.Queue  # around the process stage
-        assert kinds[4] is queue.Queue  # thread -> results
+        in_process = [isinstance(q, queue.Queue) for q in queues]
+        assert in_process[0] and in_process[1]  # parent -> thread -> thread
+        assert not in_process[2] and not in_process[3]  # around the process stage
+        assert all(is_process_queue(q) for q in queues[2:4])
+        assert in_process[4]  # thread -> results
         capacities = [getattr(q, "maxsize", None) or q._maxsize for q in queues]
         assert capacities == [3] * 5
         pipeline.close()

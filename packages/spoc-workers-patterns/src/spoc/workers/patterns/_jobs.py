@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 from abc import abstractmethod
 from collections.abc import Awaitable
 from dataclasses import dataclass
@@ -11,7 +10,7 @@ from typing import Any
 from spoc.workers import AbstractWorker, ProcessWorker, ThreadWorker, run_async_safely
 
 from ._queues import QueueReader, aget, check_shareable, reader_for
-from ._support import aemit, emit, has_async, log_failure, new_counters
+from ._support import aemit, awaitable, emit, has_async, log_failure, new_counters
 
 __all__ = ["JobProcessor", "JobStats", "ProcessJobProcessor"]
 
@@ -81,7 +80,7 @@ class _JobMixin(AbstractWorker):
                     error: Exception | None = None
                     try:
                         result = self.process_job(job)
-                        if inspect.isawaitable(result):
+                        if awaitable(result):
                             run_async_safely(_as_coroutine(result))
                     except Exception as exc:
                         error = exc
@@ -112,7 +111,7 @@ class _JobMixin(AbstractWorker):
                     error: Exception | None = None
                     try:
                         result = self.process_job(job)
-                        if inspect.isawaitable(result):
+                        if awaitable(result):
                             await result
                     except Exception as exc:
                         error = exc

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 import math
 import random
 import time
@@ -13,7 +12,7 @@ from typing import Any, Literal
 
 from spoc.workers import AbstractWorker, ProcessWorker, ThreadWorker, run_async_safely
 
-from ._support import aemit, check_number, emit, has_async, log_failure, new_counters
+from ._support import aemit, awaitable, check_number, emit, has_async, log_failure, new_counters
 
 __all__ = ["Overrun", "PeriodicStats", "PeriodicWorker", "ProcessPeriodicWorker"]
 
@@ -144,7 +143,7 @@ class _PeriodicMixin(AbstractWorker):
             error: Exception | None = None
             try:
                 result = self.execute_task()
-                if inspect.isawaitable(result):  # a plain def that returned an awaitable
+                if awaitable(result):  # a plain def that returned an awaitable
                     run_async_safely(_as_coroutine(result))
             except Exception as exc:
                 error = exc
@@ -168,7 +167,7 @@ class _PeriodicMixin(AbstractWorker):
             error: Exception | None = None
             try:
                 result = self.execute_task()
-                if inspect.isawaitable(result):
+                if awaitable(result):
                     await result
             except Exception as exc:
                 error = exc

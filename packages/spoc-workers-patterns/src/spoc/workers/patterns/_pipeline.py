@@ -62,7 +62,7 @@ from ._queues import (
     reader_for,
     writer_for,
 )
-from ._support import aemit, check_number, emit, has_async, log_failure, new_counters
+from ._support import aemit, awaitable, check_number, emit, has_async, log_failure, new_counters
 
 __all__ = [
     "END_OF_STREAM",
@@ -84,6 +84,7 @@ _DEFAULT_STOP_TIMEOUT = 5.0
 _DEFAULT_PUT_GRACE = 0.5
 _PUMP_WAIT = 0.05  # the parent's longest wait before it looks at the workers again
 _CALLER_WAIT = 0.005  # a blocked put()/close() alternates this long between its put and the results
+_PEAK_SAMPLE = 16  # without back-pressure, the in-flight peak is sampled every this many items
 
 
 class _EndOfStream:
@@ -207,6 +208,17 @@ class PipelineStats:
     stages: tuple[StageStats, ...]
 
 
+class _Hop(queue.Queue):  # type: ignore[type-arg]
+    """A pipeline's own queue between two thread ends.
+
+    Nobody ``join()``s it, so ``task_done()`` does nothing instead of taking
+    a lock and notifying a condition for every item.
+    """
+
+    def task_done(self) -> None:
+        """Nothing to account for."""
+
+
 class _LocalCount:
     """A thread stage's marker counter, shaped like ``multiprocessing.Value``."""
 
@@ -297,7 +309,7 @@ class _StageMixin(AbstractWorker):
                     self._counters.add("items_in")
                     try:
                         result = self.process_item(item)
-                        if inspect.isawaitable(result):  # a plain def that returned an awaitable
+                        if awaitable(result):  # a plain def that returned an awaitable
                             result = run_async_safely(_as_coroutine(result))
                     except Exception as exc:
                         self._report(item, exc, "process_item", self._stage_name())
@@ -331,7 +343,7 @@ class _StageMixin(AbstractWorker):
                     self._counters.add("items_in")
                     try:
                         result = self.process_item(item)
-                        if inspect.isawaitable(result):
+                        if awaitable(result):
                             result = await result
                     except Exception as exc:
                         await self._areport(item, exc, "process_item", self._stage_name())
@@ -848,7 +860,7 @@ class Pipeline:
             self._hops = [
                 context.Queue(self.maxsize)
                 if "process" in (kinds[i], kinds[i + 1])
-                else queue.Queue(self.maxsize)
+                else _Hop(self.maxsize)
                 for i in range(len(stages) + 1)
             ]
             any_process = any(s.kind == "process" for s in stages)
@@ -1107,6 +1119,7 @@ class Pipeline:
         deadline = None if timeout is None else time.monotonic() + timeout
         first = self._hops[0]
         wait = _PUMP_WAIT if feeder is not None else _CALLER_WAIT
+        waited = False
         with self._put_lock:
             while True:
                 if self._closed or self._stopping or (feeder is not None and not feeder.is_running):
@@ -1115,7 +1128,7 @@ class Pipeline:
                     first.put(item, True, wait)
                     break
                 except queue.Full:
-                    pass
+                    waited = True
                 if feeder is None:
                     self._pump(_CALLER_WAIT)
                 if self._failed_workers:
@@ -1128,9 +1141,13 @@ class Pipeline:
             with self._lock:
                 self._accepted += 1
                 accepted = self._accepted
-        in_flight = accepted - self._accounted()
-        with self._lock:
-            self._peak = max(self._peak, in_flight)
+        # Reading every worker's counters costs microseconds per item: sample the
+        # peak when the input pushed back (the queues are full: the likely peak)
+        # and every _PEAK_SAMPLE items otherwise.
+        if waited or accepted % _PEAK_SAMPLE == 0:
+            in_flight = accepted - self._accounted()
+            with self._lock:
+                self._peak = max(self._peak, in_flight)
         return True
 
     def _accounted(self) -> int:

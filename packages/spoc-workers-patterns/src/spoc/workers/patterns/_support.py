@@ -11,15 +11,15 @@ import inspect
 import logging
 import math
 import multiprocessing
-import threading
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from typing import Any
+from typing import Any, TypeGuard
 
 from spoc.workers import AbstractWorker, ProcessWorker, run_async_safely
 
 __all__ = [
     "Counters",
     "aemit",
+    "awaitable",
     "check_number",
     "emit",
     "has_async",
@@ -31,7 +31,11 @@ logger = logging.getLogger("spoc.workers.patterns")
 
 
 class Counters:
-    """Named float counters behind one lock; shared memory when ``context`` is given.
+    """Named float counters; in shared memory, behind its lock, when ``context`` is given.
+
+    A thread worker's counters are written by that worker's thread alone and
+    read by others: a list of floats, no lock (each item assignment is
+    atomic), which keeps the per-item cost of the hot loops low.
 
     Args:
         fields: the counter names.
@@ -46,7 +50,7 @@ class Counters:
         self._shared: Any = None
         if context is None:
             self._values: Any = [0.0] * len(self._fields)
-            self._lock: Any = threading.Lock()
+            self._lock: Any = _NO_LOCK  # one writer (the worker's thread); see the class docstring
         else:
             self._shared = context.Array("d", len(self._fields))
             self._values = None
@@ -83,6 +87,9 @@ class Counters:
 
     def add(self, name: str, delta: float = 1.0) -> None:
         """Add ``delta`` to counter ``name``."""
+        if self._shared is None:  # the hot path of thread workers: one writer, no lock
+            self._values[self._index[name]] += delta
+            return
         values, lock = self._view()
         i = self._index[name]
         with lock:
@@ -113,12 +120,36 @@ class Counters:
         self._lock = None
 
 
+class _NoLock:
+    """A context manager that does nothing: the lock of single-writer counters."""
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc_info: object) -> None:
+        return None
+
+
+_NO_LOCK = _NoLock()
+
+
 def new_counters(worker: AbstractWorker, fields: Iterable[str]) -> Counters:
     """Counters for ``worker``: in shared memory when it is a process worker."""
     context = None
     if isinstance(worker, ProcessWorker):
         context = multiprocessing.get_context(worker.start_method)
     return Counters(tuple(fields), context)
+
+
+_PLAIN = (type(None), bool, int, float, complex, str, bytes, tuple, list, dict, set, frozenset)
+
+
+def awaitable(value: object) -> TypeGuard[Awaitable[Any]]:
+    """:func:`inspect.isawaitable`, with a fast answer for the plain values most items are.
+
+    It runs once per item in the hot loops of stage workers and job processors.
+    """
+    return not isinstance(value, _PLAIN) and inspect.isawaitable(value)
 
 
 def has_async(*functions: Callable[..., Any]) -> bool:
