@@ -858,9 +858,7 @@ class Pipeline:
             stages = self._stages
             kinds = ["thread", *(s.kind for s in stages), "thread"]  # the pipeline itself is a thread end
             self._hops = [
-                context.Queue(self.maxsize)
-                if "process" in (kinds[i], kinds[i + 1])
-                else _Hop(self.maxsize)
+                context.Queue(self.maxsize) if "process" in (kinds[i], kinds[i + 1]) else _Hop(self.maxsize)
                 for i in range(len(stages) + 1)
             ]
             any_process = any(s.kind == "process" for s in stages)
