@@ -5,13 +5,13 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from spoc.workers.redis import RedisStream
+from targets import wait_for
 
 SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "redis_consumer.py"
 JOBS = 10_000
@@ -20,14 +20,6 @@ JOBS = 10_000
 def seen(stream: RedisStream) -> dict[str, int]:
     raw = stream.client().hgetall(f"{stream.stream}:seen")
     return {k.decode(): int(v) for k, v in raw.items()}
-
-
-def wait_for(predicate: object, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():  # type: ignore[operator]
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not met within {timeout}s")
-        time.sleep(0.02)
 
 
 @pytest.fixture

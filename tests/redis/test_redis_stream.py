@@ -12,19 +12,10 @@ from redis_targets import AsyncCountingProcessor, CountingProcessor, Doubler, Pr
 from spoc.workers import Server
 from spoc.workers.patterns import JobProcessor
 from spoc.workers.redis import RedisStream
+from targets import wait_for
 
 JOIN = 10.0
-
-
-def wait_for(predicate: Any, timeout: float = 20.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not met within {timeout}s")
-        time.sleep(0.01)
+WAIT = 20.0
 
 
 def seen(stream: RedisStream) -> dict[str, int]:
@@ -47,7 +38,7 @@ def test_two_thread_processors_process_every_job_exactly_once(stream: RedisStrea
     for w in workers:
         w.start()
     try:
-        wait_for(lambda: len(seen(stream)) == 500 and stream.pending() == 0)
+        wait_for(lambda: len(seen(stream)) == 500 and stream.pending() == 0, WAIT)
     finally:
         for w in workers:
             w.stop()
@@ -66,7 +57,7 @@ def test_an_idle_processor_stops_within_the_block_timeout(stream: RedisStream) -
             c.get("cmd") == "xreadgroup" and "b" in c.get("flags", "") for c in stream.client().client_list()
         )
 
-    wait_for(reading)
+    wait_for(reading, WAIT)
     began = time.monotonic()
     worker.stop()
     assert worker.join(JOIN)
@@ -78,8 +69,8 @@ def test_a_job_that_always_fails_is_dead_lettered_after_max_deliveries(stream: R
     worker = CountingProcessor("failing", stream, fail_on="bad")
     worker.start()
     try:
-        dead = wait_for(stream.dead_jobs)
-        wait_for(lambda: stream.pending() == 0)
+        dead = wait_for(stream.dead_jobs, WAIT)
+        wait_for(lambda: stream.pending() == 0, WAIT)
     finally:
         worker.stop()
         assert worker.join(JOIN)
@@ -97,8 +88,8 @@ def test_an_undecodable_entry_goes_to_the_dead_letter_stream_at_once(stream: Red
     worker = CountingProcessor("decoder", stream)
     worker.start()
     try:
-        [dead] = wait_for(stream.dead_jobs)
-        wait_for(lambda: seen(stream) == {"fine": 1})
+        [dead] = wait_for(stream.dead_jobs, WAIT)
+        wait_for(lambda: seen(stream) == {"fine": 1}, WAIT)
     finally:
         worker.stop()
         assert worker.join(JOIN)
@@ -126,7 +117,7 @@ def test_an_async_processor_consumes_the_stream(stream: RedisStream) -> None:
     worker = AsyncCountingProcessor("async", stream)
     worker.start()
     try:
-        wait_for(lambda: len(seen(stream)) == 100 and stream.pending() == 0)
+        wait_for(lambda: len(seen(stream)) == 100 and stream.pending() == 0, WAIT)
     finally:
         worker.stop()
         assert worker.join(JOIN)
@@ -163,7 +154,7 @@ def test_jobs_of_a_consumer_that_died_are_taken_over(stream: RedisStream) -> Non
     worker = CountingProcessor("survivor", stream)
     worker.start()
     try:
-        wait_for(lambda: len(seen(stream)) == 20 and stream.pending() == 0)
+        wait_for(lambda: len(seen(stream)) == 20 and stream.pending() == 0, WAIT)
     finally:
         worker.stop()
         assert worker.join(JOIN)
@@ -175,7 +166,7 @@ def test_an_unreachable_server_is_reported_once_and_retried_without_a_crash(stre
     worker = CountingProcessor("offline", unreachable)
     worker.start()
     try:
-        wait_for(lambda: any(kind == "error" for kind, _ in worker.events))
+        wait_for(lambda: any(kind == "error" for kind, _ in worker.events), WAIT)
         time.sleep(0.5)  # several retries
         assert worker.is_alive()
     finally:
@@ -210,7 +201,7 @@ def test_a_stage_reads_one_stream_and_writes_another(stream: RedisStream) -> Non
     stage = Doubler("doubler", stream, out)
     stage.start()
     try:
-        wait_for(lambda: out.length() == 50 and stream.pending() == 0)
+        wait_for(lambda: out.length() == 50 and stream.pending() == 0, WAIT)
     finally:
         stage.stop()
         assert stage.join(JOIN)
@@ -226,7 +217,7 @@ def test_a_server_runs_redis_processors(stream: RedisStream) -> None:
         server.add_worker(CountingProcessor(f"w{i}", stream))
     with server:
         server.start()
-        wait_for(lambda: len(seen(stream)) == 100 and stream.pending() == 0)
+        wait_for(lambda: len(seen(stream)) == 100 and stream.pending() == 0, WAIT)
     assert set(seen(stream).values()) == {1}
 
 
@@ -257,11 +248,11 @@ def test_a_stream_deleted_under_a_worker_is_made_again_without_a_spin(stream: Re
     worker = CountingProcessor("survives-delete", stream)
     worker.start()
     try:
-        wait_for(lambda: seen(stream) == {"before": 1} and stream.pending() == 0)
+        wait_for(lambda: seen(stream) == {"before": 1} and stream.pending() == 0, WAIT)
         stream.client().delete(stream.stream)  # group and stream gone
-        wait_for(lambda: any(d.get("phase") == "redis" for k, d in worker.events if k == "error"))
+        wait_for(lambda: any(d.get("phase") == "redis" for k, d in worker.events if k == "error"), WAIT)
         stream.enqueue("after")  # XADD makes a bare stream; the worker makes its group again
-        wait_for(lambda: seen(stream).get("after") == 1)
+        wait_for(lambda: seen(stream).get("after") == 1, WAIT)
     finally:
         worker.stop()
         assert worker.join(JOIN)
