@@ -258,3 +258,20 @@ def test_a_stream_deleted_under_a_worker_is_made_again_without_a_spin(stream: Re
         assert worker.join(JOIN)
     redis_errors = [d for k, d in worker.events if k == "error" and d.get("phase") == "redis"]
     assert len(redis_errors) <= 3  # one per outage, not one per spin
+
+
+def test_async_producers_enqueue_with_redis_asyncio(stream: RedisStream) -> None:
+    from spoc.workers import run_async_safely
+
+    async def produce() -> list[str]:
+        try:
+            first = await stream.aenqueue("a")
+            rest = await stream.aenqueue_many(["b", "c"], chunk=2)
+            return [first, *rest]
+        finally:
+            await stream.aclose()
+
+    ids = run_async_safely(produce())
+    assert len(set(ids)) == 3 and stream.length() == 3
+    entries = stream.client().xrange(stream.stream)
+    assert [stream.codec.loads(f[b"job"]) for _, f in entries] == ["a", "b", "c"]
