@@ -408,3 +408,37 @@ def test_a_process_stage_that_cannot_be_pickled_fails_start_cleanly(start_method
     assert pipeline.workers == ()
     with pytest.raises(RuntimeError, match="start"):
         pipeline.put(1)
+
+
+def test_feed_from_a_queue_until_stop_conserves_every_item(start_method: str) -> None:
+    source: queue.Queue[int] = queue.Queue()
+    for i in range(200):
+        source.put(i)
+    pipeline = Pipeline("from-queue", maxsize=4)
+    pipeline.add_stage(pt.increment).add_stage(pt.Square)
+    pipeline.feed_from(source)
+    pipeline.start()
+    try:
+        results = []
+        for result in pipeline.results():
+            results.append(result)
+            if len(results) == 50:
+                break
+        assert pipeline.stop(10)
+        results += list(pipeline.results())
+    finally:
+        pipeline.stop()
+    stats = pipeline.stats()
+    # Every item the pipeline took came out; the rest are still in the source queue.
+    assert stats.accepted == len(results) and stats.failed == 0 and stats.in_flight == 0
+    left = []
+    while not source.empty():
+        left.append(source.get_nowait())
+    assert sorted(results + [(i + 1) ** 2 for i in left]) == sorted((i + 1) ** 2 for i in range(200))
+
+
+def test_feed_from_refuses_what_is_no_queue() -> None:
+    pipeline = Pipeline("bad-source")
+    pipeline.add_stage(pt.increment)
+    with pytest.raises(TypeError, match="cannot read"):
+        pipeline.feed_from(42)

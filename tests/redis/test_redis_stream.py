@@ -275,3 +275,23 @@ def test_async_producers_enqueue_with_redis_asyncio(stream: RedisStream) -> None
     assert len(set(ids)) == 3 and stream.length() == 3
     entries = stream.client().xrange(stream.stream)
     assert [stream.codec.loads(f[b"job"]) for _, f in entries] == ["a", "b", "c"]
+
+
+def test_a_pipeline_fed_from_a_stream_acknowledges_what_it_accepted(stream: RedisStream) -> None:
+    from spoc.workers.patterns import Pipeline
+
+    stream.enqueue_many(range(100))
+    pipeline = Pipeline("from-redis", maxsize=4)
+    pipeline.add_stage(Doubler)
+    pipeline.feed_from(stream)
+    pipeline.start()
+    results = []
+    try:
+        for result in pipeline.results():
+            results.append(result)
+            if len(results) == 100:
+                break
+    finally:
+        assert pipeline.stop(10)
+    assert sorted(results) == [i * 2 for i in range(100)]
+    assert stream.pending() == 0 and pipeline.stats().accepted == 100

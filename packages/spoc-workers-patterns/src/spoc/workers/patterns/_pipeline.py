@@ -54,6 +54,7 @@ from spoc.workers import (
 )
 
 from ._queues import (
+    QueueReader,
     QueueWriter,
     aget,
     aput,
@@ -672,6 +673,49 @@ class _Feeder(ThreadWorker):
             self.pipeline._close_input(feeder=self)
 
 
+class _SourceFeeder(_Feeder):
+    """Takes items from a queue or job source until stopped and puts them into a pipeline.
+
+    A job source's item is acknowledged (``done(None)``) once the pipeline
+    accepted it; one taken while the pipeline stops is given back: left
+    unacknowledged to a job source (delivered again), put back into a queue.
+    """
+
+    def main(self) -> None:
+        reader = reader_for(self.items)
+        disarm = reader.arm(self)
+        try:
+            while self.is_running:
+                got, item = reader.get(self)
+                if not got:
+                    continue
+                accepted = False
+                try:
+                    accepted = self.pipeline._accept(item, self, None)
+                finally:
+                    if accepted:
+                        reader.done(None)
+                    else:
+                        self._give_back(reader, item)
+        finally:
+            disarm()
+
+    def _give_back(self, reader: QueueReader, item: Any) -> None:
+        if callable(getattr(self.items, "spoc_reader", None)):
+            reader.done(PipelineStoppedError(f"pipeline {self.pipeline.name!r} stopped before accepting it"))
+            return
+        reader.task_done()
+        source: Any = self.items
+        try:
+            source.put_nowait(item)
+        except Exception:
+            logger.error(
+                "%r: the pipeline stopped before accepting item %s, and it could not go back to its queue",
+                self.name,
+                _short(item),
+            )
+
+
 class Pipeline:
     """Wire stages with bounded queues; feed items in; iterate the results.
 
@@ -684,7 +728,8 @@ class Pipeline:
     ``maxsize`` items, so a slow stage slows its producers down instead of
     piling up memory.
 
-    Items go in with :meth:`put` or :meth:`feed`; :meth:`close` marks the
+    Items go in with :meth:`put`, :meth:`feed` or :meth:`feed_from` (a
+    queue or job source, until stopped); :meth:`close` marks the
     end of input, after which the pipeline ends by itself once every item
     has passed. :meth:`results` yields the results as they come.
     :meth:`join`, :meth:`close` and :meth:`stop` keep collecting results while
@@ -740,7 +785,7 @@ class Pipeline:
         self._dead_letters: list[DeadLetter] = []
         self._results: collections.deque[Any] = collections.deque()
         self._markers_seen = 0
-        self._pending_feeds: list[tuple[Iterable[Any], bool]] = []
+        self._pending_feeds: list[tuple[Any, bool, bool]] = []  # (items or source, close, is a source)
         self._feeders: list[_Feeder] = []
         self._accepted = 0
         self._drained = 0
@@ -879,8 +924,8 @@ class Pipeline:
             self._server = server
             self._started = True
             pending, self._pending_feeds = self._pending_feeds, []
-        for items, close in pending:
-            self._start_feeder(items, close)
+        for items, close, is_source in pending:
+            self._start_feeder(items, close, is_source)
 
     def _build_stage(self, index: int, stage: _Stage, context: Any, method: str, server: Server) -> None:
         stages = self._stages
@@ -937,9 +982,33 @@ class Pipeline:
             if self._closed or self._stopping:
                 raise RuntimeError(f"pipeline {self.name!r} is closed or stopped")
             if not self._started:
-                self._pending_feeds.append((items, close))
+                self._pending_feeds.append((items, close, False))
                 return
         self._start_feeder(items, close)
+
+    def feed_from(self, source: Any) -> None:
+        """Take items from ``source`` in a background thread until :meth:`stop`.
+
+        ``source`` is a queue (``queue.Queue``, a multiprocessing queue) or a
+        job source such as ``spoc-workers-redis``'s ``RedisStream``: then an
+        item is acknowledged once the pipeline accepted it (it is in the
+        pipeline's care from then on: :meth:`stop` drains it), and an item
+        taken while the pipeline stops is left unacknowledged, to be
+        delivered again. Such a pipeline has no end of input: it runs until
+        :meth:`stop`. Callable before :meth:`start`.
+
+        Raises:
+            TypeError: ``source`` is neither a queue nor a job source.
+            RuntimeError: the pipeline is closed or stopped.
+        """
+        reader_for(source)  # a TypeError now, not in the feeder's thread
+        with self._lock:
+            if self._closed or self._stopping:
+                raise RuntimeError(f"pipeline {self.name!r} is closed or stopped")
+            if not self._started:
+                self._pending_feeds.append((source, False, True))
+                return
+        self._start_feeder(source, False, True)
 
     def close(self, timeout: float | None = None) -> None:
         """Mark the end of input: no more :meth:`put`; the pipeline ends once every item has passed.
@@ -1099,11 +1168,12 @@ class Pipeline:
 
     # -- internals: input ------------------------------------------------------------
 
-    def _start_feeder(self, items: Iterable[Any], close: bool) -> None:
+    def _start_feeder(self, items: Any, close: bool, is_source: bool = False) -> None:
         server = self._server
         assert server is not None
+        kind = _SourceFeeder if is_source else _Feeder
         with self._lock:
-            feeder = _Feeder(f"{self.name}.feed-{len(self._feeders) + 1}", self, items, close)
+            feeder = kind(f"{self.name}.feed-{len(self._feeders) + 1}", self, items, close)
             self._feeders.append(feeder)
         server.add_worker(feeder)
 
