@@ -163,7 +163,7 @@ class Sizes:
 FULL = Sizes(
     quick=False,
     reps=30,
-    seed_reps=8,
+    seed_reps=20,
     flow_reps=3,
     pipeline_items=100_000,
     job_items=100_000,
