@@ -52,6 +52,7 @@ class RedisStreamReader(QueueReader):
         self._worker: AbstractWorker | None = None
         self._buffer: collections.deque[tuple[bytes, bytes | None, int]] = collections.deque()
         self._current: bytes | None = None
+        self._current_redelivered = False  # an error note may exist only for a job delivered before
         self._group_ready = False
         self._next_claim = 0.0
         self._claim_cursor: bytes | str = "0-0"
@@ -110,7 +111,8 @@ class RedisStreamReader(QueueReader):
         if entry_id is None:
             return
         if error is None:
-            self._retrying("acknowledge a job", lambda: self._ack(entry_id))
+            noted = self._current_redelivered
+            self._retrying("acknowledge a job", lambda: self._ack(entry_id, noted))
         else:
             note = f"{type(error).__name__}: {error}"[:2000]
             self._retrying(
@@ -165,6 +167,7 @@ class RedisStreamReader(QueueReader):
                 )
                 continue
             self._current = entry_id
+            self._current_redelivered = deliveries > 1
             return True, job
         return _NOTHING
 
@@ -241,7 +244,11 @@ class RedisStreamReader(QueueReader):
 
     # -- acknowledging, dead letters -----------------------------------------------------------
 
-    def _ack(self, entry_id: bytes) -> None:
+    def _ack(self, entry_id: bytes, noted: bool = True) -> None:
+        """``XACK``, and forget the job's error note when it may have one."""
+        if not noted:
+            self._client().xack(self.stream.stream, self.stream.group, entry_id)
+            return
         pipe = self._client().pipeline(transaction=False)
         pipe.xack(self.stream.stream, self.stream.group, entry_id)
         pipe.hdel(self.stream.errors_key, entry_id)
