@@ -68,6 +68,8 @@ ASYNC_WAIT = 0.25
 """Longest single wait an async worker delegates to a thread of its loop's executor."""
 
 _NOTHING: tuple[bool, Any] = (False, None)
+# Values of these exact types always pickle: no need to pickle them twice to find out.
+_ALWAYS_PICKLABLE = frozenset({type(None), bool, int, float, complex, str, bytes})
 
 
 def is_process_queue(q: object) -> bool:
@@ -294,7 +296,7 @@ class QueueWriter:
         Raises:
             Exception: whatever pickling ``item`` raises (for multiprocessing queues only).
         """
-        if self.crosses_processes:
+        if self.crosses_processes and type(item) not in _ALWAYS_PICKLABLE:
             ForkingPickler.dumps(item)
 
     def put_nowait(self, item: Any) -> bool:
