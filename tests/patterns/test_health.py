@@ -99,8 +99,9 @@ def test_a_failing_worker_is_restarted_with_backoff(
             assert (restart["attempt"], restart["delay"]) == (attempt, delay)
             # (the error event is recorded just after the look that scheduled the restart)
             assert delay - 0.01 <= restarted_at - failed_at < delay + 1.0
-        pt.wait_for(lambda: worker.state is WorkerState.RUNNING, JOIN)
-        assert starts() == 3  # started by the test once, by the monitor twice: the same object
+        # RUNNING comes just before main() counts the start: wait for the count itself.
+        pt.wait_for(lambda: starts() == 3, JOIN)  # by the test once, by the monitor twice: the same object
+        assert worker.state is WorkerState.RUNNING
         assert monitor.restarts == {worker.name: 2}
     finally:
         shut(monitor, worker)
