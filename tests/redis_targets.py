@@ -14,6 +14,17 @@ from spoc.workers.patterns import JobProcessor, ProcessJobProcessor, StageWorker
 from spoc.workers.redis import RedisStream
 
 
+def seen_key(stream: RedisStream) -> str:
+    """The hash in which the processors below count their jobs."""
+    return f"{stream.stream}:seen"
+
+
+def seen(stream: RedisStream) -> dict[str, int]:
+    """Job -> how many times it was processed, as the processors below counted it."""
+    raw = stream.client().hgetall(seen_key(stream))
+    return {k.decode(): int(v) for k, v in raw.items()}
+
+
 class _Counting:
     """``process_job``: count the job; fail on ``fail_on``; take ``delay`` seconds."""
 
@@ -24,7 +35,7 @@ class _Counting:
     def count(self, job: Any) -> None:
         if self.delay:
             time.sleep(self.delay)
-        self.job_queue.client().hincrby(f"{self.job_queue.stream}:seen", str(job), 1)
+        self.job_queue.client().hincrby(seen_key(self.job_queue), str(job), 1)
         if job == self.fail_on:
             raise ValueError(f"job {job!r} always fails")
 
@@ -64,7 +75,7 @@ class AsyncCountingProcessor(JobProcessor):
     job_queue: RedisStream
 
     async def process_job(self, job: Any) -> None:
-        await self.job_queue.async_client().hincrby(f"{self.job_queue.stream}:seen", str(job), 1)
+        await self.job_queue.async_client().hincrby(seen_key(self.job_queue), str(job), 1)
 
     async def teardown(self) -> None:
         await self.job_queue.aclose()

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from redis_targets import seen, seen_key
 from spoc.workers.redis import RedisStream
 from targets import wait_for
 
@@ -17,16 +18,11 @@ SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "redis_consumer.py
 JOBS = 10_000
 
 
-def seen(stream: RedisStream) -> dict[str, int]:
-    raw = stream.client().hgetall(f"{stream.stream}:seen")
-    return {k.decode(): int(v) for k, v in raw.items()}
-
-
 @pytest.fixture
 def stream(redis_url: str, stream_name: str) -> Iterator[RedisStream]:
     s = RedisStream(stream_name, url=redis_url)
     yield s
-    s.client().delete(f"{stream_name}:seen")
+    s.client().delete(seen_key(s))
     s.delete()
     s.close()
 

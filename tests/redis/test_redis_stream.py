@@ -8,7 +8,14 @@ from typing import Any
 
 import pytest
 
-from redis_targets import AsyncCountingProcessor, CountingProcessor, Doubler, ProcessCountingProcessor
+from redis_targets import (
+    AsyncCountingProcessor,
+    CountingProcessor,
+    Doubler,
+    ProcessCountingProcessor,
+    seen,
+    seen_key,
+)
 from spoc.workers import Server
 from spoc.workers.patterns import JobProcessor
 from spoc.workers.redis import RedisStream
@@ -18,16 +25,11 @@ JOIN = 10.0
 WAIT = 20.0
 
 
-def seen(stream: RedisStream) -> dict[str, int]:
-    raw = stream.client().hgetall(f"{stream.stream}:seen")
-    return {k.decode(): int(v) for k, v in raw.items()}
-
-
 @pytest.fixture
 def stream(redis_url: str, stream_name: str) -> Any:
     s = RedisStream(stream_name, url=redis_url, claim_idle=0.3, max_deliveries=3)
     yield s
-    s.client().delete(f"{stream_name}:seen")
+    s.client().delete(seen_key(s))
     s.delete()
     s.client().close()
 
