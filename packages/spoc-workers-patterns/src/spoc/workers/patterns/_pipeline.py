@@ -701,16 +701,11 @@ class _SourceFeeder(_Feeder):
             disarm()
 
     def _give_back(self, reader: QueueReader, item: Any) -> None:
-        if callable(getattr(self.items, "spoc_reader", None)):
-            reader.done(PipelineStoppedError(f"pipeline {self.pipeline.name!r} stopped before accepting it"))
-            return
-        reader.task_done()
-        source: Any = self.items
         try:
-            source.put_nowait(item)
+            reader.give_back(item)
         except Exception:
             logger.error(
-                "%r: the pipeline stopped before accepting item %s, and it could not go back to its queue",
+                "%r: the pipeline stopped before accepting item %s, and it could not go back to its source",
                 self.name,
                 _short(item),
             )

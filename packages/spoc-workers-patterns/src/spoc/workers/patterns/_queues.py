@@ -148,6 +148,17 @@ class QueueReader:
         """
         self.task_done()
 
+    def give_back(self, item: Any) -> None:
+        """Return the item last taken, unhandled (its consumer is stopping): back into the queue.
+
+        A job source with acknowledgements leaves it unacknowledged instead.
+
+        Raises:
+            queue.Full: the queue has no room for it now.
+        """
+        self.task_done()
+        self.queue.put_nowait(item)
+
 
 def _nothing() -> None:
     return None

@@ -119,6 +119,10 @@ class RedisStreamReader(QueueReader):
                 "note a job's error", lambda: self._client().hset(self.stream.errors_key, entry_id, note)
             )
 
+    def give_back(self, item: Any) -> None:
+        """Leave the job last taken unacknowledged: it is delivered again after ``claim_idle``."""
+        self.done(RuntimeError("given back unprocessed: its consumer stopped"))
+
     def release(self) -> None:
         """Hand back, at once, the jobs read but not started (on stop): re-added as new entries.
 
