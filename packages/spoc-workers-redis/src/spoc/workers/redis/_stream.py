@@ -8,6 +8,7 @@ import math
 import os
 import queue
 import threading
+import time
 import weakref
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -258,7 +259,7 @@ class RedisStream:
         except CONNECTION_ERRORS as exc:
             logger.warning("%r: cannot add a job (%r); retrying", self, exc)
             if block and timeout:
-                threading.Event().wait(timeout)
+                time.sleep(timeout)  # as a full queue would make the caller wait
             raise queue.Full from exc
 
     def put_nowait(self, item: Any) -> None:
