@@ -33,8 +33,13 @@ def start_method() -> str:
 
 
 def _infrastructure_pids() -> set[int]:
-    """multiprocessing's long-lived helpers: the fork server and the resource tracker."""
+    """Long-lived helpers: the fork server, the resource tracker and our reaper."""
+    from spoc.workers._reaper import reaper_pid
+
     pids: set[int] = set()
+    reaper = reaper_pid()
+    if reaper:
+        pids.add(reaper)
     try:
         from multiprocessing import forkserver
 

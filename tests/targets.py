@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
 import threading
 import time
@@ -132,6 +133,49 @@ class IgnoresStop(ProcessWorker):
         mark(self.directory, f"{self.name}.main", str(os.getpid()))
         while True:
             time.sleep(0.05)
+
+
+class HoldsGil(ProcessWorker):
+    """Spends main in one endless regular-expression match: C code that never lets go of the GIL.
+
+    Its control thread cannot run, so no Python-level guard (parent watch,
+    stop_timeout, heartbeat) can act; only the kernel or another process can end it.
+    """
+
+    def __init__(self, name: str, directory: str, **kwargs: Any) -> None:
+        super().__init__(name, **kwargs)
+        self.directory = directory
+
+    def main(self) -> None:
+        mark(self.directory, f"{self.name}.main", str(os.getpid()))
+        re.match(r"(a+)+$", "a" * 64 + "b")  # catastrophic backtracking: 2**64 steps
+
+    def teardown(self) -> None:
+        mark(self.directory, f"{self.name}.teardown")
+
+
+class FloodsQueue(ProcessWorker):
+    """Puts 50 KB items into ``queue`` (which nobody reads) until stopped.
+
+    Its queue's feeder thread blocks on the full pipe, and multiprocessing
+    joins that thread at interpreter exit: an orphan would finish teardown
+    and then hang in its exit for ever.
+    """
+
+    def __init__(self, name: str, directory: str, queue: Any, **kwargs: Any) -> None:
+        super().__init__(name, **kwargs)
+        self.directory = directory
+        self.queue = queue
+
+    def main(self) -> None:
+        for _ in range(4):  # two fill the pipe; the rest wait in the feeder's buffer
+            self.queue.put(b"x" * 50_000)
+        mark(self.directory, f"{self.name}.main", str(os.getpid()))
+        while self.sleep(3600):
+            pass
+
+    def teardown(self) -> None:
+        mark(self.directory, f"{self.name}.teardown")
 
 
 class SelfStopper(ProcessWorker):

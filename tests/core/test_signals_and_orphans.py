@@ -87,9 +87,11 @@ def _dead(pid: int) -> bool:
     return stat.rsplit(")", 1)[1].split()[0] == "Z"
 
 
-def test_workers_of_a_killed_parent_stop_by_themselves(tmp_path: Path) -> None:
+@pytest.mark.parametrize("under", ["direct", "server"])
+def test_workers_of_a_killed_parent_are_gone_within_stop_timeout_plus_1s(tmp_path: Path, under: str) -> None:
+    args = ["--server"] if under == "server" else []
     proc = subprocess.Popen(
-        [sys.executable, str(SCRIPTS / "orphans.py"), str(tmp_path)],
+        [sys.executable, str(SCRIPTS / "orphans.py"), str(tmp_path), *args],
         stdout=subprocess.PIPE,
         text=True,
         start_new_session=True,
@@ -98,7 +100,7 @@ def test_workers_of_a_killed_parent_stop_by_themselves(tmp_path: Path) -> None:
         assert proc.stdout is not None
         line = proc.stdout.readline()
         pids = [int(p) for p in line.split()]
-        assert len(pids) == 3, line
+        assert len(pids) == 5, line
         proc.kill()
         proc.wait(10)
         killed_at = time.monotonic()
@@ -111,6 +113,12 @@ def test_workers_of_a_killed_parent_stop_by_themselves(tmp_path: Path) -> None:
             pass
         if proc.stdout is not None:
             proc.stdout.close()
+    # The slowest have stop_timeout=1.0: the docs promise stop_timeout + 1 s.
     assert elapsed < 2.0
-    assert {"coop-1.teardown", "coop-2.teardown", "coop-1.shutdown", "coop-2.shutdown"} <= marks(tmp_path)
-    assert "stubborn.teardown" not in marks(tmp_path)
+    found = marks(tmp_path)
+    # Teardown runs wherever the interpreter can run it...
+    assert {"coop-1.teardown", "coop-2.teardown", "coop-1.shutdown", "coop-2.shutdown"} <= found
+    assert "flood.teardown" in found
+    # ...and cannot where main ignores the stop or holds the GIL.
+    assert "stubborn.teardown" not in found
+    assert "gil.teardown" not in found

@@ -71,9 +71,11 @@ def child_main(
     _set_process_name(worker.name)
     reporter = PipeReporter(status)
     finished = threading.Event()
+    orphaned = threading.Event()
     control_thread = threading.Thread(
         target=_control_loop,
-        args=(worker, control, token, finished, reporter),
+        args=(worker, control, token),
+        kwargs={"finished": finished, "orphaned": orphaned, "reporter": reporter},
         name=f"{worker.name}:control",
         daemon=True,
     )
@@ -84,8 +86,13 @@ def child_main(
     finally:
         finished.set()
         reporter.done(final)
-    if final is WorkerState.FAILED:
-        raise SystemExit(EXIT_FAILED)
+    code = EXIT_FAILED if final is WorkerState.FAILED else 0
+    if orphaned.is_set():
+        # Nobody reads our queues any more: multiprocessing's exit would wait for
+        # ever for their feeder threads to flush into full pipes. Teardown ran; leave.
+        _flush_and_exit(code)
+    if code:
+        raise SystemExit(code)
 
 
 class PipeReporter:
@@ -134,7 +141,9 @@ def _control_loop(
     worker: ProcessWorker,
     control: Connection,
     token: StopToken,
+    *,
     finished: threading.Event,
+    orphaned: threading.Event,
     reporter: PipeReporter,
 ) -> None:
     parent = parent_process()
@@ -149,7 +158,7 @@ def _control_loop(
                 try:
                     message = control.recv_bytes()
                 except (EOFError, OSError):
-                    _orphaned(worker, token, "its parent closed the control pipe")
+                    _orphaned(worker, token, orphaned, "its parent closed the control pipe")
                     watched.remove(control)
                     continue
                 if message == EXIT:
@@ -159,10 +168,10 @@ def _control_loop(
                 else:
                     token.set()
             else:
-                _orphaned(worker, token, "its parent process died")
+                _orphaned(worker, token, orphaned, "its parent process died")
                 watched.remove(ready)
         if os.getppid() != parent_pid:
-            _orphaned(worker, token, "its parent process died")
+            _orphaned(worker, token, orphaned, "its parent process died")
         if finished.is_set() or not token.stopped:
             continue
         now = time.monotonic()
@@ -191,10 +200,21 @@ def _idle(seconds: float) -> list[Any]:
     return []
 
 
-def _orphaned(worker: ProcessWorker, token: StopToken, why: str) -> None:
+def _orphaned(worker: ProcessWorker, token: StopToken, orphaned: threading.Event, why: str) -> None:
     if not token.stopped:
         logger.warning("worker %r: %s; stopping", worker.name, why)
+    orphaned.set()
     token.set()
+
+
+def _flush_and_exit(code: int) -> None:
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            if stream is not None:
+                stream.flush()
+        except Exception:
+            pass
+    os._exit(code)
 
 
 def _hard_exit(reporter: PipeReporter, reason: str, code: int) -> None:

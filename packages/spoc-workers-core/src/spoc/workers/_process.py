@@ -22,6 +22,7 @@ from typing import Any, ClassVar
 
 from spoc.workers.aio import uvloop_enabled
 
+from . import _reaper as reaper
 from ._child import DUMP, EXIT, STOP, child_main
 from ._errors import RemoteTraceback, WorkerExitedError, WorkerNotPicklableError, WorkerRemoteError
 from ._liveness import Liveness
@@ -84,6 +85,8 @@ class ProcessWorker(AbstractWorker):
         self._status: Connection | None = None
         self._launched_method: str | None = None
         self._reported_exitcode: int | None = None
+        # (pid, exit code) once the ended child was reaped and its Process closed.
+        self._ended: tuple[int | None, int | None] | None = None
 
     def _runtime_attrs(self) -> tuple[str, ...]:
         return (
@@ -93,6 +96,7 @@ class ProcessWorker(AbstractWorker):
             "_status",
             "_launched_method",
             "_reported_exitcode",
+            "_ended",
         )
 
     # -- introspection --------------------------------------------------------
@@ -111,12 +115,20 @@ class ProcessWorker(AbstractWorker):
 
     @property
     def process(self) -> multiprocessing.process.BaseProcess | None:
-        """The process of the current or last run (None before the first start)."""
+        """The process of the current or last run (None before the first start).
+
+        Once the worker has seen its child end, the process object is closed
+        (:meth:`multiprocessing.Process.close`), releasing its file
+        descriptors: read :attr:`pid` and :attr:`exitcode` from the worker.
+        """
         return self._process
 
     @property
     def pid(self) -> int | None:
         """The child's process id (None before the first start)."""
+        ended = self._ended
+        if ended is not None:
+            return ended[0]
         process = self._process
         return None if process is None else process.pid
 
@@ -129,20 +141,25 @@ class ProcessWorker(AbstractWorker):
         say 255; the code the child reported before exiting is given instead.
         """
         with self._lock:
+            if self._ended is not None:
+                return self._ended[1]
             if self._alive():
                 return None
-            process = self._process
-            if process is None:
-                return None
-            if self._fork_server_lost(process) and self._reported_exitcode is not None:
-                return self._reported_exitcode
-            return process.exitcode
+            return self._final_exitcode()
+
+    def _final_exitcode(self) -> int | None:
+        process = self._process
+        if process is None:
+            return None
+        if self._fork_server_lost(process) and self._reported_exitcode is not None:
+            return self._reported_exitcode
+        return process.exitcode
 
     @property
     def sentinel(self) -> int | None:
-        """A file descriptor that becomes readable when the child ends."""
+        """A file descriptor that becomes readable when the child ends (None once it was reaped)."""
         process = self._process
-        return None if process is None else process.sentinel
+        return None if process is None or self._ended is not None else process.sentinel
 
     def is_alive(self) -> bool:
         """True while the child process is alive."""
@@ -269,7 +286,9 @@ class ProcessWorker(AbstractWorker):
             control_reader.close()
             status_writer.close()
         self._process, self._control, self._status = process, control_writer, status_reader
-        self._launched_method, self._reported_exitcode = method, None
+        if process.pid is not None:  # SIGKILLed if it outlives this process by more than its stop_timeout
+            reaper.watch(process.pid, self.stop_timeout + reaper.REAPER_GRACE)
+        self._launched_method, self._reported_exitcode, self._ended = method, None, None
 
     def _send(self, message: bytes) -> bool:
         control = self._control
@@ -288,7 +307,7 @@ class ProcessWorker(AbstractWorker):
         if status is not None:
             waitables.append(status)  # read while waiting: a chatty child never blocks on a full pipe
         process = self._process
-        if process is not None and not self._fork_server_lost(process):
+        if process is not None and self._ended is None and not self._fork_server_lost(process):
             waitables.append(process.sentinel)
         return waitables  # empty only in the moment a child whose fork server died exits
 
@@ -298,7 +317,7 @@ class ProcessWorker(AbstractWorker):
 
     def _alive(self) -> bool:
         process = self._process
-        if process is None:
+        if process is None or self._ended is not None:
             return False
         if process.exitcode is None:
             return True
@@ -310,6 +329,8 @@ class ProcessWorker(AbstractWorker):
 
     def _refresh_locked(self) -> None:
         with self._lock:
+            if self._ended is not None:
+                return  # reaped and closed: nothing more to learn
             self._drain()
             process = self._process
             if process is None or self._alive():
@@ -322,6 +343,12 @@ class ProcessWorker(AbstractWorker):
                 )
                 self._set_state(WorkerState.FAILED)
             self._close_pipes()
+            # Reaped: release the Process's own descriptors (sentinel, pipes) now, not at gc.
+            pid = process.pid
+            self._ended = (pid, self._final_exitcode())
+            process.close()
+            if pid is not None:
+                reaper.forget(pid)
 
     def _drain(self) -> None:
         status = self._status

@@ -9,7 +9,6 @@ import sys
 import threading
 import time
 import traceback
-import weakref
 from collections.abc import Callable
 from multiprocessing.connection import wait
 from types import TracebackType
@@ -21,7 +20,7 @@ from ._process import ProcessWorker, wait_for_change
 from ._signals import SignalHandlers, WakeupPipe
 from ._state import TERMINAL_STATES, WorkerState
 from ._supervisor import Supervised, Supervisor, outcome_of
-from ._worker import AbstractWorker
+from ._worker import AbstractWorker, check_initialised
 
 __all__ = ["Server"]
 
@@ -107,7 +106,6 @@ class Server:
             backoff=backoff or Backoff(),
             stable_after=float(stable_after),
         )
-        weakref.finalize(self, _close_pipes, self._wakeup, self._supervisor)
 
     # -- membership -----------------------------------------------------------
 
@@ -153,6 +151,7 @@ class Server:
                 f"server {self.name!r}: add_worker() expects a ThreadWorker or ProcessWorker, "
                 f"got {type(worker).__name__}"
             )
+        check_initialised(worker)
         policy = worker.restart if restart is None else restart
         if policy not in RESTART_POLICIES:
             raise ValueError(
@@ -286,7 +285,9 @@ class Server:
         }
         if hasattr(signal, "SIGUSR1"):
             handlers[signal.SIGUSR1] = self._on_dump_signal
-        with SignalHandlers(handlers) as installed:
+        # The self-pipe is open only while someone may wait on it: a server
+        # that has ended holds no file descriptor.
+        with self._wakeup.held(), SignalHandlers(handlers) as installed:
             if not installed.installed:
                 logger.warning(
                     "server %r: run_forever() is not running in the main thread, so SIGINT and "
@@ -465,6 +466,12 @@ class Server:
     def _join(
         self, workers: tuple[AbstractWorker, ...] | list[AbstractWorker], timeout: float | None
     ) -> list[AbstractWorker]:
+        with self._wakeup.held():
+            return self._join_held(workers, timeout)
+
+    def _join_held(
+        self, workers: tuple[AbstractWorker, ...] | list[AbstractWorker], timeout: float | None
+    ) -> list[AbstractWorker]:
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             alive = [w for w in workers if w.is_alive()]
@@ -524,8 +531,3 @@ def _check_seconds(server: str, what: str, value: Any, *, positive: bool = False
         raise TypeError(f"server {server!r}: {what} must be a number of seconds, got {value!r}")
     if not math.isfinite(value) or value < 0 or (positive and value == 0):
         raise ValueError(f"server {server!r}: {what} must be a finite number {'>' if positive else '>='} 0")
-
-
-def _close_pipes(wakeup: WakeupPipe, supervisor: Supervisor) -> None:
-    wakeup.close()
-    supervisor.close()

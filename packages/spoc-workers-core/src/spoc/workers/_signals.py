@@ -6,7 +6,8 @@ import logging
 import os
 import signal
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from types import FrameType, TracebackType
 from typing import Any
 
@@ -62,39 +63,85 @@ class SignalHandlers:
 
 
 class WakeupPipe:
-    """A self-pipe: writing to it wakes whoever waits on :attr:`fileno`.
+    """A self-pipe that exists only while someone waits on it.
 
-    :meth:`wake` never blocks and takes no lock, so it is safe from any thread
-    and from a signal handler.
+    A waiter keeps it open with :meth:`held` for as long as it may wait;
+    writing to it (:meth:`wake`) then makes :meth:`fileno` readable. When the
+    last holder leaves, both ends are closed, so an idle server keeps no file
+    descriptor open, and a wake-up with nobody holding the pipe does nothing:
+    whoever holds it next looks at the state before it waits.
+
+    :meth:`wake` never blocks on the pipe and is safe from any thread and from a
+    signal handler: its lock is reentrant (a handler runs in the main thread,
+    which may be inside :meth:`wake` itself) and only ever held for one
+    ``write`` or ``close``, so a closed descriptor is never written to, even
+    when its number has been reused meanwhile.
     """
 
     def __init__(self) -> None:
-        self._read, self._write = os.pipe()
-        os.set_blocking(self._read, False)
-        os.set_blocking(self._write, False)
+        self._lock = threading.RLock()
+        self._fds: tuple[int, int] | None = None
+        self._holders = 0
+
+    @contextmanager
+    def held(self) -> Iterator[WakeupPipe]:
+        """Keep the pipe open inside the ``with`` block (opened by the first holder)."""
+        with self._lock:
+            if self._holders == 0:
+                read, write = os.pipe()
+                os.set_blocking(read, False)
+                os.set_blocking(write, False)
+                self._fds = (read, write)
+            self._holders += 1
+        try:
+            yield self
+        finally:
+            with self._lock:
+                self._holders -= 1
+                if self._holders == 0:
+                    self._close()
+
+    @property
+    def is_open(self) -> bool:
+        """True while somebody holds the pipe."""
+        return self._fds is not None
 
     def fileno(self) -> int:
-        """The read end, for :func:`multiprocessing.connection.wait` and ``select``."""
-        return self._read
+        """The read end, for :func:`multiprocessing.connection.wait` and ``select``.
+
+        Raises:
+            RuntimeError: nobody holds the pipe (see :meth:`held`).
+        """
+        fds = self._fds
+        if fds is None:
+            raise RuntimeError("WakeupPipe.fileno() outside held()")
+        return fds[0]
 
     def wake(self) -> None:
-        """Make the read end readable."""
-        try:
-            os.write(self._write, b"\0")
-        except OSError:  # full (a wake-up is pending anyway) or closed
-            pass
+        """Make the read end readable; does nothing when nobody holds the pipe."""
+        with self._lock:
+            fds = self._fds
+            if fds is None:
+                return
+            try:
+                os.write(fds[1], b"\0")
+            except OSError:  # full: a wake-up is pending anyway
+                pass
 
     def drain(self) -> None:
         """Consume every pending wake-up."""
+        fds = self._fds
+        if fds is None:
+            return
         try:
-            while os.read(self._read, 4096):
+            while os.read(fds[0], 4096):
                 pass
         except OSError:
             pass
 
-    def close(self) -> None:
-        """Close both ends."""
-        for fd in (self._read, self._write):
+    def _close(self) -> None:
+        fds, self._fds = self._fds, None
+        for fd in fds or ():
             try:
                 os.close(fd)
             except OSError:

@@ -13,6 +13,7 @@ import logging
 import math
 import os
 import threading
+import weakref
 from collections.abc import Callable
 
 __all__ = ["StopToken"]
@@ -23,7 +24,15 @@ logger = logging.getLogger("spoc.workers.worker")
 class StopToken:
     """A one-way flag: once set, every current and future wait returns at once."""
 
-    __slots__ = ("__weakref__", "_async_waiters", "_callbacks", "_pipe", "_stopped", "_waiters")
+    __slots__ = (
+        "__weakref__",
+        "_async_waiters",
+        "_callbacks",
+        "_pipe",
+        "_pipe_closer",
+        "_stopped",
+        "_waiters",
+    )
 
     def __init__(self) -> None:
         self._stopped = False
@@ -31,6 +40,7 @@ class StopToken:
         self._async_waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
         self._callbacks: list[Callable[[], None]] = []
         self._pipe: tuple[int, int] | None = None
+        self._pipe_closer: weakref.finalize[[tuple[int, int]], StopToken] | None = None
 
     @property
     def stopped(self) -> bool:
@@ -94,19 +104,18 @@ class StopToken:
             read, write = os.pipe()
             os.set_blocking(write, False)
             self._pipe = pipe = (read, write)
+            # Closed by close(), or when the token is dropped (its args hold no reference to it).
+            self._pipe_closer = weakref.finalize(self, _close_fds, pipe)
             if self._stopped:  # set() may have run before the pipe existed
                 _poke(write)
         return pipe[0]
 
     def close(self) -> None:
         """Release the self-pipe, if one was made; the token stays usable otherwise."""
-        pipe, self._pipe = self._pipe, None
-        if pipe is not None:
-            for fd in pipe:
-                try:
-                    os.close(fd)
-                except OSError:
-                    pass
+        closer, self._pipe_closer = self._pipe_closer, None
+        self._pipe = None
+        if closer is not None:
+            closer()
 
     def wait(self, timeout: float | None = None) -> bool:
         """Block until the stop is requested or ``timeout`` seconds pass.
@@ -156,6 +165,14 @@ def _poke(fd: int) -> None:
         os.write(fd, b"\0")
     except OSError:  # full (already readable) or closed
         pass
+
+
+def _close_fds(fds: tuple[int, ...]) -> None:
+    for fd in fds:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
 
 
 def _call(callback: Callable[[], None]) -> None:

@@ -99,6 +99,7 @@ class Supervisor:
         self._restart_times: deque[float] = deque()
         self._wakeup = WakeupPipe()
         self._thread: threading.Thread | None = None
+        self._active = False  # a monitor thread runs and has not decided to leave
         self._lock = threading.Lock()
 
     # -- control (any thread) --------------------------------------------------
@@ -116,9 +117,10 @@ class Supervisor:
     def ensure_running(self) -> None:
         """Start the monitor thread unless it runs."""
         with self._lock:
-            if self._thread is not None and self._thread.is_alive():
+            if self._active:
                 self.poke()
                 return
+            self._active = True
             self._thread = threading.Thread(
                 target=self._loop, name=f"{self.server_name}:supervisor", daemon=True
             )
@@ -131,43 +133,58 @@ class Supervisor:
             self.poke()
             thread.join(timeout)
 
-    def close(self) -> None:
-        """Release the self-pipe."""
-        self._wakeup.close()
-
     def settled(self) -> bool:
         """True when every worker has ended and no restart is pending."""
         return all(record.settled() for record in self._records())
 
     # -- the monitor thread ---------------------------------------------------------
 
-    def _stop_requested(self) -> bool:
-        return self.stopping  # re-read: another thread may have set it meanwhile
+    def _may_leave(self, records: list[Supervised]) -> bool:
+        """Decide, under the lock, whether the monitor thread ends now.
+
+        It ends when the server stops or nothing can happen until something is
+        started again; ``ensure_running`` takes the same lock, so a worker
+        added at that moment gets a fresh monitor thread, never a leaving one.
+        """
+        with self._lock:
+            if self.stopping or all(record.settled() for record in records):
+                self._active = False
+                return True
+            return False
 
     def _loop(self) -> None:
-        try:
-            while not self.stopping:
-                now = time.monotonic()
-                records = self._records()
-                for record in records:
-                    self._check_end(record, now)
-                if self._stop_requested():
-                    break
-                self._start_due(records, now)
-                deadline = self._check_liveness(records, now)
-                self._on_change()  # whoever waits for the server to settle looks again
-                if all(record.settled() for record in records):
-                    return  # nothing can happen until the server starts something again
-                waitables: list[Any] = [self._wakeup]
-                for record in records:
-                    if isinstance(record.worker, ProcessWorker):
-                        waitables += record.worker._waitables()
-                timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
-                wait_for_change(waitables, timeout)
-                self._wakeup.drain()
-        except Exception:  # a bug here must not go unnoticed
-            logger.exception("server %r: the supervisor failed", self.server_name)
-            raise
+        # The self-pipe is open only while this thread may wait on it.
+        with self._wakeup.held():
+            try:
+                self._watch()
+            except Exception:  # a bug here must not go unnoticed
+                with self._lock:
+                    self._active = False
+                logger.exception("server %r: the supervisor failed", self.server_name)
+                raise
+
+    def _watch(self) -> None:
+        while True:
+            now = time.monotonic()
+            records = self._records()
+            for record in records:
+                self._check_end(record, now)
+            if self.stopping:  # re-read: another thread may have set it meanwhile
+                if self._may_leave(records):
+                    return
+                continue  # a start() cleared it meanwhile: look again
+            self._start_due(records, now)
+            deadline = self._check_liveness(records, now)
+            self._on_change()  # whoever waits for the server to settle looks again
+            if self._may_leave(self._records()):
+                return
+            waitables: list[Any] = [self._wakeup]
+            for record in records:
+                if isinstance(record.worker, ProcessWorker):
+                    waitables += record.worker._waitables()
+            timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
+            wait_for_change(waitables, timeout)
+            self._wakeup.drain()
 
     def _check_end(self, record: Supervised, now: float) -> None:
         worker = record.worker
@@ -280,6 +297,8 @@ class Supervisor:
             if silent > timeout:
                 record.hung_run = worker._run
                 self._hung(record, silent)
+                if record.kill_at is not None:  # the kill is due even if nothing else happens
+                    sooner(record.kill_at)
             else:
                 sooner(now + timeout - silent)
         return deadline

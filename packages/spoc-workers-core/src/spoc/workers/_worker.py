@@ -17,7 +17,7 @@ from ._liveness import Liveness
 from ._state import TERMINAL_STATES, WorkerState, check_transition
 from ._stop import StopToken
 
-__all__ = ["AbstractWorker", "WorkerContext"]
+__all__ = ["AbstractWorker", "WorkerContext", "check_initialised"]
 
 logger = logging.getLogger("spoc.workers.worker")
 
@@ -288,7 +288,9 @@ class AbstractWorker(ABC):
 
         Raises:
             RuntimeError: the worker is still running.
+            TypeError: the subclass's ``__init__`` did not call ``super().__init__()``.
         """
+        check_initialised(self)
         if self.state in TERMINAL_STATES and self.is_alive():
             self.join(1.0)  # the last run ended and is leaving its thread or process
         with self._lock:
@@ -423,6 +425,23 @@ class AbstractWorker(ABC):
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name!r} {self._state.value}>"
+
+
+def check_initialised(worker: AbstractWorker) -> None:
+    """Fail clearly when a subclass's ``__init__`` forgot ``super().__init__()``.
+
+    Without it the worker has no name, state or stop token, and the first
+    use would fail with an ``AttributeError`` about a private attribute.
+
+    Raises:
+        TypeError: ``AbstractWorker.__init__`` never ran on ``worker``.
+    """
+    if "_lock" not in vars(worker):
+        cls = type(worker).__name__
+        raise TypeError(
+            f"{cls}.__init__() did not call super().__init__(): the {cls} worker has no name, "
+            f"state or stop token. Call super().__init__(...) first thing in {cls}.__init__()."
+        )
 
 
 def _check_seconds(worker: AbstractWorker, seconds: float) -> None:
