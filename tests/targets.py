@@ -305,6 +305,23 @@ class HangsFirstTime(ProcessWorker):
             pass
 
 
+class HoldsGilFirstTime(HangsFirstTime):
+    """First run: stuck in a regular-expression match that holds the GIL. Later runs: idle.
+
+    Its control thread cannot run: it answers neither the stacks request nor
+    terminate(); only the supervisor's SIGKILL ends it.
+    """
+
+    def main(self) -> None:
+        first = not (Path(self.directory) / f"{self.name}.hung").exists()
+        mark(self.directory, f"{self.name}.main.{os.getpid()}")
+        if first:
+            mark(self.directory, f"{self.name}.hung")
+            re.match(r"(a+)+$", "a" * 64 + "b")  # catastrophic backtracking: 2**64 steps
+        while self.sleep(3600):
+            pass
+
+
 class CrashesOnStart(ProcessWorker):
     """Its setup always raises."""
 
@@ -313,3 +330,19 @@ class CrashesOnStart(ProcessWorker):
 
     def main(self) -> None:
         pass
+
+
+class Idle(ThreadWorker):
+    """Waits in the framework's sleep until stopped."""
+
+    def main(self) -> None:
+        while self.sleep(3600):
+            pass
+
+
+class ProcessIdle(ProcessWorker):
+    """The same, in a process."""
+
+    def main(self) -> None:
+        while self.sleep(3600):
+            pass

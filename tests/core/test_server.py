@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from spoc.workers import Server, ThreadWorker, WorkerState
+from spoc.workers import ProcessWorker, Server, ThreadWorker, WorkerState
 from targets import IgnoresStop, MarkingSleeper, Raiser, Recorder, marks, wait_for
 
 
@@ -247,3 +247,28 @@ def test_run_forever_off_the_main_thread_runs_without_signal_handlers(
         runner.join(10)
     assert result == [0]
     assert any("not running in the main thread" in r.getMessage() for r in caplog.records)
+
+
+class ForgotSuperThread(ThreadWorker):
+    def __init__(self, rate: int) -> None:  # no super().__init__()
+        self.rate = rate
+
+    def main(self) -> None:
+        pass
+
+
+class ForgotSuperProcess(ProcessWorker):
+    def __init__(self, rate: int) -> None:  # no super().__init__()
+        self.rate = rate
+
+    def main(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize("cls", [ForgotSuperThread, ForgotSuperProcess])
+def test_a_worker_whose_init_skipped_super_gets_a_clear_error(cls: Any) -> None:
+    expected = rf"{cls.__name__}\.__init__\(\) did not call super\(\)\.__init__\(\)"
+    with pytest.raises(TypeError, match=expected):
+        cls(5).start()
+    with pytest.raises(TypeError, match=expected):
+        Server("s").add_worker(cls(5))

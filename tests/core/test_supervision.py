@@ -15,7 +15,15 @@ from typing import Any
 import pytest
 
 from spoc.workers import Backoff, Server, ThreadWorker, WorkerEvent, WorkerHungError, WorkerState
-from targets import CrashesOnStart, HangsFirstTime, MarkingSleeper, Recorder, marks, wait_for
+from targets import (
+    CrashesOnStart,
+    HangsFirstTime,
+    HoldsGilFirstTime,
+    MarkingSleeper,
+    Recorder,
+    marks,
+    wait_for,
+)
 
 NO_JITTER = Backoff(base=0.1, factor=2.0, cap=1.0, jitter=0.0)
 
@@ -189,6 +197,31 @@ def test_a_hung_process_is_replaced_and_its_stack_logged(
     assert "time.sleep(10**6)" in stacks
     hung = events.of("hung", "sleepy")
     assert len(hung) == 1 and isinstance(hung[0].exception, WorkerHungError)
+    assert server.status()[0]["restarts"] == 1
+
+
+def test_a_hung_process_holding_the_gil_is_killed_on_schedule_with_nothing_else_happening(
+    tmp_path: Path,
+) -> None:
+    # It cannot answer terminate(): the SIGKILL one second after must come from the
+    # supervisor's own deadline, as no other event wakes it.
+    events = Events()
+    server = Server("watchful", backoff=NO_JITTER, on_event=events)
+    server.add_worker(HoldsGilFirstTime("regex", str(tmp_path)), heartbeat_timeout=0.5)
+    server.start()
+    try:
+        wait_for(lambda: events.of("hung", "regex"), 30)
+        hung_at = time.monotonic()
+        killed = wait_for(
+            lambda: [e for e in events.of("state", "regex") if e.state is WorkerState.FAILED], 10
+        )
+        killed_in = time.monotonic() - hung_at
+        wait_for(lambda: len([m for m in marks(tmp_path) if m.startswith("regex.main.")]) == 2, 10)
+    finally:
+        server.stop()
+        assert server.join_all(10) == []
+    assert killed[0].signal == "SIGKILL"
+    assert 0.5 < killed_in < 3.0  # the docs: SIGKILL one second after the terminate
     assert server.status()[0]["restarts"] == 1
 
 

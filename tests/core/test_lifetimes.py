@@ -1,0 +1,84 @@
+"""Many lifetimes in one process: nothing a server or worker opened outlives it."""
+
+from __future__ import annotations
+
+import gc
+import os
+import subprocess
+import sys
+import weakref
+from pathlib import Path
+
+import pytest
+
+from spoc.workers import Server
+from targets import Idle, ProcessIdle
+
+SCRIPTS = Path(__file__).resolve().parent.parent / "scripts"
+# Process cycles cost a start each: about 2 ms under fork, 50-110 ms otherwise.
+PROCESS_CYCLES = 40
+
+
+def _open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def _run_and_join(server: Server) -> None:
+    server.start()
+    server.stop()
+    assert server.join_all(10) == []
+
+
+def _server(*, process: bool) -> Server:
+    server = Server("lifetime")
+    server.add_worker(Idle("idle"))
+    if process:
+        server.add_worker(ProcessIdle("pidle"))
+    return server
+
+
+@pytest.mark.parametrize("process", [False, True], ids=["thread", "process"])
+def test_a_joined_server_holds_no_file_descriptor(process: bool) -> None:
+    _run_and_join(_server(process=process))  # the first opens what lives as long as the process
+    before = _open_fds()
+    servers = [_server(process=process) for _ in range(10)]  # kept alive: no help from gc
+    for server in servers:
+        _run_and_join(server)
+    assert _open_fds() == before
+
+
+def test_a_server_never_started_holds_no_file_descriptor() -> None:
+    before = _open_fds()
+    servers = [_server(process=True) for _ in range(50)]
+    assert _open_fds() == before
+    assert all(not w.is_alive() for s in servers for w in s.workers)
+
+
+@pytest.mark.parametrize("started", [False, True], ids=["never-started", "run-and-joined"])
+def test_a_dropped_server_is_garbage_collected(started: bool) -> None:
+    server = _server(process=True)
+    if started:
+        _run_and_join(server)
+    ref = weakref.ref(server)
+    worker_refs = [weakref.ref(w) for w in server.workers]
+    del server
+    gc.collect()
+    assert ref() is None
+    assert all(r() is None for r in worker_refs)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("kind", "cycles"), [("thread", 10_000), ("process", PROCESS_CYCLES)], ids=["thread", "process"]
+)
+def test_ten_thousand_servers_one_after_another_under_ulimit_256(kind: str, cycles: int) -> None:
+    done = subprocess.run(
+        [sys.executable, str(SCRIPTS / "lifetimes.py"), "server", kind, str(cycles), "256"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    _, before, after = done.stdout.split()
+    assert before == after, done.stdout
