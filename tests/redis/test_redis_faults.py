@@ -235,3 +235,33 @@ def test_a_worker_stopped_in_an_outage_leaves_its_jobs_pending_for_another(
         admin.close()
         stream.close()
     assert sorted(survivor.jobs) == ["b", "c", "hold"]
+
+
+def test_a_pending_entry_deleted_from_the_stream_is_logged_when_taken_over(
+    redis_url: str, stream_name: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger=LOGGER)
+    stream = RedisStream(stream_name, url=redis_url, claim_idle=0.1)
+    try:
+        gone = stream.enqueue_many(["gone", "kept"])[0]
+        stream.ensure_group()
+        # A consumer that read both and died; then the first was deleted (maxlen trims the same way).
+        stream.client().xreadgroup(stream.group, "dead-consumer", {stream.stream: ">"}, count=2)
+        stream.client().xdel(stream.stream, gone)
+        worker = GatedProcessor("taker", stream)
+        worker.start()
+        try:
+            wait_for(lambda: worker.jobs == ["kept"] and stream.pending() == 0, WAIT)
+        finally:
+            worker.stop()
+            assert worker.join(JOIN)
+        [record] = reports(caplog)
+        assert (
+            record.levelno == logging.WARNING
+            and gone in record.getMessage()
+            and "deleted" in record.getMessage()
+        )
+        assert stream.dead_jobs() == []  # nothing left of it to keep
+    finally:
+        stream.delete()
+        stream.close()

@@ -185,12 +185,8 @@ class RedisStreamReader(QueueReader):
     def _pop(self) -> tuple[bool, Any]:
         while self._buffer:
             entry_id, fields, deliveries = self._buffer.popleft()
-            if not fields:  # deleted from the stream (trimmed) since: nothing left to process or keep
-                logger.warning(
-                    "%r: entry %s was deleted from the stream before it was processed",
-                    self.stream,
-                    text(entry_id),
-                )
+            if not fields:  # deleted from the stream since: nothing left to process or keep
+                self._deleted(entry_id)
                 self._retrying("acknowledge a deleted entry", functools.partial(self._ack, entry_id))
                 continue
             data = fields.get(JOB_FIELD)
@@ -257,6 +253,8 @@ class RedisStreamReader(QueueReader):
             count=stream.batch,
         )
         self._claim_cursor = reply[0]
+        for entry_id in reply[2] if len(reply) > 2 else ():  # Redis 7: dropped from the group by the claim
+            self._deleted(entry_id)
         entries = [(entry_id, fields) for entry_id, fields in reply[1] if entry_id is not None]
         if not entries:
             return
@@ -278,6 +276,13 @@ class RedisStreamReader(QueueReader):
                 self._dead_letter(entry_id, fields, deliveries - 1, None)
             else:
                 self._buffer.append((entry_id, fields, deliveries))
+
+    def _deleted(self, entry_id: bytes) -> None:
+        logger.warning(
+            "%r: entry %s was deleted from the stream (XDEL, or trimmed by maxlen) before it was processed",
+            self.stream,
+            text(entry_id),
+        )
 
     # -- acknowledging, dead letters -----------------------------------------------------------
 
