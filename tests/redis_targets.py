@@ -86,3 +86,34 @@ class Doubler(StageWorker):
 
     def process_item(self, item: Any) -> Any:
         return item * 2
+
+
+class GatedProcessor(JobProcessor):
+    """A thread job processor that records its jobs and events, and holds one job until told.
+
+    ``process_job(hold)`` sets ``holding`` and waits for ``gate``: the test
+    acts (stops Redis, for one) while the job is in hand. It makes no Redis
+    call of its own, so every Redis call of the worker is its reader's.
+    """
+
+    def __init__(self, name: str, stream: RedisStream, hold: Any = None) -> None:
+        super().__init__(name, stream)
+        self.hold = hold
+        self.holding = threading.Event()
+        self.gate = threading.Event()
+        self.jobs: list[Any] = []
+        self.events: list[tuple[str, dict[str, Any]]] = []
+
+    def process_job(self, job: Any) -> None:
+        self.jobs.append(job)
+        if job == self.hold:
+            self.holding.set()
+            if not self.gate.wait(30):
+                raise TimeoutError("the test never opened the gate")
+
+    def lifecycle(self, event_type: str, **data: Any) -> None:
+        self.events.append((event_type, data))
+
+    def errors(self, phase: str) -> list[dict[str, Any]]:
+        """The data of the ``"error"`` events of ``phase`` so far."""
+        return [data for kind, data in self.events if kind == "error" and data.get("phase") == phase]

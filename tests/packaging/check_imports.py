@@ -55,6 +55,7 @@ REDIS_NAMES = [
     "PickleCodec",
     "CONNECTION_ERRORS",
     "local_redis_server",
+    "LocalRedisServer",
 ]
 
 

@@ -1,6 +1,7 @@
 """A real ``redis-server`` for the Redis tests, on a free loopback port.
 
-One server (``local_redis_server``) lives for the whole session. Without
+One server (``local_redis_server``) lives for the whole session; a test that
+stops and restarts Redis gets one of its own (``redis_server``). Without
 ``redis-server`` the tests skip, saying why, except when
 ``SPOC_WORKERS_REQUIRE_REDIS=1`` (``.ci/run`` sets it): then they fail.
 """
@@ -14,21 +15,33 @@ from collections.abc import Iterator
 
 import pytest
 
-from spoc.workers.redis import local_redis_server
+from spoc.workers.redis import LocalRedisServer, local_redis_server
 
 REQUIRED = os.environ.get("SPOC_WORKERS_REQUIRE_REDIS") == "1"
 
 
-@pytest.fixture(scope="session")
-def redis_url() -> Iterator[str]:
-    """The URL of a fresh redis-server that lives for the whole session."""
+def _need_redis_server() -> None:
     if shutil.which("redis-server") is None:
         message = "redis-server is not installed (Debian: apt-get install redis-server)"
         if REQUIRED:
             pytest.fail(message)
         pytest.skip(message)
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    """The URL of a fresh redis-server that lives for the whole session."""
+    _need_redis_server()
     with local_redis_server() as url:
         yield url
+
+
+@pytest.fixture
+def redis_server() -> Iterator[LocalRedisServer]:
+    """A redis-server of this test's own, which it may stop and start again (data kept)."""
+    _need_redis_server()
+    with LocalRedisServer() as server:
+        yield server
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ live ones; a job that keeps failing ends in a dead-letter stream.
 
 from ._codec import Codec, JsonCodec, PickleCodec
 from ._common import CONNECTION_ERRORS
-from ._local_server import local_redis_server
+from ._local_server import LocalRedisServer, local_redis_server
 from ._reader import RedisStreamReader
 from ._stream import DeadJob, RedisStream
 
@@ -19,6 +19,7 @@ __all__ = [
     "Codec",
     "DeadJob",
     "JsonCodec",
+    "LocalRedisServer",
     "PickleCodec",
     "RedisStream",
     "RedisStreamReader",

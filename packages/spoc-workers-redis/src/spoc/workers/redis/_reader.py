@@ -4,15 +4,19 @@ One reader per worker run (job processors and stage workers make their own).
 It reads new entries with ``XREADGROUP ... BLOCK``, bounded by the stream's
 ``block`` so that a stop is never kept waiting longer; every so often it
 takes over entries left pending too long (``XAUTOCLAIM``) and sends those
-delivered too often to the dead-letter stream. Connection errors (and
-server errors such as a group deleted under it) are logged, reported as
-``lifecycle("error", phase="redis")`` once per outage, and retried with
-backoff through the worker's stop-aware sleep: never a crash, never a spin.
+delivered too often, and those it cannot turn into a job, to the
+dead-letter stream. Every Redis call (read, take-over, acknowledgement,
+error note, dead letter, hand-back) goes through one outage handling:
+connection errors are retried with backoff through the worker's stop-aware
+sleep, and each outage is logged once at WARNING and reported once as
+``lifecycle("error", phase="redis")``, its end logged at INFO: never a
+crash, never a spin, never a silent retry.
 """
 
 from __future__ import annotations
 
 import collections
+import functools
 import inspect
 import logging
 import os
@@ -25,7 +29,7 @@ import redis
 from spoc.workers import AbstractWorker, Backoff
 from spoc.workers.patterns import QueueReader
 
-from ._common import CONNECTION_ERRORS, JOB_FIELD, text
+from ._common import CONNECTION_ERRORS, JOB_FIELD, dead_letter_entry, text
 
 if TYPE_CHECKING:
     from ._stream import RedisStream
@@ -36,6 +40,7 @@ logger = logging.getLogger("spoc.workers.redis")
 
 _NOTHING: tuple[bool, Any] = (False, None)
 _RETRY = Backoff(base=0.05, factor=2.0, cap=2.0, jitter=0.1)
+_STOPPING_ATTEMPTS = 3  # tries of an acknowledgement or a hand-back once the worker is stopping
 
 
 class RedisStreamReader(QueueReader):
@@ -50,13 +55,15 @@ class RedisStreamReader(QueueReader):
         self.stream = stream
         self.consumer = f"{socket.gethostname()}:{os.getpid()}"
         self._worker: AbstractWorker | None = None
-        self._buffer: collections.deque[tuple[bytes, bytes | None, int]] = collections.deque()
+        # (entry id, its fields (None: deleted from the stream), times delivered)
+        self._buffer: collections.deque[tuple[bytes, dict[bytes, bytes] | None, int]] = collections.deque()
         self._current: bytes | None = None
         self._current_redelivered = False  # an error note may exist only for a job delivered before
         self._group_ready = False
         self._next_claim = 0.0
         self._claim_cursor: bytes | str = "0-0"
-        self._failures = 0  # consecutive connection errors
+        self._failures = 0  # failed Redis calls in a row: an outage while > 0
+        self._outage_began = 0.0
         self.claim_every = max(0.01, min(stream.claim_idle / 2, 5.0))
 
     # -- the QueueReader protocol ------------------------------------------------------------
@@ -106,18 +113,34 @@ class RedisStreamReader(QueueReader):
         """Acknowledge the job last taken when ``error`` is None; else leave it pending, noting the error.
 
         A pending job is delivered again after the stream's ``claim_idle``.
+        An acknowledgement is retried through an outage until it lands; if
+        the worker is stopped first, the job stays pending (and is logged).
         """
         entry_id, self._current = self._current, None
         if entry_id is None:
             return
         if error is None:
             noted = self._current_redelivered
-            self._retrying("acknowledge a job", lambda: self._ack(entry_id, noted))
+            if not self._retrying("acknowledge a job", functools.partial(self._ack, entry_id, noted)):
+                logger.error(
+                    "%r: job %s was processed but is not acknowledged: it is delivered again after %gs",
+                    self.stream,
+                    text(entry_id),
+                    self.stream.claim_idle,
+                )
         else:
             note = f"{type(error).__name__}: {error}"[:2000]
-            self._retrying(
-                "note a job's error", lambda: self._client().hset(self.stream.errors_key, entry_id, note)
-            )
+            if not self._retrying(
+                "note a job's error",
+                lambda: self._client().hset(self.stream.errors_key, entry_id, note),
+            ):
+                logger.error(
+                    "%r: job %s failed (%s); it is delivered again after %gs, its error not noted",
+                    self.stream,
+                    text(entry_id),
+                    note,
+                    self.stream.claim_idle,
+                )
 
     def give_back(self, item: Any) -> None:
         """Leave the job last taken unacknowledged: it is delivered again after ``claim_idle``."""
@@ -127,29 +150,31 @@ class RedisStreamReader(QueueReader):
         """Hand back, at once, the jobs read but not started (on stop): re-added as new entries.
 
         They would otherwise wait ``claim_idle`` before another consumer could
-        take them. Re-adding and acknowledging is one transaction.
+        take them. Re-adding (with all their fields) and acknowledging is one
+        transaction; when Redis cannot be reached they stay pending instead.
         """
         entries, self._buffer = list(self._buffer), collections.deque()
         if not entries:
             return
+        stream = self.stream
 
         def hand_back() -> None:
             pipe = self._client().pipeline(transaction=True)
-            for entry_id, data, _ in entries:
-                if data is not None:
-                    pipe.xadd(
-                        self.stream.stream, {JOB_FIELD: data}, maxlen=self.stream.maxlen, approximate=True
-                    )
-                pipe.xack(self.stream.stream, self.stream.group, entry_id)
+            for entry_id, fields, deliveries in entries:
+                if fields:
+                    pipe.xadd(stream.stream, fields, maxlen=stream.maxlen, approximate=True)
+                pipe.xack(stream.stream, stream.group, entry_id)
+                if deliveries > 1:
+                    pipe.hdel(stream.errors_key, entry_id)
             pipe.execute()
 
-        if not self._retrying("hand back unstarted jobs", hand_back, attempts=5):
-            logger.warning(
+        if not self._retrying("hand back unstarted jobs", hand_back):
+            logger.error(
                 "%r: %d job(s) read by %s stay pending; they are delivered again after %gs",
-                self.stream,
+                stream,
                 len(entries),
                 self.consumer,
-                self.stream.claim_idle,
+                stream.claim_idle,
             )
 
     # -- reading ------------------------------------------------------------------------------
@@ -159,16 +184,23 @@ class RedisStreamReader(QueueReader):
 
     def _pop(self) -> tuple[bool, Any]:
         while self._buffer:
-            entry_id, data, deliveries = self._buffer.popleft()
-            if data is None:  # trimmed away meanwhile: nothing to do but forget it
-                self._ack(entry_id)
+            entry_id, fields, deliveries = self._buffer.popleft()
+            if not fields:  # deleted from the stream since: nothing left to process or keep
+                self._deleted(entry_id)
+                self._retrying("acknowledge a deleted entry", functools.partial(self._ack, entry_id))
+                continue
+            data = fields.get(JOB_FIELD)
+            if data is None:
+                names = ", ".join(sorted(text(k) for k in fields))
+                self._dead_letter(
+                    entry_id, fields, deliveries, f"no {text(JOB_FIELD)!r} field (has: {names})"
+                )
                 continue
             try:
                 job = self.stream.codec.loads(data)
             except Exception as exc:
-                self._dead_letter(
-                    entry_id, data, deliveries, f"cannot be decoded: {type(exc).__name__}: {exc}"
-                )
+                reason = f"cannot be decoded: {type(exc).__name__}: {exc}"
+                self._dead_letter(entry_id, fields, deliveries, reason, cause=exc)
                 continue
             self._current = entry_id
             self._current_redelivered = deliveries > 1
@@ -189,16 +221,14 @@ class RedisStreamReader(QueueReader):
                     return
             self._read(block)
         except CONNECTION_ERRORS as exc:
-            self._outage(worker, exc)
+            worker.sleep(self._failed("read jobs", exc, worker))
         except redis.ResponseError as exc:
             # The stream or group was deleted under us (NOGROUP), or the server
             # refuses the command: make the group again, back off, report once.
             self._group_ready = False
-            self._outage(worker, exc)
+            worker.sleep(self._failed("read jobs", exc, worker))
         else:
-            if self._failures:
-                logger.warning("%r: connection back after %d failed attempt(s)", self.stream, self._failures)
-                self._failures = 0
+            self._recovered()
 
     def _read(self, block: float | None) -> None:
         stream = self.stream
@@ -208,7 +238,7 @@ class RedisStreamReader(QueueReader):
         )
         for _name, entries in reply or ():
             for entry_id, fields in entries:
-                self._buffer.append((entry_id, fields.get(JOB_FIELD) if fields else None, 1))
+                self._buffer.append((entry_id, fields, 1))
 
     def _claim(self) -> None:
         """Take over entries idle longer than ``claim_idle``; dead-letter those delivered too often."""
@@ -223,6 +253,8 @@ class RedisStreamReader(QueueReader):
             count=stream.batch,
         )
         self._claim_cursor = reply[0]
+        for entry_id in reply[2] if len(reply) > 2 else ():  # Redis 7: dropped from the group by the claim
+            self._deleted(entry_id)
         entries = [(entry_id, fields) for entry_id, fields in reply[1] if entry_id is not None]
         if not entries:
             return
@@ -238,13 +270,19 @@ class RedisStreamReader(QueueReader):
             )
         }
         for entry_id, fields in entries:
-            data = fields.get(JOB_FIELD) if fields else None
             deliveries = counts.get(text(entry_id), stream.max_deliveries + 1)
-            if deliveries > stream.max_deliveries and data is not None:
+            if deliveries > stream.max_deliveries and fields:
                 # This delivery is the take-over itself: the job was handed out deliveries - 1 times.
-                self._dead_letter(entry_id, data, deliveries - 1, None)
+                self._dead_letter(entry_id, fields, deliveries - 1, None)
             else:
-                self._buffer.append((entry_id, data, deliveries))
+                self._buffer.append((entry_id, fields, deliveries))
+
+    def _deleted(self, entry_id: bytes) -> None:
+        logger.warning(
+            "%r: entry %s was deleted from the stream (XDEL, or trimmed by maxlen) before it was processed",
+            self.stream,
+            text(entry_id),
+        )
 
     # -- acknowledging, dead letters -----------------------------------------------------------
 
@@ -258,69 +296,119 @@ class RedisStreamReader(QueueReader):
         pipe.hdel(self.stream.errors_key, entry_id)
         pipe.execute()
 
-    def _dead_letter(self, entry_id: bytes, data: bytes, deliveries: int, reason: str | None) -> None:
+    def _dead_letter(
+        self,
+        entry_id: bytes,
+        fields: dict[bytes, bytes],
+        deliveries: int,
+        reason: str | None,
+        cause: BaseException | None = None,
+    ) -> None:
+        """Move an entry to the dead-letter stream, with all its fields and why; then report it.
+
+        The dead letter is added and the entry acknowledged in one
+        transaction (``MULTI``/``EXEC``): a crash between the two cannot lose
+        it. ``reason`` None: the error last noted for it.
+        """
         stream = self.stream
-        client = self._client()
-        if reason is None:
-            last = client.hget(stream.errors_key, entry_id)
-            reason = text(last) if last else "delivered too often, no error noted (its workers died?)"
+        why = reason or ""
+
+        def write() -> None:
+            nonlocal why
+            client = self._client()
+            if reason is None:
+                last = client.hget(stream.errors_key, entry_id)
+                why = text(last) if last else "delivered too often, no error noted (its workers died?)"
+            pipe = client.pipeline(transaction=True)
+            pipe.xadd(
+                stream.dead_letter_stream, dead_letter_entry(fields, entry_id, why, deliveries, self.consumer)
+            )
+            pipe.xack(stream.stream, stream.group, entry_id)
+            pipe.hdel(stream.errors_key, entry_id)
+            pipe.execute()
+
+        if not self._retrying("dead-letter a job", write):
+            logger.error(
+                "%r: entry %s could not go to %r (%s); it stays pending, delivered again after %gs",
+                stream,
+                text(entry_id),
+                stream.dead_letter_stream,
+                reason or "delivered too often",
+                stream.claim_idle,
+            )
+            return
         logger.error(
-            "%r: job %s goes to %r after %d deliveries: %s",
+            "%r: entry %s went to %r after %d deliveries: %s",
             stream,
             text(entry_id),
             stream.dead_letter_stream,
             deliveries,
-            reason,
+            why,
         )
-        pipe = client.pipeline(transaction=True)
-        pipe.xadd(
-            stream.dead_letter_stream,
-            {
-                b"id": entry_id,
-                JOB_FIELD: data,
-                b"error": reason.encode(),
-                b"deliveries": str(deliveries).encode(),
-                b"consumer": self.consumer.encode(),
-            },
-        )
-        pipe.xack(stream.stream, stream.group, entry_id)
-        pipe.hdel(stream.errors_key, entry_id)
-        pipe.execute()
         if self._worker is not None:
-            _emit(self._worker, RuntimeError(f"job {text(entry_id)} dead-lettered: {reason}"), "dead-letter")
+            error = RuntimeError(f"entry {text(entry_id)} went to {stream.dead_letter_stream!r}: {why}")
+            error.__cause__ = cause
+            _emit(self._worker, error, "dead-letter")
 
-    # -- connection trouble -------------------------------------------------------------------
+    # -- outages --------------------------------------------------------------------------------
 
-    def _outage(self, worker: AbstractWorker, exc: BaseException) -> None:
+    def _failed(self, what: str, exc: BaseException, worker: AbstractWorker | None = None) -> float:
+        """One failed Redis call; the first of an outage is logged and reported. Returns the backoff."""
         self._failures += 1
         delay = _RETRY.delay(self._failures - 1)
         if self._failures == 1:
-            logger.error("%r: %r; retrying with backoff", self.stream, exc)
-            _emit(worker, exc, "redis")
+            self._outage_began = time.monotonic()
+            logger.warning(
+                "%r: Redis error while trying to %s: %r; retrying with backoff", self.stream, what, exc
+            )
+            worker = worker or self._worker
+            if worker is not None:
+                _emit(worker, exc, "redis")
         else:
-            logger.debug("%r: still failing (%r), next try in %.3fs", self.stream, exc, delay)
-        worker.sleep(delay)
+            logger.debug("%r: still failing to %s (%r), next try in %.3fs", self.stream, what, exc, delay)
+        return delay
 
-    def _retrying(self, what: str, action: Callable[[], Any], attempts: int | None = None) -> bool:
-        """Run ``action`` until it gets through: while the worker runs, or ``attempts`` times."""
-        tries = 0
+    def _recovered(self) -> None:
+        """A Redis call got through: the end of an outage, if there was one, is logged."""
+        if self._failures:
+            logger.info(
+                "%r: Redis answers again, after %d failed attempt(s) in %.1fs",
+                self.stream,
+                self._failures,
+                time.monotonic() - self._outage_began,
+            )
+            self._failures = 0
+
+    def _retrying(self, what: str, action: Callable[[], Any]) -> bool:
+        """Run ``action`` until it gets through, with the outage handling of reads; False if it did not.
+
+        While the worker runs, connection errors are retried with backoff
+        through its stop-aware sleep; once it is stopping (or with no
+        worker), :data:`_STOPPING_ATTEMPTS` attempts are made. A server's
+        refusal (``ResponseError``) is reported and not retried.
+        """
+        stopping_tries = 0
         while True:
             try:
                 action()
             except CONNECTION_ERRORS as exc:
-                tries += 1
+                delay = self._failed(what, exc)
                 worker = self._worker
-                running = worker is not None and worker.is_running
-                if (attempts is not None and tries >= attempts) or (attempts is None and not running):
-                    logger.error("%r: could not %s: %r", self.stream, what, exc)
-                    return False
-                delay = _RETRY.delay(tries - 1)
-                if worker is not None and running:
+                if worker is not None and worker.is_running:
                     worker.sleep(delay)
-                else:
-                    time.sleep(delay)  # stopping: a short bounded pause between attempts
-                continue
-            return True
+                    continue
+                stopping_tries += 1
+                if stopping_tries >= _STOPPING_ATTEMPTS:
+                    return False
+                time.sleep(_RETRY.delay(stopping_tries - 1))  # stopping: short, bounded pauses
+            except redis.ResponseError as exc:
+                logger.error("%r: Redis refused to %s: %r", self.stream, what, exc)
+                if self._worker is not None:
+                    _emit(self._worker, exc, "redis")
+                return False
+            else:
+                self._recovered()
+                return True
 
 
 def _emit(worker: AbstractWorker, exc: BaseException, phase: str) -> None:

@@ -11,14 +11,14 @@ import threading
 import time
 import weakref
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import redis
 import redis.asyncio
 
 from ._codec import Codec, codec_for
-from ._common import CONNECTION_ERRORS, JOB_FIELD, text
+from ._common import CONNECTION_ERRORS, JOB_FIELD, original_fields, text
 from ._reader import RedisStreamReader
 
 __all__ = ["DeadJob", "RedisStream"]
@@ -37,6 +37,7 @@ class DeadJob:
         error: the last error seen for it (type and message), or why it went there.
         deliveries: how many times it was delivered.
         dead_id: its id in the dead-letter stream.
+        fields: the entry's other fields (all but ``job``), as the producer wrote them.
     """
 
     id: str
@@ -45,6 +46,7 @@ class DeadJob:
     error: str
     deliveries: int
     dead_id: str
+    fields: dict[bytes, bytes] = field(default_factory=dict)
 
 
 def _check_seconds(owner: str, what: str, value: Any, *, minimum: float, strict: bool = False) -> float:
@@ -79,7 +81,9 @@ class RedisStream:
       after ``claim_idle`` seconds, as are the jobs of a worker that died;
       a live consumer takes them over with ``XAUTOCLAIM``;
     * a job delivered more than ``max_deliveries`` times goes to the
-      dead-letter stream with its last error (:meth:`dead_jobs`);
+      dead-letter stream with its last error (:meth:`dead_jobs`), and so,
+      at once, does an entry with no ``job`` field or one the codec cannot
+      decode;
     * a worker that stops finishes the job in hand and hands the jobs it had
       read but not started back to the stream at once.
 
@@ -292,10 +296,12 @@ class RedisStream:
         dead: list[DeadJob] = []
         for dead_id, fields in entries:
             data = fields.get(JOB_FIELD, b"")
-            try:
-                job = self.codec.loads(data)
-            except Exception:
-                job = None
+            job = None
+            if JOB_FIELD in fields:
+                try:
+                    job = self.codec.loads(data)
+                except Exception:
+                    pass  # why it is here
             dead.append(
                 DeadJob(
                     id=text(fields.get(b"id", b"")),
@@ -304,6 +310,7 @@ class RedisStream:
                     error=text(fields.get(b"error", b"")),
                     deliveries=int(fields.get(b"deliveries", 0)),
                     dead_id=text(dead_id),
+                    fields=original_fields(fields),
                 )
             )
         return dead
