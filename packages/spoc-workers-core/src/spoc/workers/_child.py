@@ -31,6 +31,7 @@ from spoc.workers.aio import set_uvloop_if_available
 
 from ._lifecycle import run_lifecycle
 from ._liveness import Liveness
+from ._stacks import all_stacks
 from ._state import WorkerState
 from ._stop import StopToken
 
@@ -164,7 +165,7 @@ def _control_loop(
                 if message == EXIT:
                     _hard_exit(reporter, f"worker {worker.name!r} terminated by its parent", EXIT_TERMINATED)
                 elif message == DUMP:
-                    reporter.stacks(_all_stacks())
+                    reporter.stacks(all_stacks())
                 else:
                     token.set()
             else:
@@ -224,15 +225,6 @@ def _hard_exit(reporter: PipeReporter, reason: str, code: int) -> None:
     reporter.error("stop", TimeoutError(reason) if code == EXIT_STOP_TIMEOUT else RuntimeError(reason))
     reporter.done(WorkerState.FAILED, code)
     os._exit(code)
-
-
-def _all_stacks() -> str:
-    """Every thread's stack, formatted (the control thread runs even if main is stuck)."""
-    names = {thread.ident: thread.name for thread in threading.enumerate()}
-    parts = []
-    for ident, frame in sys._current_frames().items():
-        parts.append(f"Thread {names.get(ident, ident)!r}:\n{''.join(traceback.format_stack(frame))}")
-    return "\n".join(parts)
 
 
 def _qualname(cls: type) -> str:

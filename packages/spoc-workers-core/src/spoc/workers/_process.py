@@ -29,6 +29,7 @@ from ._liveness import Liveness
 from ._pickling import find_unpicklable
 from ._state import TERMINAL_STATES, WorkerState
 from ._stop import StopToken
+from ._supervision import HUNG_KILL_AFTER, Supervision
 from ._worker import DEFAULT_STOP_TIMEOUT, AbstractWorker
 
 __all__ = ["START_METHOD_ENV", "ProcessWorker", "describe_exitcode", "signal_name"]
@@ -98,6 +99,9 @@ class ProcessWorker(AbstractWorker):
             "_reported_exitcode",
             "_ended",
         )
+
+    def _new_supervision(self) -> Supervision:
+        return _ProcessSupervision(self)
 
     # -- introspection --------------------------------------------------------
 
@@ -386,6 +390,30 @@ class ProcessWorker(AbstractWorker):
             if conn is not None:
                 conn.close()
                 setattr(self, attr, None)
+
+
+class _ProcessSupervision(Supervision):
+    """A process's side of supervision: waitable, terminable; its stacks must be asked for."""
+
+    _worker: ProcessWorker
+    start_first = True
+
+    def waitables(self) -> list[Any]:
+        return self._worker._waitables()
+
+    def declare_hung(self, error: BaseException) -> float:
+        worker = self._worker
+        worker._record_error(error)
+        worker._request_stacks()  # logged by the parent when they arrive
+        worker.terminate()
+        return HUNG_KILL_AFTER
+
+    def terminate(self) -> bool:
+        self._worker.terminate()
+        return True
+
+    def kill(self) -> None:
+        self._worker.kill()
 
 
 _LAUNCH_LOCK = threading.Lock()

@@ -3,21 +3,20 @@
 from __future__ import annotations
 
 import logging
-import math
 import signal
-import sys
 import threading
 import time
-import traceback
 from collections.abc import Callable
 from multiprocessing.connection import wait
 from types import TracebackType
 from typing import Any
 
 from ._backoff import Backoff
+from ._checks import check_count, check_number
 from ._events import RESTART_POLICIES, STRATEGIES, EventListener, RestartPolicy, Strategy, WorkerEvent
-from ._process import ProcessWorker, wait_for_change
+from ._process import wait_for_change
 from ._signals import SignalHandlers, WakeupPipe
+from ._stacks import all_stacks
 from ._state import TERMINAL_STATES, WorkerState
 from ._supervisor import Supervised, Supervisor, outcome_of
 from ._worker import AbstractWorker, check_initialised
@@ -75,13 +74,13 @@ class Server:
     ) -> None:
         if not isinstance(name, str):
             raise TypeError(f"Server name must be a str, got {type(name).__name__} {name!r}")
-        _check_seconds(name, "shutdown_timeout", shutdown_timeout)
-        _check_seconds(name, "restart_window", restart_window)
-        _check_seconds(name, "stable_after", stable_after)
+        owner = f"server {name!r}"
+        check_number(owner, "shutdown_timeout", shutdown_timeout)
+        check_number(owner, "restart_window", restart_window)
+        check_number(owner, "stable_after", stable_after)
+        check_count(owner, "max_restarts", max_restarts, minimum=0)
         if strategy not in STRATEGIES:
             raise ValueError(f"server {name!r}: strategy must be one of {STRATEGIES}, got {strategy!r}")
-        if isinstance(max_restarts, bool) or not isinstance(max_restarts, int) or max_restarts < 0:
-            raise ValueError(f"server {name!r}: max_restarts must be an int >= 0, got {max_restarts!r}")
         if backoff is not None and not isinstance(backoff, Backoff):
             raise TypeError(f"server {name!r}: backoff must be a Backoff, got {type(backoff).__name__}")
         self.name = name
@@ -160,9 +159,11 @@ class Server:
             )
         timeout = worker.heartbeat_timeout if heartbeat_timeout is None else heartbeat_timeout
         if timeout is not None:
-            _check_seconds(self.name, f"worker {worker.name!r}: heartbeat_timeout", timeout, positive=True)
+            check_number(
+                f"server {self.name!r}: worker {worker.name!r}", "heartbeat_timeout", timeout, strict=True
+            )
         with self._lock:
-            owner = worker._owner
+            owner = worker.supervision.owner
             if owner is self:
                 raise ValueError(f"server {self.name!r}: worker {worker.name!r} was already added")
             if owner is not None:
@@ -172,11 +173,9 @@ class Server:
                 )
             if any(r.worker.name == worker.name for r in self._records):
                 raise ValueError(f"server {self.name!r}: a worker named {worker.name!r} was already added")
-            worker._owner = self
-            worker._exit_listeners.append(self._worker_exited)
-            worker._state_listeners.append(self._state_changed)
+            worker.supervision.attach(self, on_state=self._state_changed, on_exit=self._worker_exited)
             record = Supervised(worker, policy, None if timeout is None else float(timeout))
-            record.handled_run = worker._run
+            record.handled_run = worker.supervision.run
             self._records.append(record)
             start_now = self._running and not self._stop_requested
         if start_now:
@@ -217,7 +216,7 @@ class Server:
             self._running = True
             self._stop_requested = False
             self._supervisor.reset()
-            records = sorted(self._records, key=lambda r: not isinstance(r.worker, ProcessWorker))
+            records = sorted(self._records, key=lambda r: not r.worker.supervision.start_first)
         started: list[AbstractWorker] = []
         try:
             for record in records:
@@ -340,15 +339,15 @@ class Server:
                     "name": worker.name,
                     "kind": worker.kind,
                     "state": state.value,
-                    "pid": worker.pid if isinstance(worker, ProcessWorker) else None,
+                    "pid": worker.pid,
                     "restart": record.restart,
                     "restarts": record.restarts,
                     "last_error": record.last_error,
                     "uptime": round(now - record.running_since, 3)
                     if running and record.running_since is not None
                     else None,
-                    "last_heartbeat": round(worker._liveness.silent_for(now), 3) if running else None,
-                    "exitcode": worker.exitcode if isinstance(worker, ProcessWorker) else None,
+                    "last_heartbeat": round(worker.supervision.silent_for(now), 3) if running else None,
+                    "exitcode": worker.exitcode,
                 }
             )
         return entries
@@ -442,10 +441,7 @@ class Server:
     def _log_status_and_stacks(self) -> None:
         lines = [f"server {self.name!r} status:"]
         lines += [f"  {entry}" for entry in self.status()]
-        names = {thread.ident: thread.name for thread in threading.enumerate()}
-        for ident, frame in sys._current_frames().items():
-            lines.append(f"thread {names.get(ident, ident)!r}:")
-            lines.append("".join(traceback.format_stack(frame)).rstrip())
+        lines.append(all_stacks().rstrip())
         logger.warning("\n".join(lines))  # asked for by an operator: shown at the default levels
 
     def _escalation_requested(self) -> bool:
@@ -455,11 +451,11 @@ class Server:
         """Block until a worker may have changed, a signal came, or ``timeout`` passed."""
         waitables: list[Any] = [self._wakeup]
         for worker in workers:
-            if isinstance(worker, ProcessWorker):
-                handles = worker._waitables()
-                if not handles and worker.is_alive():  # rare: see ProcessWorker._waitables
-                    timeout = POLL if timeout is None else min(timeout, POLL)
-                waitables += handles
+            handles = worker.supervision.waitables()
+            if not handles and worker.supervision.start_first and worker.is_alive():
+                # rare: a process whose fork server died (see ProcessWorker._waitables)
+                timeout = POLL if timeout is None else min(timeout, POLL)
+            waitables += handles
         wait_for_change(waitables, timeout)
         self._wakeup.drain()
 
@@ -491,43 +487,33 @@ class Server:
         return self._force_end(alive)
 
     def _force_end(self, alive: list[AbstractWorker]) -> list[AbstractWorker]:
-        processes = [w for w in alive if isinstance(w, ProcessWorker)]
-        for worker in processes:
-            logger.warning(
-                "server %r: process worker %r did not stop in time; terminating", self.name, worker.name
-            )
-            worker.terminate()
-        if processes:
-            self._join_processes(processes, TERMINATE_GRACE)
-        for worker in processes:
+        ended: list[AbstractWorker] = []  # those that can be ended from here: processes
+        for worker in alive:
+            if worker.supervision.terminate():
+                logger.warning(
+                    "server %r: process worker %r did not stop in time; terminated", self.name, worker.name
+                )
+                ended.append(worker)
+        if ended:
+            self._join_processes(ended, TERMINATE_GRACE)
+        for worker in ended:
             if worker.is_alive():
                 logger.warning("server %r: process worker %r still alive; killing", self.name, worker.name)
-                worker.kill()
-        if processes:
-            self._join_processes(processes, KILL_GRACE)
-        frames = sys._current_frames()
-        for thread_worker in alive:
-            if isinstance(thread_worker, ProcessWorker) or not thread_worker.is_alive():
+                worker.supervision.kill()
+        if ended:
+            self._join_processes(ended, KILL_GRACE)
+        for worker in alive:
+            if worker in ended or not worker.is_alive():
                 continue
-            ident = getattr(thread_worker, "ident", None)
-            frame = frames.get(ident) if ident is not None else None
-            stack = "".join(traceback.format_stack(frame)) if frame is not None else "(no stack)\n"
             logger.error(
                 "server %r: thread worker %r did not stop in time; it is left running. Its stack:\n%s",
                 self.name,
-                thread_worker.name,
-                stack,
+                worker.name,
+                worker.supervision.stack() or "(no stack)\n",
             )
         return [w for w in alive if w.is_alive()]
 
-    def _join_processes(self, processes: list[ProcessWorker], timeout: float) -> None:
+    def _join_processes(self, processes: list[AbstractWorker], timeout: float) -> None:
         deadline = time.monotonic() + timeout
         for worker in processes:
             worker.join(max(0.0, deadline - time.monotonic()))
-
-
-def _check_seconds(server: str, what: str, value: Any, *, positive: bool = False) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"server {server!r}: {what} must be a number of seconds, got {value!r}")
-    if not math.isfinite(value) or value < 0 or (positive and value == 0):
-        raise ValueError(f"server {server!r}: {what} must be a finite number {'>' if positive else '>='} 0")

@@ -13,10 +13,8 @@ period, and a restart intensity beyond which the server gives up.
 from __future__ import annotations
 
 import logging
-import sys
 import threading
 import time
-import traceback
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,17 +23,14 @@ from typing import Any
 from ._backoff import Backoff
 from ._errors import WorkerHungError
 from ._events import RestartPolicy, Strategy, WorkerEvent
-from ._process import ProcessWorker, signal_name, wait_for_change
+from ._process import signal_name, wait_for_change
 from ._signals import WakeupPipe
 from ._state import TERMINAL_STATES, WorkerState
-from ._thread import ThreadWorker
 from ._worker import AbstractWorker
 
 __all__ = ["Supervised", "Supervisor", "outcome_of"]
 
 logger = logging.getLogger("spoc.workers.server")
-
-KILL_AFTER_TERMINATE = 1.0  # a hung process that ignores terminate() is killed this much later
 
 
 @dataclass(eq=False)
@@ -58,12 +53,16 @@ class Supervised:
     def settled(self) -> bool:
         """Ended, its end dealt with, and no restart pending."""
         worker = self.worker
-        return worker.state in TERMINAL_STATES and self.handled_run == worker._run and self.restart_at is None
+        return (
+            worker.state in TERMINAL_STATES
+            and self.handled_run == worker.supervision.run
+            and self.restart_at is None
+        )
 
 
 def outcome_of(worker: AbstractWorker) -> dict[str, Any]:
     """How ``worker``'s last run ended: exception, exit code, signal name."""
-    exitcode = worker.exitcode if isinstance(worker, ProcessWorker) else None
+    exitcode = worker.exitcode
     return {"exception": worker.exception, "exitcode": exitcode, "signal": signal_name(exitcode)}
 
 
@@ -180,8 +179,7 @@ class Supervisor:
                 return
             waitables: list[Any] = [self._wakeup]
             for record in records:
-                if isinstance(record.worker, ProcessWorker):
-                    waitables += record.worker._waitables()
+                waitables += record.worker.supervision.waitables()
             timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
             wait_for_change(waitables, timeout)
             self._wakeup.drain()
@@ -189,7 +187,7 @@ class Supervisor:
     def _check_end(self, record: Supervised, now: float) -> None:
         worker = record.worker
         state = worker.state
-        run = worker._run
+        run = worker.supervision.run
         if state not in TERMINAL_STATES or record.handled_run == run:
             return
         try:
@@ -285,17 +283,17 @@ class Supervisor:
             if record.kill_at is not None:
                 if record.kill_at <= now and worker.is_alive():
                     logger.warning("server %r: killing hung worker %r", self.server_name, worker.name)
-                    if isinstance(worker, ProcessWorker):
-                        worker.kill()
+                    worker.supervision.kill()
                     record.kill_at = None
                 elif record.kill_at > now:
                     sooner(record.kill_at)
             timeout = record.heartbeat_timeout
-            if timeout is None or record.hung_run == worker._run or worker.state is not WorkerState.RUNNING:
+            run = worker.supervision.run
+            if timeout is None or record.hung_run == run or worker.state is not WorkerState.RUNNING:
                 continue
-            silent = worker._liveness.silent_for(now)
+            silent = worker.supervision.silent_for(now)
             if silent > timeout:
-                record.hung_run = worker._run
+                record.hung_run = run
                 self._hung(record, silent)
                 if record.kill_at is not None:  # the kill is due even if nothing else happens
                     sooner(record.kill_at)
@@ -308,20 +306,17 @@ class Supervisor:
         message = f"worker {worker.name!r} is hung: no heartbeat for {silent:.2f}s"
         error = WorkerHungError(message, silent)
         record.last_error = message
-        if isinstance(worker, ThreadWorker):
-            stack = _thread_stack(worker)
+        stack = worker.supervision.stack()
+        if stack is not None:
             logger.error("server %r: %s; its stack:\n%s", self.server_name, message, stack)
-            self._emit(self._event("hung", record, error, message))
-            worker._abandon(error)
-        elif isinstance(worker, ProcessWorker):
+        else:
             logger.error(
                 "server %r: %s; asking for its stacks, then terminating it", self.server_name, message
             )
-            worker._record_error(error)
-            self._emit(self._event("hung", record, error, message))
-            worker._request_stacks()
-            worker.terminate()
-            record.kill_at = time.monotonic() + KILL_AFTER_TERMINATE
+        self._emit(self._event("hung", record, error, message))
+        kill_after = worker.supervision.declare_hung(error)
+        if kill_after is not None:
+            record.kill_at = time.monotonic() + kill_after
 
     def _give_up(self, record: Supervised) -> None:
         if self.gave_up:
@@ -359,9 +354,3 @@ def _describe(outcome: dict[str, Any]) -> str:
     if outcome["exitcode"]:
         return f"exited with code {outcome['exitcode']}"
     return "ended"
-
-
-def _thread_stack(worker: ThreadWorker) -> str:
-    ident = worker.ident
-    frame = sys._current_frames().get(ident) if ident is not None else None
-    return "".join(traceback.format_stack(frame)) if frame is not None else "(no stack)\n"

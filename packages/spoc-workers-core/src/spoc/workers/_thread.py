@@ -7,8 +7,10 @@ import threading
 from typing import ClassVar
 
 from ._lifecycle import run_lifecycle
+from ._stacks import thread_stack
 from ._state import TERMINAL_STATES, WorkerState
 from ._stop import StopToken
+from ._supervision import Supervision
 from ._worker import AbstractWorker
 
 __all__ = ["ThreadWorker"]
@@ -31,6 +33,9 @@ class ThreadWorker(AbstractWorker):
 
     def _runtime_attrs(self) -> tuple[str, ...]:
         return (*super()._runtime_attrs(), "_thread")
+
+    def _new_supervision(self) -> Supervision:
+        return _ThreadSupervision(self)
 
     @property
     def thread(self) -> threading.Thread | None:
@@ -118,3 +123,16 @@ class _ThreadReporter:
         with self.worker._lock:
             if self.worker._run == self.run:
                 self.worker._record_error(exc)
+
+
+class _ThreadSupervision(Supervision):
+    """A thread's side of supervision: its stack is at hand, but it cannot be ended from outside."""
+
+    _worker: ThreadWorker
+
+    def stack(self) -> str:
+        return thread_stack(self._worker.ident)
+
+    def declare_hung(self, error: BaseException) -> None:
+        # Python cannot end a thread: abandon the run, so that a new one can start.
+        self._worker._abandon(error)

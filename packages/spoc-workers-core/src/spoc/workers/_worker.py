@@ -16,6 +16,7 @@ from ._events import RestartPolicy
 from ._liveness import Liveness
 from ._state import TERMINAL_STATES, WorkerState, check_transition
 from ._stop import StopToken
+from ._supervision import ExitListener, StateListener, Supervision
 
 __all__ = ["AbstractWorker", "WorkerContext", "check_initialised"]
 
@@ -31,15 +32,13 @@ _RUNTIME_ATTRS = (
     "_exception",
     "_exit_listeners",
     "_state_listeners",
-    "_owner",
+    "_supervision",
     "_liveness",
     "_run",
     "_pending_changes",
     "_notify_lock",
     "_abandoned",
 )
-
-StateListener = Callable[["AbstractWorker", WorkerState, WorkerState], None]
 
 
 class WorkerContext(types.SimpleNamespace):
@@ -123,9 +122,9 @@ class AbstractWorker(ABC):
         self._state = WorkerState.NEW
         self._token: StopToken | None = None
         self._exception: BaseException | None = None
-        self._exit_listeners: list[Callable[[AbstractWorker], None]] = []
+        self._exit_listeners: list[ExitListener] = []
         self._state_listeners: list[StateListener] = []
-        self._owner: object | None = None
+        self._supervision = self._new_supervision()
         self._liveness = Liveness()
         self._run = 0  # counts starts; a carrier's reports about an older run are ignored
 
@@ -270,6 +269,21 @@ class AbstractWorker(ABC):
             return state
 
     @property
+    def pid(self) -> int | None:
+        """The process id of a process worker's child (None for a thread worker and before a start)."""
+        return None
+
+    @property
+    def exitcode(self) -> int | None:
+        """How a process worker's child exited (None for a thread worker, and while it runs)."""
+        return None
+
+    @property
+    def supervision(self) -> Supervision:
+        """What a supervisor (a :class:`~spoc.workers.Server`) needs of this worker; not for worker code."""
+        return self._supervision
+
+    @property
     def exception(self) -> BaseException | None:
         """The first exception of the last run (None when it has not failed).
 
@@ -371,6 +385,9 @@ class AbstractWorker(ABC):
 
     def _new_liveness(self) -> Liveness:
         return Liveness()
+
+    def _new_supervision(self) -> Supervision:
+        return Supervision(self)  # each carrier provides its own
 
     def _set_state(self, state: WorkerState, *, run: int | None = None) -> None:
         """Move to ``state`` and queue the change for the state listeners.

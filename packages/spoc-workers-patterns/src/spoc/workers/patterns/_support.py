@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import inspect
 import logging
-import math
 import multiprocessing
+import threading
+import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any, TypeGuard
 
 from spoc.workers import AbstractWorker, ProcessWorker, run_async_safely
+from spoc.workers._checks import check_number
 
 __all__ = [
     "Counters",
@@ -31,11 +33,20 @@ logger = logging.getLogger("spoc.workers.patterns")
 
 
 class Counters:
-    """Named float counters; in shared memory, behind its lock, when ``context`` is given.
+    """Named float counters, readable from other threads (and, for a process worker, the parent).
 
-    A thread worker's counters are written by that worker's thread alone and
-    read by others: a list of floats, no lock (each item assignment is
-    atomic), which keeps the per-item cost of the hot loops low.
+    Each worker's counters have one writer, the worker's own run; any
+    thread, or the parent process, may read them.
+
+    - For a thread worker they are a list of floats and take no lock (each
+      item assignment is atomic), which keeps the per-item cost low.
+    - For a process worker they live in shared memory (a ``RawArray`` of the
+      worker's start method) guarded by a *sequence lock*: the writer makes
+      the sequence number odd while it writes, and a reader retries until it
+      reads the same even number before and after its copy. No semaphore is
+      involved: a ``multiprocessing`` lock finalised by the garbage collector
+      can re-enter the resource tracker (gh-109629: an error on 3.11+, a
+      deadlock on 3.10), and these counters are collected with their worker.
 
     Args:
         fields: the counter names.
@@ -48,21 +59,13 @@ class Counters:
         self._fields = tuple(fields)
         self._index = {name: i for i, name in enumerate(self._fields)}
         self._shared: Any = None
+        self._write_lock: Any = _NO_LOCK
         if context is None:
             self._values: Any = [0.0] * len(self._fields)
-            self._lock: Any = _NO_LOCK  # one writer (the worker's thread); see the class docstring
-        else:
-            self._shared = context.Array("d", len(self._fields))
+        else:  # slot 0 is the sequence number, the counters follow
+            self._shared = context.RawArray("d", len(self._fields) + 1)
             self._values = None
-            self._lock = None
-
-    # Under spawn/forkserver the shared array travels with the worker; the
-    # lock and the raw view are found again from it after unpickling.
-    def _view(self) -> tuple[Any, Any]:
-        shared = self._shared
-        if shared is None:
-            return self._values, self._lock
-        return shared.get_obj(), shared.get_lock()
+            self._write_lock = threading.Lock()  # the writer's threads, one at a time
 
     def update(
         self,
@@ -70,44 +73,55 @@ class Counters:
         set_: dict[str, float] | None = None,
         maximum: dict[str, float] | None = None,
     ) -> None:
-        """Add to, set, and raise to a maximum some counters, in one locked step."""
-        values, lock = self._view()
+        """Add to, set, and raise to a maximum some counters, seen by readers as one step."""
+        shared = self._shared
+        offset = 0 if shared is None else 1
+        values = self._values if shared is None else shared
         index = self._index
-        with lock:
+        with self._write_lock:
+            if shared is not None:
+                shared[0] += 1.0  # odd: a write is under way
             if add:
                 for name, delta in add.items():
-                    values[index[name]] += delta
+                    values[index[name] + offset] += delta
             if set_:
                 for name, value in set_.items():
-                    values[index[name]] = value
+                    values[index[name] + offset] = value
             if maximum:
                 for name, value in maximum.items():
-                    i = index[name]
+                    i = index[name] + offset
                     values[i] = max(values[i], value)
+            if shared is not None:
+                shared[0] += 1.0  # even again: the write is complete
 
     def add(self, name: str, delta: float = 1.0) -> None:
         """Add ``delta`` to counter ``name``."""
-        if self._shared is None:  # the hot path of thread workers: one writer, no lock
+        shared = self._shared
+        if shared is None:  # the hot path of thread workers: one writer, no lock
             self._values[self._index[name]] += delta
             return
-        values, lock = self._view()
-        i = self._index[name]
-        with lock:
-            values[i] += delta
+        i = self._index[name] + 1
+        with self._write_lock:
+            shared[0] += 1.0
+            shared[i] += delta
+            shared[0] += 1.0
 
     def snapshot(self) -> dict[str, float]:
-        """Every counter's current value, read in one locked step."""
-        values, lock = self._view()
-        with lock:
-            current = list(values[: len(self._fields)])
-        return dict(zip(self._fields, current, strict=True))
+        """Every counter's current value, as one consistent copy."""
+        shared = self._shared
+        if shared is None:
+            return dict(zip(self._fields, list(self._values), strict=True))
+        count = len(self._fields)
+        while True:
+            before = shared[0]
+            current = shared[1 : count + 1]
+            if before % 2 == 0 and shared[0] == before:
+                return dict(zip(self._fields, current, strict=True))
+            time.sleep(0)  # a write is under way in another thread or process: let it finish
 
     def reset(self) -> None:
         """Set every counter to 0."""
-        values, lock = self._view()
-        with lock:
-            for i in range(len(self._fields)):
-                values[i] = 0.0
+        self.update(set_=dict.fromkeys(self._fields, 0.0))
 
     def __getstate__(self) -> dict[str, Any]:
         if self._shared is None:
@@ -117,7 +131,7 @@ class Counters:
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         self._values = None
-        self._lock = None
+        self._write_lock = threading.Lock()
 
 
 class _NoLock:
@@ -188,19 +202,3 @@ async def aemit(worker: AbstractWorker, event_type: str, /, **data: Any) -> None
 
 async def _as_coroutine(awaitable: Awaitable[Any]) -> Any:
     return await awaitable
-
-
-def check_number(owner: str, what: str, value: Any, *, minimum: float = 0.0, strict: bool = False) -> float:
-    """Validate a finite number of seconds (or a count) and return it as a float.
-
-    Raises:
-        TypeError: ``value`` is not a number.
-        ValueError: it is below ``minimum`` (or equal, when ``strict``), or not finite.
-    """
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{owner}: {what} must be a number, got {type(value).__name__} {value!r}")
-    number = float(value)
-    if not math.isfinite(number) or number < minimum or (strict and number == minimum):
-        relation = ">" if strict else ">="
-        raise ValueError(f"{owner}: {what} must be a finite number {relation} {minimum:g}, got {value!r}")
-    return number

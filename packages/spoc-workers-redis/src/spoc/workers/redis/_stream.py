@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import os
 import queue
 import threading
@@ -16,6 +15,7 @@ from typing import Any
 
 import redis
 import redis.asyncio
+from spoc.workers._checks import check_count, check_number
 
 from ._codec import Codec, codec_for
 from ._common import CONNECTION_ERRORS, JOB_FIELD, original_fields, text
@@ -47,22 +47,6 @@ class DeadJob:
     deliveries: int
     dead_id: str
     fields: dict[bytes, bytes] = field(default_factory=dict)
-
-
-def _check_seconds(owner: str, what: str, value: Any, *, minimum: float, strict: bool = False) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{owner}: {what} must be a number of seconds, got {value!r}")
-    seconds = float(value)
-    if not math.isfinite(seconds) or seconds < minimum or (strict and seconds == minimum):
-        relation = ">" if strict else ">="
-        raise ValueError(f"{owner}: {what} must be {relation} {minimum:g}, got {value!r}")
-    return seconds
-
-
-def _check_count(owner: str, what: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{owner}: {what} must be an int >= 1, got {value!r}")
-    return value
 
 
 class RedisStream:
@@ -135,17 +119,15 @@ class RedisStream:
         self.stream = stream
         self.url = url
         self.group = group
-        self.block = _check_seconds(owner, "block", block, minimum=0.001)
-        self.batch = _check_count(owner, "batch", batch)
-        self.claim_idle = _check_seconds(owner, "claim_idle", claim_idle, minimum=0.0, strict=True)
-        self.max_deliveries = _check_count(owner, "max_deliveries", max_deliveries)
+        self.block = check_number(owner, "block", block, minimum=0.001)
+        self.batch = check_count(owner, "batch", batch)
+        self.claim_idle = check_number(owner, "claim_idle", claim_idle, strict=True)
+        self.max_deliveries = check_count(owner, "max_deliveries", max_deliveries)
         self.dead_letter_stream = dead_letter_stream or f"{stream}:dead"
         self.errors_key = f"{stream}:errors:{group}"
         self.codec = codec_for(owner, codec)
-        self.maxlen = None if maxlen is None else _check_count(owner, "maxlen", maxlen)
-        self.connect_timeout = _check_seconds(
-            owner, "connect_timeout", connect_timeout, minimum=0.0, strict=True
-        )
+        self.maxlen = None if maxlen is None else check_count(owner, "maxlen", maxlen)
+        self.connect_timeout = check_number(owner, "connect_timeout", connect_timeout, strict=True)
         self._local = _Connections()
 
     def __repr__(self) -> str:

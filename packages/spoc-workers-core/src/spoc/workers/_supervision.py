@@ -1,0 +1,102 @@
+"""What a supervisor needs of one worker, whatever carries it: ``worker.supervision``.
+
+A :class:`~spoc.workers.Server` (and the patterns that watch workers) asks
+these questions of every worker alike: which run is it on, how long has it
+been silent, what can I wait on to see it change, how do I end it. The
+answers differ by carrier (a thread cannot be terminated; a process's stack
+has to be asked for), so each carrier provides its own :class:`Supervision`,
+and a supervisor never branches on the carrier or reads a worker's private
+state.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ._state import WorkerState
+    from ._worker import AbstractWorker
+
+__all__ = ["HUNG_KILL_AFTER", "ExitListener", "StateListener", "Supervision"]
+
+HUNG_KILL_AFTER = 1.0
+"""Seconds after which a hung process that ignored its terminate is killed (SIGKILL)."""
+
+StateListener = Callable[["AbstractWorker", "WorkerState", "WorkerState"], None]
+"""Called with ``(worker, old, new)`` after each state change."""
+ExitListener = Callable[["AbstractWorker"], None]
+"""Called with the worker once its thread or process has ended."""
+
+
+class Supervision:
+    """The supervisor's view of one worker (see the module docstring).
+
+    Not meant for worker code: a supervisor holds it, through ``worker.supervision``.
+    """
+
+    start_first = False
+    """Start this worker before thread workers (under ``fork`` a child is a copy of
+    this process: best made before the supervisor's threads exist)."""
+
+    def __init__(self, worker: AbstractWorker) -> None:
+        self._worker = worker
+        self._owner: object | None = None
+
+    @property
+    def run(self) -> int:
+        """The number of the worker's current run; it grows with each start (and when a run is abandoned)."""
+        return self._worker._run
+
+    @property
+    def owner(self) -> object | None:
+        """The supervisor the worker was attached to (None when it has none)."""
+        return self._owner
+
+    def attach(self, owner: object, *, on_state: StateListener, on_exit: ExitListener) -> None:
+        """Make ``owner`` the worker's one supervisor, told of every state change and exit.
+
+        Raises:
+            ValueError: the worker already has a supervisor.
+        """
+        if self._owner is not None:
+            raise ValueError(f"worker {self._worker.name!r} already has a supervisor: {self._owner!r}")
+        self._owner = owner
+        self._worker._state_listeners.append(on_state)
+        self._worker._exit_listeners.append(on_exit)
+
+    def silent_for(self, now: float | None = None) -> float:
+        """Seconds since the worker's last sign of life (0 while it waits in the framework)."""
+        return self._worker._liveness.silent_for(now)
+
+    def waitables(self) -> list[Any]:
+        """Handles that become readable when the worker changes (for :func:`multiprocessing.connection.wait`).
+
+        Empty for a thread worker: it tells its listeners itself.
+        """
+        return []
+
+    def stack(self) -> str | None:
+        """The worker's current stack, when it can be read from here (a thread); else None."""
+        return None
+
+    def declare_hung(self, error: BaseException) -> float | None:
+        """Give up on the current run: ``error`` (a WorkerHungError) becomes its exception.
+
+        Returns:
+            seconds after which :meth:`kill` is due if the worker is still
+            alive, or None when nothing more can be done (a thread is left
+            where it is).
+        """
+        raise NotImplementedError
+
+    def terminate(self) -> bool:
+        """End the worker now, without teardown, where the carrier allows it.
+
+        Returns:
+            False when it cannot be done (a thread cannot be ended from outside).
+        """
+        return False
+
+    def kill(self) -> None:
+        """End the worker at once (SIGKILL for a process); nothing for a thread."""
