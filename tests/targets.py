@@ -245,6 +245,45 @@ class LoopReporter(ProcessWorker):
         mark(self.directory, f"{self.name}.loops", " ".join(f"{k}={v}" for k, v in self.seen.items()))
 
 
+class _RunningProbe:
+    """Notes what ``is_running`` says in each hook, in markers ``<name>.<hook>`` ("True"/"False").
+
+    ``end``: ``"wait"`` (main loops ``while self.is_running``), ``"return"``
+    (main returns at once) or ``"raise"`` (main raises).
+    """
+
+    def __init__(self, name: str, directory: str, end: str = "wait", **kwargs: Any) -> None:
+        super().__init__(name, **kwargs)
+        self.directory = directory
+        self.end = end
+
+    def _note(self, hook: str) -> None:
+        mark(self.directory, f"{self.name}.{hook}", str(self.is_running))
+
+    def setup(self) -> None:
+        self._note("setup")
+
+    def main(self) -> None:
+        self._note("main")
+        if self.end == "raise":
+            raise RuntimeError("probe failed")
+        if self.end == "wait":
+            while self.is_running:
+                self.sleep(3600)
+        self._note("after")
+
+    def teardown(self) -> None:
+        self._note("teardown")
+
+
+class ProcessRunningProbe(_RunningProbe, ProcessWorker):
+    """:class:`_RunningProbe` in a child process."""
+
+
+class ThreadRunningProbe(_RunningProbe, ThreadWorker):
+    """:class:`_RunningProbe` in a thread."""
+
+
 # -- thread workers -----------------------------------------------------------
 
 
