@@ -138,6 +138,6 @@ def bench(session: nox.Session) -> None:
 
 @nox.session(python=False)
 def version(session: nox.Session) -> None:
-    """Show or bump the one version of all packages: ``nox -s version -- minor``."""
-    session.chdir(ROOT / "packages" / "spoc-workers-core")
-    session.run("hatch", "version", *session.posargs, external=True)
+    """Show or bump the one version of all packages: ``nox -s version -- minor|patch|major|X.Y.Z``."""
+    # nox's own interpreter, which has `packaging` (a nox dependency): nothing to install.
+    session.run(sys.executable, str(ROOT / "tools" / "version.py"), *session.posargs, external=True)

@@ -14,8 +14,8 @@ one event loop, owned by the worker's thread, so objects made in ``setup()``
 Then :func:`~spoc.workers.run_async_safely` runs a coroutine from plain
 synchronous code (it makes a loop and returns the result) and from inside a
 running loop (it schedules a task and returns it).
-:func:`~spoc.workers.set_uvloop_if_available` switches every loop the library
-makes to uvloop when uvloop is installed.
+Every loop the library makes is a uvloop loop when uvloop is installed
+(``SPOC_WORKERS_LOOP=asyncio`` opts out).
 
 Run it with ``python examples/async_worker.py``.
 """
@@ -28,7 +28,8 @@ import logging
 import sys
 import time
 
-from spoc.workers import ThreadWorker, WorkerState, run_async_safely, set_uvloop_if_available
+from spoc.workers import ThreadWorker, WorkerState, run_async_safely
+from spoc.workers.aio import uvloop_enabled
 
 ITEMS_WANTED = 8
 
@@ -84,8 +85,7 @@ async def inside_a_loop() -> int:
 def main() -> int:
     """Run a FeedReader until it consumed ITEMS_WANTED items, then show run_async_safely()."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)-7s %(name)s: %(message)s")
-    uvloop = set_uvloop_if_available()
-    print(f"uvloop in use: {uvloop}")
+    print(f"uvloop in use: {uvloop_enabled()}")  # automatic when installed
 
     reader = FeedReader("feed-reader")
     reader.start()

@@ -22,7 +22,7 @@ import os
 import sys
 import time
 
-from spoc.workers import ProcessWorker, Server, ThreadWorker, set_uvloop_if_available
+from spoc.workers import ProcessWorker, Server, ThreadWorker
 
 RUN_SECONDS = 1.5
 
@@ -87,7 +87,6 @@ class Ticker(ThreadWorker):
 def main() -> int:
     """Run the three workers under a Server and print a summary."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
-    set_uvloop_if_available()  # async hooks run on uvloop when it is installed
 
     server = Server(name="demo")
     counter = server.add_worker(Counter(name="counter"))

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import sys
 import threading
+from pathlib import Path
 
 from spoc.workers import ProcessWorker, Server, ThreadWorker
 
@@ -11,6 +14,35 @@ class Idle(ThreadWorker):
     def main(self) -> None:
         while self.sleep(3600):
             pass
+
+
+class NeedsArgs(ThreadWorker):
+    """A worker class the command cannot call without arguments."""
+
+    def __init__(self, name: str, interval: float) -> None:
+        super().__init__(name)
+        self.interval = interval
+
+    def main(self) -> None:
+        pass
+
+
+class Marks(ThreadWorker):
+    """Leaves a marker in $CLI_TEST_DIR when its setup runs."""
+
+    def setup(self) -> None:
+        (Path(os.environ["CLI_TEST_DIR"]) / "setup-ran").touch()
+
+    def main(self) -> None:
+        pass
+
+
+def checked() -> Server:
+    """A factory that says it was called (on stderr), for what --check calls."""
+    print("factory called", file=sys.stderr)
+    server = Server("checked")
+    server.add_worker(Marks("marks"))
+    return server
 
 
 class HoldsLock(ProcessWorker):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import multiprocessing
 import os
 import threading
@@ -11,19 +12,29 @@ from pathlib import Path
 
 import pytest
 
-from spoc.workers import START_METHOD_ENV, set_uvloop_if_available
+from spoc.workers import START_METHOD_ENV
+from spoc.workers.aio import LOOP_ENV
 
 START_METHOD = os.environ.get(START_METHOD_ENV) or multiprocessing.get_start_method()
 UVLOOP_EXPECTED = os.environ.get("SPOC_WORKERS_TEST_UVLOOP")
+UVLOOP_INSTALLED = importlib.util.find_spec("uvloop") is not None
 LEAK_GRACE = 5.0  # seconds a test's threads and processes get to finish after it
 
-if UVLOOP_EXPECTED == "1":
-    # The uvloop cells run every async hook on uvloop; children inherit the choice.
-    assert set_uvloop_if_available(), "SPOC_WORKERS_TEST_UVLOOP=1 but uvloop is not importable"
+if UVLOOP_EXPECTED is not None:
+    # Each nox cell says whether it installed uvloop: its async hooks must then get it by default.
+    assert (UVLOOP_EXPECTED == "1") == UVLOOP_INSTALLED, (
+        f"SPOC_WORKERS_TEST_UVLOOP={UVLOOP_EXPECTED}, yet uvloop importable is {UVLOOP_INSTALLED}"
+    )
+# The suite tests the automatic choice of loop; tests that opt out do so themselves.
+LOOP_ENV_GIVEN = os.environ.pop(LOOP_ENV, None)
 
 
 def pytest_report_header() -> list[str]:
-    return [f"spoc-workers: start method {START_METHOD!r}, uvloop expected: {UVLOOP_EXPECTED!r}"]
+    ignored = f", ${LOOP_ENV}={LOOP_ENV_GIVEN!r} ignored" if LOOP_ENV_GIVEN is not None else ""
+    return [
+        f"spoc-workers: start method {START_METHOD!r}, uvloop expected: {UVLOOP_EXPECTED!r}, "
+        f"installed: {UVLOOP_INSTALLED}{ignored}"
+    ]
 
 
 @pytest.fixture

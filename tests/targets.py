@@ -7,6 +7,7 @@ forkserver children must import their class by name.
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import os
 import re
 import signal
@@ -17,6 +18,11 @@ from pathlib import Path
 from typing import Any
 
 from spoc.workers import ProcessWorker, ThreadWorker
+
+UVLOOP_INSTALLED = importlib.util.find_spec("uvloop") is not None
+"""Whether uvloop is importable here, so whether async hooks get it by default."""
+DEFAULT_LOOP = "uvloop" if UVLOOP_INSTALLED else "asyncio"
+"""What :func:`loop_kind` should say in an async hook when nothing opts out."""
 
 
 def wait_for(predicate: Callable[[], Any], timeout: float = 10.0, interval: float = 0.005) -> Any:
@@ -253,7 +259,97 @@ class AsyncProcessOrder(ProcessWorker):
         await self.task
 
 
+def loop_kind() -> str:
+    """``"uvloop"`` or ``"asyncio"``: where the class of the running loop comes from."""
+    return type(asyncio.get_running_loop()).__module__.split(".")[0]
+
+
+class LoopReporter(ProcessWorker):
+    """Async hooks that note which loop each ran on, in a marker ``<name>.loops``.
+
+    The marker reads ``setup=uvloop startup=uvloop main=uvloop teardown=uvloop``.
+    """
+
+    def __init__(self, name: str, directory: str, **kwargs: Any) -> None:
+        super().__init__(name, **kwargs)
+        self.directory = directory
+
+    async def setup(self) -> None:
+        self.seen = {"setup": loop_kind()}
+
+    async def lifecycle(self, event_type: str, **data: Any) -> None:
+        if event_type == "startup":
+            self.seen["startup"] = loop_kind()
+
+    async def main(self) -> None:
+        self.seen["main"] = loop_kind()
+
+    async def teardown(self) -> None:
+        self.seen["teardown"] = loop_kind()
+        mark(self.directory, f"{self.name}.loops", " ".join(f"{k}={v}" for k, v in self.seen.items()))
+
+
+class _RunningProbe:
+    """Notes what ``is_running`` says in each hook, in markers ``<name>.<hook>`` ("True"/"False").
+
+    ``end``: ``"wait"`` (main loops ``while self.is_running``), ``"return"``
+    (main returns at once) or ``"raise"`` (main raises).
+    """
+
+    def __init__(self, name: str, directory: str, end: str = "wait", **kwargs: Any) -> None:
+        super().__init__(name, **kwargs)
+        self.directory = directory
+        self.end = end
+
+    def _note(self, hook: str) -> None:
+        mark(self.directory, f"{self.name}.{hook}", str(self.is_running))
+
+    def setup(self) -> None:
+        self._note("setup")
+
+    def main(self) -> None:
+        self._note("main")
+        if self.end == "raise":
+            raise RuntimeError("probe failed")
+        if self.end == "wait":
+            while self.is_running:
+                self.sleep(3600)
+        self._note("after")
+
+    def teardown(self) -> None:
+        self._note("teardown")
+
+
+class ProcessRunningProbe(_RunningProbe, ProcessWorker):
+    """:class:`_RunningProbe` in a child process."""
+
+
+class ThreadRunningProbe(_RunningProbe, ThreadWorker):
+    """:class:`_RunningProbe` in a thread."""
+
+
 # -- thread workers -----------------------------------------------------------
+
+
+class ThreadLoopRecorder(ThreadWorker):
+    """Async hooks that record which loop each ran on in ``self.seen``."""
+
+    def __init__(self, name: str = "ThreadLoopRecorder", **kwargs: Any) -> None:
+        super().__init__(name, **kwargs)
+        self.seen: dict[str, str] = {}
+
+    async def setup(self) -> None:
+        self.seen["setup"] = loop_kind()
+
+    async def lifecycle(self, event_type: str, **data: Any) -> None:
+        if event_type == "startup":
+            self.seen["startup"] = loop_kind()
+
+    async def main(self) -> None:
+        self.seen["main"] = loop_kind()
+
+    async def teardown(self) -> None:
+        self.seen["teardown"] = loop_kind()
 
 
 class Recorder(ThreadWorker):

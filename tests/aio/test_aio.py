@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import importlib.util
 import logging
 import os
 import subprocess
@@ -15,6 +16,7 @@ import pytest
 
 from spoc.workers import aio
 from spoc.workers.aio import (
+    LOOP_ENV,
     LoopRunner,
     run_async_safely,
     set_uvloop_if_available,
@@ -23,17 +25,18 @@ from spoc.workers.aio import (
 )
 
 UVLOOP_EXPECTED = os.environ.get("SPOC_WORKERS_TEST_UVLOOP")
+UVLOOP_INSTALLED = importlib.util.find_spec("uvloop") is not None
+DEFAULT_LOOP = "uvloop" if UVLOOP_INSTALLED else "asyncio"
 
 
 @pytest.fixture
-def loop_choice() -> Iterator[None]:
-    """Put the process-wide loop factory back as it was after the test."""
-    was_enabled = uvloop_enabled()
+def loop_choice(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Start from "not chosen yet" (no $SPOC_WORKERS_LOOP); put the choice back after the test."""
+    saved = aio._loops._factory
+    monkeypatch.delenv(LOOP_ENV, raising=False)
+    aio._loops._factory = None
     yield
-    if was_enabled:
-        assert set_uvloop_if_available()
-    else:
-        use_default_loop()
+    aio._loops._factory = saved
 
 
 def _loop_module() -> str:
@@ -126,20 +129,113 @@ def test_a_failing_task_nobody_awaits_is_logged(caplog: pytest.LogCaptureFixture
     assert "lost?" in str(failures[0].exc_info[1])
 
 
-def test_uvloop_switch_reports_what_it_did(loop_choice: None) -> None:
-    try:
-        import uvloop  # noqa: F401
-
-        available = True
-    except ImportError:
-        available = False
+def test_uvloop_is_installed_exactly_when_this_nox_cell_says() -> None:
     if UVLOOP_EXPECTED is not None:
-        assert available == (UVLOOP_EXPECTED == "1"), "this nox cell's uvloop expectation is wrong"
-    assert set_uvloop_if_available() is available
-    assert uvloop_enabled() is available
-    assert _loop_module().startswith("uvloop") is available
+        assert (UVLOOP_EXPECTED == "1") == UVLOOP_INSTALLED, "this nox cell's uvloop expectation is wrong"
+    else:
+        assert isinstance(UVLOOP_INSTALLED, bool)
+
+
+def test_the_default_loop_is_uvloop_when_it_is_importable(loop_choice: None) -> None:
+    assert _loop_module().startswith(DEFAULT_LOOP)
+    assert uvloop_enabled() is UVLOOP_INSTALLED
+    with LoopRunner() as runner:
+        assert type(runner.loop).__module__.startswith(DEFAULT_LOOP)
+
+
+def test_without_uvloop_the_default_loop_is_asyncio(
+    loop_choice: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "uvloop", None)  # makes "import uvloop" fail
+    assert _loop_module().startswith("asyncio")
+    assert not uvloop_enabled()
+
+
+def test_spoc_workers_loop_asyncio_opts_out(loop_choice: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(LOOP_ENV, "asyncio")
+    assert _loop_module().startswith("asyncio")
+    assert not uvloop_enabled()
+
+
+@pytest.mark.parametrize("value", ["auto", "", " Auto "])
+def test_spoc_workers_loop_auto_is_the_default(
+    loop_choice: None, monkeypatch: pytest.MonkeyPatch, value: str
+) -> None:
+    monkeypatch.setenv(LOOP_ENV, value)
+    assert _loop_module().startswith(DEFAULT_LOOP)
+
+
+def test_spoc_workers_loop_uvloop_demands_it(loop_choice: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(LOOP_ENV, "uvloop")
+    if UVLOOP_INSTALLED:
+        assert _loop_module().startswith("uvloop")
+    monkeypatch.setitem(sys.modules, "uvloop", None)
+    aio._loops._factory = None
+    with pytest.raises(ImportError, match="SPOC_WORKERS_LOOP=uvloop, but uvloop is not installed"):
+        run_async_safely(asyncio.sleep(0))
+
+
+def test_an_unknown_spoc_workers_loop_is_a_clear_error(
+    loop_choice: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(LOOP_ENV, "tokio")
+    with pytest.raises(
+        ValueError, match=r"\$SPOC_WORKERS_LOOP='tokio': expected one of auto, asyncio, uvloop"
+    ):
+        uvloop_enabled()
+
+
+def test_the_argument_opts_out_for_one_call(loop_choice: None) -> None:
+    async def which() -> str:
+        return type(asyncio.get_running_loop()).__module__
+
+    assert run_async_safely(which(), uvloop=False).startswith("asyncio")
+    with LoopRunner(uvloop=False) as runner:
+        assert runner.run(which()).startswith("asyncio")
+    assert run_async_safely(which()).startswith(DEFAULT_LOOP)  # the process-wide choice is unchanged
+
+
+def test_the_argument_can_demand_uvloop(loop_choice: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    async def which() -> str:
+        return type(asyncio.get_running_loop()).__module__
+
+    use_default_loop()
+    if UVLOOP_INSTALLED:
+        assert run_async_safely(which(), uvloop=True).startswith("uvloop")
+    monkeypatch.setitem(sys.modules, "uvloop", None)
+    with pytest.raises(ImportError, match="uvloop=True, but uvloop is not installed"):
+        run_async_safely(which(), uvloop=True)  # the coroutine is closed: no "never awaited" warning
+    with pytest.raises(ImportError, match="uvloop=True"):
+        LoopRunner(uvloop=True)
+
+
+def test_the_argument_is_ignored_inside_a_running_loop(loop_choice: None) -> None:
+    async def child() -> asyncio.AbstractEventLoop:
+        return asyncio.get_running_loop()
+
+    async def parent() -> bool:
+        task = run_async_safely(child(), uvloop=not UVLOOP_INSTALLED)
+        assert isinstance(task, asyncio.Task)
+        return await task is asyncio.get_running_loop()
+
+    assert run_async_safely(parent())
+
+
+def test_uvloop_switch_reports_what_it_did(loop_choice: None) -> None:
     use_default_loop()
     assert not uvloop_enabled()
+    assert _loop_module().startswith("asyncio")
+    assert set_uvloop_if_available() is UVLOOP_INSTALLED
+    assert uvloop_enabled() is UVLOOP_INSTALLED
+    assert _loop_module().startswith(DEFAULT_LOOP)
+
+
+def test_the_calls_win_over_the_environment(loop_choice: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(LOOP_ENV, "asyncio")
+    assert set_uvloop_if_available() is UVLOOP_INSTALLED
+    assert _loop_module().startswith(DEFAULT_LOOP)
+    monkeypatch.setenv(LOOP_ENV, "uvloop")
+    use_default_loop()
     assert _loop_module().startswith("asyncio")
 
 
@@ -151,25 +247,56 @@ def test_without_uvloop_the_switch_is_false(loop_choice: None, monkeypatch: pyte
     assert _loop_module().startswith("asyncio")
 
 
-def test_no_warning_at_all_under_w_error() -> None:
-    code = (
-        "import asyncio\n"
-        "from spoc.workers.aio import set_uvloop_if_available, run_async_safely, LoopRunner\n"
-        "print(set_uvloop_if_available())\n"
-        "async def f():\n"
-        "    await asyncio.sleep(0)\n"
-        "    return type(asyncio.get_running_loop()).__module__\n"
-        "print(run_async_safely(f()))\n"
-        "with LoopRunner() as r:\n"
-        "    print(r.run(f()))\n"
-    )
+def _run_quietly(code: str, **env: str) -> list[str]:
+    """Run ``code`` in a fresh interpreter under ``-W error``; it must print and warn nothing else."""
+    environ = {k: v for k, v in os.environ.items() if k != LOOP_ENV}
+    environ.update(env)
     proc = subprocess.run(
-        [sys.executable, "-W", "error", "-c", code], capture_output=True, text=True, timeout=60, check=False
+        [sys.executable, "-W", "error", "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env=environ,
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stderr == ""
-    enabled, module, _ = proc.stdout.split()
-    assert module.startswith("uvloop") == (enabled == "True")
+    return proc.stdout.split()
+
+
+LOOPS_IN_A_FRESH_PROCESS = (
+    "import asyncio\n"
+    "from spoc.workers.aio import run_async_safely, LoopRunner, uvloop_enabled\n"
+    "async def f():\n"
+    "    await asyncio.sleep(0)\n"
+    "    return type(asyncio.get_running_loop()).__module__\n"
+    "print(run_async_safely(f()))\n"
+    "with LoopRunner() as r:\n"
+    "    print(r.run(f()))\n"
+    "print(uvloop_enabled())\n"
+)
+
+
+def test_no_warning_at_all_under_w_error() -> None:
+    via_safely, via_runner, enabled = _run_quietly(LOOPS_IN_A_FRESH_PROCESS)
+    assert via_safely.startswith(DEFAULT_LOOP)
+    assert via_runner.startswith(DEFAULT_LOOP)
+    assert enabled == str(UVLOOP_INSTALLED)
+
+
+def test_no_warning_when_uvloop_is_enabled_by_hand_either() -> None:
+    code = "from spoc.workers.aio import set_uvloop_if_available\nprint(set_uvloop_if_available())\n"
+    code += LOOPS_IN_A_FRESH_PROCESS
+    enabled, via_safely, _, _ = _run_quietly(code)
+    assert enabled == str(UVLOOP_INSTALLED)
+    assert via_safely.startswith(DEFAULT_LOOP)
+
+
+def test_the_environment_opts_a_whole_process_out() -> None:
+    via_safely, via_runner, enabled = _run_quietly(LOOPS_IN_A_FRESH_PROCESS, **{LOOP_ENV: "asyncio"})
+    assert via_safely.startswith("asyncio")
+    assert via_runner.startswith("asyncio")
+    assert enabled == "False"
 
 
 def test_loop_runner_keeps_one_loop_across_runs() -> None:

@@ -13,6 +13,7 @@ on purpose (uvloop not installed, a feature the library lacks) do not count.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import multiprocessing
 import os
@@ -55,7 +56,7 @@ from bench_workers import (
 )
 
 from spoc.workers import START_METHOD_ENV, Backoff, Server, WorkerState
-from spoc.workers.aio import run_async_safely, set_uvloop_if_available, use_default_loop
+from spoc.workers.aio import run_async_safely
 from spoc.workers.patterns import Pipeline
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -748,9 +749,9 @@ def failure_repair(sizes: Sizes) -> list[Figure]:
 # -- 8. run_async_safely: uvloop vs asyncio ----------------------------------------------
 
 
-def _round_trips(count: int) -> tuple[float, str]:
+def _round_trips(count: int, *, uvloop: bool) -> tuple[float, str]:
     begun = time.perf_counter()
-    loop_type = run_async_safely(echo_round_trips(count))
+    loop_type = run_async_safely(echo_round_trips(count), uvloop=uvloop)
     elapsed = time.perf_counter() - begun
     assert isinstance(loop_type, str)
     return elapsed, loop_type
@@ -760,23 +761,18 @@ def uvloop_ratio(sizes: Sizes) -> list[Figure]:
     """Figure 8: run_async_safely, socketpair echo round trips, uvloop vs the default asyncio loop."""
     count = sizes.round_trips
     name = f"run_async_safely: {count:,} round trips, uvloop"
-    if not set_uvloop_if_available():
+    if importlib.util.find_spec("uvloop") is None:
         return [Figure(name, None, "asyncio loop", None, status="skipped", note="uvloop is not installed")]
-    try:
-        uv, default = [], []
-        for _ in range(sizes.aio_reps):
-            set_uvloop_if_available()
-            elapsed, loop_type = _round_trips(count)
-            if not loop_type.startswith("uvloop"):
-                raise RuntimeError(f"uvloop enabled, yet run_async_safely ran on {loop_type}")
-            uv.append(elapsed)
-            use_default_loop()
-            elapsed, loop_type = _round_trips(count)
-            if loop_type.startswith("uvloop"):
-                raise RuntimeError(f"uvloop disabled, yet run_async_safely ran on {loop_type}")
-            default.append(elapsed)
-    finally:
-        use_default_loop()
+    uv, default = [], []
+    for _ in range(sizes.aio_reps):
+        elapsed, loop_type = _round_trips(count, uvloop=True)
+        if not loop_type.startswith("uvloop"):
+            raise RuntimeError(f"uvloop=True, yet run_async_safely ran on {loop_type}")
+        uv.append(elapsed)
+        elapsed, loop_type = _round_trips(count, uvloop=False)
+        if loop_type.startswith("uvloop"):
+            raise RuntimeError(f"uvloop=False, yet run_async_safely ran on {loop_type}")
+        default.append(elapsed)
     return [Figure(name, Stat.of(uv), "asyncio loop", Stat.of(default), note="64-byte messages, socketpair")]
 
 

@@ -18,6 +18,7 @@ from spoc.workers import (
     WorkerState,
 )
 from targets import (
+    UVLOOP_INSTALLED,
     AsyncMarkingSleeper,
     AsyncProcessOrder,
     ExitsWith,
@@ -77,8 +78,7 @@ def test_async_hooks_in_a_child_share_one_loop(tmp_path: Path) -> None:
     assert worker.state is WorkerState.STOPPED, worker.exception
     got, loop_module = (tmp_path / "async-order.main").read_text().rsplit(" ", 1)
     assert got == "[0, 1, 2]"
-    expected_uvloop = os.environ.get("SPOC_WORKERS_TEST_UVLOOP") == "1"
-    assert loop_module.startswith("uvloop") is expected_uvloop
+    assert loop_module.startswith("uvloop") is UVLOOP_INSTALLED  # uvloop by default when installed
 
 
 def test_the_process_carries_the_worker_name(tmp_path: Path) -> None:

@@ -270,7 +270,7 @@ def test_sleep_rejects_bad_durations(bad: Any) -> None:
 
 def test_is_running_is_true_until_a_stop_is_requested() -> None:
     worker = Recorder()
-    assert worker.is_running
+    assert not worker.is_running  # not started: not running (see test_is_running.py)
     worker.start()
     assert worker.in_main.wait(5)
     assert worker.is_running

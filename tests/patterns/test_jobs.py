@@ -231,6 +231,20 @@ def test_a_process_processor_refuses_a_queue_queue() -> None:
     assert "multiprocessing" in message
 
 
+def test_a_process_processor_refuses_an_asyncio_queue_in_good_english() -> None:
+    with pytest.raises(TypeError, match=r"is an asyncio\.queues\.Queue, which lives in one process"):
+        pt.RecordingJobs("wrong", asyncio.Queue(), None, None)
+
+
+def test_something_that_is_no_queue_is_refused_by_name() -> None:
+    class Jobs(JobProcessor):
+        def process_job(self, job: Any) -> None:
+            pass
+
+    with pytest.raises(TypeError, match=r"cannot read from a builtins\.int: expected a queue\.Queue"):
+        Jobs("int", 42)
+
+
 def test_something_that_is_no_queue_is_refused() -> None:
     class Jobs(JobProcessor):
         def process_job(self, job: Any) -> None:

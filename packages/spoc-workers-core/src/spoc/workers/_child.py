@@ -27,7 +27,7 @@ from multiprocessing.connection import Connection, wait
 from multiprocessing.reduction import ForkingPickler
 from typing import TYPE_CHECKING, Any
 
-from spoc.workers.aio import set_uvloop_if_available
+from spoc.workers.aio import set_uvloop_if_available, use_default_loop
 
 from ._lifecycle import run_lifecycle
 from ._liveness import Liveness
@@ -64,8 +64,12 @@ def child_main(
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     if hasattr(signal, "SIGUSR1"):  # like the parent's run_forever: show stacks, never die of it
         faulthandler.register(signal.SIGUSR1, all_threads=True, chain=False)
-    if use_uvloop:  # the parent's choice; a spawned child starts with a fresh module state
+    # The parent's loop choice, opt-out included: a spawned child starts with a
+    # fresh module state, and would otherwise make its own.
+    if use_uvloop:
         set_uvloop_if_available()
+    else:
+        use_default_loop()
     token = StopToken()
     signal.signal(signal.SIGTERM, lambda signum, frame: token.set())
     worker._enter_child(token, liveness)

@@ -1,22 +1,27 @@
 """``spoc-workers run package.module:attribute``: run a Server from the command line.
 
 The attribute may be a :class:`~spoc.workers.Server`, a worker (run in a
-server of its own), or a callable returning either, as with
-``gunicorn module:app``. SIGINT and SIGTERM stop it gracefully (a second one
-cuts the shutdown short), SIGUSR1 logs its status and every thread's stack,
-and the exit status is the server's: 0 when every worker ended cleanly.
-Problems with the target exit with status 2 and a one-line message.
+server of its own), or a callable returning either (a factory function, or a
+worker class, called without arguments), as with ``gunicorn module:app``.
+SIGINT and SIGTERM stop it gracefully (a second one cuts the shutdown short),
+SIGUSR1 logs its status and every thread's stack, and the exit status is the
+server's: 0 when every worker ended cleanly. Problems with the target exit
+with status 2 and a one-line message; ``--traceback`` adds the traceback.
+The command is documented on the Supervision page of the documentation.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.metadata
 import logging
 import multiprocessing
 import os
 import sys
+import traceback
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from ._pickling import find_unpicklable
@@ -37,23 +42,31 @@ class TargetError(Exception):
 def load_server(target: str) -> Server:
     """Import ``package.module:attribute`` and make a Server of it.
 
-    The attribute may be a dotted path inside the module. A callable (a
-    factory function, or a worker class) is called without arguments. The
-    current directory is put on ``sys.path`` first, as ``python -m`` does.
+    The attribute may be a dotted path inside the module. It may be a
+    Server, a worker (put in a server of its own, named after it), or a
+    callable returning either: a factory function, or a worker class, which
+    is called without arguments. The current directory is put on
+    ``sys.path`` first, as ``python -m`` does.
 
     Raises:
-        TargetError: a malformed target, an import error, a missing
-            attribute, or an object that is neither a Server, a worker, nor a
-            callable returning one.
+        TargetError: a malformed target (a file path instead of a module
+            name included), an import error, a missing attribute, a callable
+            that fails, or an object that is neither a Server, a worker, nor
+            a callable returning one. The error's ``__cause__`` is the
+            exception behind it, if any.
     """
     module_name, sep, attribute = target.partition(":")
     if not sep or not module_name or not attribute:
         raise TargetError(f"target {target!r} must look like package.module:attribute")
+    if "/" in module_name or os.sep in module_name:
+        raise TargetError(_path_hint(target, module_name, attribute))
     if os.getcwd() not in sys.path and "" not in sys.path:
         sys.path.insert(0, os.getcwd())  # like `python -m`: modules of the current directory
     try:
         obj: Any = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
+        if module_name.endswith(".py") and exc.name in (module_name, module_name[: -len(".py")]):
+            raise TargetError(_path_hint(target, module_name, attribute)) from None
         if exc.name and module_name.startswith(exc.name):
             raise TargetError(f"cannot import {module_name!r}: no module named {exc.name!r}") from exc
         raise TargetError(f"importing {module_name!r} failed: {type(exc).__name__}: {exc}") from exc
@@ -62,13 +75,14 @@ def load_server(target: str) -> Server:
     for part in attribute.split("."):
         try:
             obj = getattr(obj, part)
-        except AttributeError as exc:
-            raise TargetError(f"{module_name!r} has no attribute {attribute!r}") from exc
+        except AttributeError:
+            raise TargetError(f"{module_name!r} has no attribute {attribute!r}") from None
     if callable(obj) and not isinstance(obj, (Server, AbstractWorker)):  # a factory, or a worker class
         try:
             obj = obj()
         except Exception as exc:
-            raise TargetError(f"calling {target!r} failed: {type(exc).__name__}: {exc}") from exc
+            how = "a worker class is called without arguments: " if _is_worker_class(obj) else ""
+            raise TargetError(f"calling {target!r} failed ({how}{type(exc).__name__}: {exc})") from exc
     if isinstance(obj, AbstractWorker):
         server = Server(obj.name)
         server.add_worker(obj)
@@ -76,8 +90,46 @@ def load_server(target: str) -> Server:
     if isinstance(obj, Server):
         return obj
     raise TargetError(
-        f"{target!r} is a {type(obj).__name__}, not a Server, a worker, or a callable returning one"
+        f"{target!r} is {_a(type(obj).__name__)}, not a Server, a worker, or a callable returning one"
     )
+
+
+def _is_worker_class(obj: Any) -> bool:
+    return isinstance(obj, type) and issubclass(obj, AbstractWorker)
+
+
+def _a(name: str) -> str:
+    """``name`` with its indefinite article: ``"an int"``, ``"a str"``."""
+    return f"an {name}" if name[:1].lower() in "aeio" else f"a {name}"
+
+
+def _path_hint(target: str, module_name: str, attribute: str) -> str:
+    """The error for a target written as a file path: name the module with dots instead."""
+    dotted = _dotted_module(module_name)
+    if dotted is None:
+        return (
+            f"target {target!r} names a file; name its module with dots (package.module:attribute), "
+            "from the directory that holds its top package or with that directory on PYTHONPATH"
+        )
+    return f"target {target!r} names a file; name its module with dots: {dotted}:{attribute}"
+
+
+def _dotted_module(module_name: str) -> str | None:
+    """``examples/supervised.py`` -> ``examples.supervised`` (relative to the current directory)."""
+    path = Path(module_name)
+    if path.suffix == ".py":
+        path = path.with_suffix("")
+    if path.is_absolute():
+        try:
+            path = path.relative_to(Path.cwd())
+        except ValueError:
+            return None
+    parts = ".".join(part for part in path.parts if part != ".").split(".")
+    if parts[-1] == "__init__":
+        parts.pop()
+    if not parts or not all(part.isidentifier() for part in parts):
+        return None
+    return ".".join(parts)
 
 
 def check_server(server: Server) -> None:
@@ -101,8 +153,16 @@ def check_server(server: Server) -> None:
                 )
 
 
+def _version() -> str:
+    try:
+        return importlib.metadata.version("spoc-workers-core")
+    except importlib.metadata.PackageNotFoundError:  # run from a source tree, not installed
+        return "unknown (spoc-workers-core is not installed)"
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="spoc-workers", description="Run spoc-workers servers.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     commands = parser.add_subparsers(dest="command", required=True)
     run = commands.add_parser(
         "run",
@@ -110,7 +170,11 @@ def _parser() -> argparse.ArgumentParser:
         description="Run a Server (or a worker, or a callable returning one) until SIGINT or SIGTERM. "
         "SIGUSR1 logs its status and every thread's stack.",
     )
-    run.add_argument("target", help="package.module:attribute")
+    run.add_argument(
+        "target",
+        help="package.module:attribute: a Server, a worker, or a callable returning one "
+        "(a factory function or a worker class, called without arguments)",
+    )
     run.add_argument("--log-level", default="info", choices=LOG_LEVELS, help="default: info")
     run.add_argument("--shutdown-timeout", type=float, metavar="SECONDS", help="override the server's")
     run.add_argument(
@@ -118,7 +182,15 @@ def _parser() -> argparse.ArgumentParser:
         choices=multiprocessing.get_all_start_methods(),
         help=f"for process workers without their own (sets ${START_METHOD_ENV})",
     )
-    run.add_argument("--check", action="store_true", help="import and validate the target, then exit")
+    run.add_argument(
+        "--check",
+        action="store_true",
+        help="import the module, make the server (calling the attribute if it is callable) and "
+        "validate it, then exit without starting anything",
+    )
+    run.add_argument(
+        "--traceback", action="store_true", help="when the target cannot be run, show the full traceback"
+    )
     return parser
 
 
@@ -147,9 +219,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             server.shutdown_timeout = args.shutdown_timeout
         check_server(server)
     except TargetError as exc:
-        if debug:
+        message = str(exc)
+        if args.traceback:
+            traceback.print_exception(type(exc), exc, exc.__traceback__, file=sys.stderr)
+        elif debug:
             logging.getLogger("spoc.workers.cli").exception("cannot run %s", args.target)
-        print(f"spoc-workers: error: {exc}", file=sys.stderr)
+        elif exc.__cause__ is not None:
+            message += " (add --traceback to see the full traceback)"
+        print(f"spoc-workers: error: {message}", file=sys.stderr)
         return EXIT_USAGE
     if args.check:
         names = ", ".join(f"{w.name} ({w.kind})" for w in server.workers)

@@ -319,6 +319,11 @@ class ProcessWorker(AbstractWorker):
         with self._lock:
             return self._alive()
 
+    def _run_under_way(self) -> bool:
+        if self._process is not None:  # in the parent: what the child said, or that it died
+            self._refresh()
+        return super()._run_under_way()  # in the child: its state stays STARTING for the whole run
+
     def _alive(self) -> bool:
         process = self._process
         if process is None or self._ended is not None:

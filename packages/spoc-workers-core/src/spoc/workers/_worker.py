@@ -172,9 +172,20 @@ class AbstractWorker(ABC):
 
     @property
     def is_running(self) -> bool:
-        """True until a stop is requested for the current run."""
+        """True while a run is under way and no stop was requested for it.
+
+        Inside the worker, from ``setup()`` on (in a process worker's child
+        too), it stays True until a stop is requested, so ``while
+        self.is_running:`` loops until then. From outside, it answers "is it
+        running now?": False before the first :meth:`start`, False once a
+        stop was requested, and False after the run ended (``STOPPED`` or
+        ``FAILED``), until the next :meth:`start`. A thread whose run was
+        abandoned (hung) reads it as False.
+        """
         token = self._caller_token()
-        return token is None or not token.stopped
+        if token is None or token.stopped:
+            return False
+        return self._run_under_way()
 
     def sleep(self, seconds: float) -> bool:
         """Sleep up to ``seconds``, waking at once when a stop is requested.
@@ -264,7 +275,7 @@ class AbstractWorker(ABC):
         self._refresh()
         with self._lock:
             state = self._state
-            if state in (WorkerState.STARTING, WorkerState.RUNNING) and not self.is_running:
+            if state in (WorkerState.STARTING, WorkerState.RUNNING) and self._stop_requested():
                 return WorkerState.STOPPING
             return state
 
@@ -368,6 +379,21 @@ class AbstractWorker(ABC):
             if token is not None:
                 return token
         return self._token
+
+    def _stop_requested(self) -> bool:
+        """Whether a stop was requested for the calling thread's run (the current or last one).
+
+        Unlike ``not is_running``, this stays True after the run ended, so a
+        supervisor can tell a worker stopped on purpose from one that ended
+        by itself.
+        """
+        token = self._caller_token()
+        return token is not None and token.stopped
+
+    def _run_under_way(self) -> bool:
+        """Whether the current run has not ended yet (threads: the state is not final)."""
+        state = self._state
+        return state is not WorkerState.STOPPED and state is not WorkerState.FAILED
 
     def _current_token(self, what: str) -> StopToken:
         token = self._caller_token()

@@ -13,7 +13,7 @@ from collections.abc import Coroutine
 from types import TracebackType
 from typing import Any, TypeVar
 
-from ._loops import new_event_loop
+from ._loops import LoopFactory, factory_for
 
 __all__ = ["LoopRunner"]
 
@@ -21,12 +21,21 @@ T = TypeVar("T")
 
 
 class LoopRunner:
-    """Own one event loop (uvloop when enabled) for the lifetime of a ``with`` block.
+    """Own one event loop for the lifetime of a ``with`` block.
 
     The loop is created lazily, on the first :meth:`run`. On exit every task
     still pending is cancelled and awaited, async generators and the default
     executor are shut down, and the loop is closed, exactly as
     :func:`asyncio.run` does.
+
+    Args:
+        uvloop: which loop to create. None (the default): the library's
+            choice, uvloop when it is installed unless ``SPOC_WORKERS_LOOP=asyncio``
+            or :func:`~spoc.workers.aio.use_default_loop` said otherwise;
+            False: the standard asyncio loop; True: uvloop.
+
+    Raises:
+        ImportError: ``uvloop=True`` and uvloop is not installed.
 
     Examples:
         >>> with LoopRunner() as runner:
@@ -34,9 +43,11 @@ class LoopRunner:
         1
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, uvloop: bool | None = None) -> None:
         self._runner: Any = None  # asyncio.Runner on 3.11+, _Runner310 before
         self._closed = False
+        # An explicit choice is checked now; the library's own is made at the first run.
+        self._factory: LoopFactory | None = None if uvloop is None else factory_for(uvloop)
 
     def __enter__(self) -> LoopRunner:
         return self
@@ -59,12 +70,15 @@ class LoopRunner:
 
         Raises:
             RuntimeError: when called from a running event loop or after close.
+            ValueError, ImportError: the first loop of the process cannot be
+                made as ``SPOC_WORKERS_LOOP`` asks (an unknown value; ``uvloop``
+                when uvloop is not installed).
         """
         try:
             if _running_loop() is not None:
                 raise RuntimeError("LoopRunner.run() cannot be called from a running event loop")
             runner = self._get_runner()
-        except RuntimeError:
+        except BaseException:  # nested, closed, or no loop to be had ($SPOC_WORKERS_LOOP)
             coro.close()  # never leave an un-awaited coroutine behind
             raise
         return runner.run(coro)  # type: ignore[no-any-return]
@@ -80,22 +94,24 @@ class LoopRunner:
         if self._closed:
             raise RuntimeError("LoopRunner is closed")
         if self._runner is None:
+            factory = self._factory if self._factory is not None else factory_for(None)
             if sys.version_info >= (3, 11):
-                self._runner = asyncio.Runner(loop_factory=new_event_loop)
+                self._runner = asyncio.Runner(loop_factory=factory)
             else:
-                self._runner = _Runner310()
+                self._runner = _Runner310(factory)
         return self._runner
 
 
 class _Runner310:
     """The part of Python 3.11's ``asyncio.Runner`` we need, for Python 3.10."""
 
-    def __init__(self) -> None:
+    def __init__(self, factory: LoopFactory) -> None:
+        self._factory = factory
         self._loop: asyncio.AbstractEventLoop | None = None
 
     def get_loop(self) -> asyncio.AbstractEventLoop:
         if self._loop is None:
-            self._loop = new_event_loop()
+            self._loop = self._factory()
         return self._loop
 
     def run(self, coro: Coroutine[Any, Any, T]) -> T:

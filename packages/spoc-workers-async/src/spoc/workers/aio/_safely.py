@@ -20,28 +20,42 @@ logger = logging.getLogger("spoc.workers.aio")
 _pending: set[asyncio.Task[Any]] = set()
 
 
-def run_async_safely(coro: Coroutine[Any, Any, T]) -> T | asyncio.Task[T]:
+def run_async_safely(coro: Coroutine[Any, Any, T], *, uvloop: bool | None = None) -> T | asyncio.Task[T]:
     """Run ``coro`` correctly whether or not this thread already runs an event loop.
 
     * No running loop in this thread: the coroutine runs to completion on a
-      new loop (uvloop when enabled, see
-      :func:`~spoc.workers.aio.set_uvloop_if_available`); its result is
-      returned and its exception raised.
+      new loop, and its result is returned or its exception raised. That
+      loop is a uvloop loop when uvloop is installed, unless the environment
+      variable ``SPOC_WORKERS_LOOP=asyncio``, a call to
+      :func:`~spoc.workers.aio.use_default_loop` or ``uvloop=False`` says
+      otherwise.
     * Inside a running loop: the coroutine is scheduled as a task on that
-      loop and the :class:`asyncio.Task` is returned at once. The task is
-      kept alive until it finishes; if it fails, its exception is logged on
-      the ``spoc.workers.aio`` logger, so it is never lost even when nobody
+      loop and the :class:`asyncio.Task` is returned at once (``uvloop`` is
+      then ignored: the running loop is used). The task is kept alive until
+      it finishes; if it fails, its exception is logged on the
+      ``spoc.workers.aio`` logger, so it is never lost even when nobody
       awaits the task (awaiting it still raises the exception as usual).
+
+    Args:
+        coro: the coroutine object to run.
+        uvloop: for a new loop, None (the default) takes the library's
+            choice, False the standard asyncio loop, True uvloop.
 
     Raises:
         TypeError: when ``coro`` is not a coroutine object.
+        ImportError: ``uvloop=True`` and uvloop is not installed.
     """
     if not asyncio.iscoroutine(coro):
         raise TypeError(f"run_async_safely() expects a coroutine object, got {type(coro).__name__}")
     try:
         loop = asyncio.get_running_loop()
     except RuntimeError:
-        with LoopRunner() as runner:
+        try:
+            runner = LoopRunner(uvloop=uvloop)
+        except BaseException:
+            coro.close()  # never leave an un-awaited coroutine behind
+            raise
+        with runner:
             return runner.run(coro)
     task = loop.create_task(coro)
     _pending.add(task)

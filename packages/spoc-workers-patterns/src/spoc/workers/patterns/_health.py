@@ -170,7 +170,7 @@ class HealthMonitor(ThreadWorker):
             track.running_since = None
             if not track.decided:
                 track.decided = True
-                if not worker.is_running:
+                if worker._stop_requested():
                     continue  # stop() was called for this run: stopped on purpose
                 if state is WorkerState.FAILED:
                     events.append(
@@ -189,7 +189,7 @@ class HealthMonitor(ThreadWorker):
                 track.restart_at = now + track.delay
             if track.restart_at is None:
                 continue
-            if not worker.is_running:  # stop() called since it ended: stopped on purpose
+            if worker._stop_requested():  # stop() called since it ended: stopped on purpose
                 track.restart_at = None
                 continue
             if now < track.restart_at:

@@ -83,6 +83,12 @@ def describe_queue(q: object) -> str:
     return f"{cls.__module__}.{cls.__qualname__}"
 
 
+def _a_queue(q: object) -> str:
+    """:func:`describe_queue` with its article: ``"a queue.Queue"``, ``"an asyncio.queues.Queue"``."""
+    name = describe_queue(q)
+    return f"an {name}" if name[:1].lower() in "aeio" else f"a {name}"
+
+
 def check_shareable(owner: str, attribute: str, q: object, fix: str) -> None:
     """Raise a clear ``TypeError`` when a process worker is given an in-process queue.
 
@@ -96,7 +102,7 @@ def check_shareable(owner: str, attribute: str, q: object, fix: str) -> None:
     """
     if isinstance(q, (queue.Queue, queue.SimpleQueue, asyncio.Queue)):
         raise TypeError(
-            f"{owner}: {attribute} is a {describe_queue(q)}, which lives in one process: a process "
+            f"{owner}: {attribute} is {_a_queue(q)}, which lives in one process: a process "
             f"worker would read its own copy of it (or fail to pickle it) and never see the items. {fix}"
         )
 
@@ -279,9 +285,7 @@ def reader_for(q: Any) -> QueueReader:
         return _ProcessQueueReader(q)
     if callable(getattr(q, "get", None)) and callable(getattr(q, "get_nowait", None)):
         return _PollingQueueReader(q)
-    raise TypeError(
-        f"cannot read from a {describe_queue(q)}: expected a queue.Queue or a multiprocessing queue"
-    )
+    raise TypeError(f"cannot read from {_a_queue(q)}: expected a queue.Queue or a multiprocessing queue")
 
 
 # -- writers ---------------------------------------------------------------------
@@ -364,7 +368,7 @@ def writer_for(q: Any) -> QueueWriter:
         TypeError: ``q`` has no ``put`` method.
     """
     if not (callable(getattr(q, "put", None)) and callable(getattr(q, "put_nowait", None))):
-        raise TypeError(f"cannot write to a {describe_queue(q)}: it has no put() and put_nowait()")
+        raise TypeError(f"cannot write to {_a_queue(q)}: it has no put() and put_nowait()")
     return QueueWriter(q)
 
 
