@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import importlib.util
 import multiprocessing
+import multiprocessing.process
 import os
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -16,6 +19,10 @@ from spoc.workers import START_METHOD_ENV
 from spoc.workers.aio import LOOP_ENV
 
 START_METHOD = os.environ.get(START_METHOD_ENV) or multiprocessing.get_start_method()
+PRIMARY_START_METHOD = "forkserver"  # Linux's default from Python 3.14 on
+"""Tests marked ``no_processes`` cannot depend on the start method: they run in
+this cell of the nox matrix only (once per Python), and there it is checked that
+they really start no process."""
 UVLOOP_EXPECTED = os.environ.get("SPOC_WORKERS_TEST_UVLOOP")
 UVLOOP_INSTALLED = importlib.util.find_spec("uvloop") is not None
 LEAK_GRACE = 5.0  # seconds a test's threads and processes get to finish after it
@@ -27,6 +34,54 @@ if UVLOOP_EXPECTED is not None:
     )
 # The suite tests the automatic choice of loop; tests that opt out do so themselves.
 LOOP_ENV_GIVEN = os.environ.pop(LOOP_ENV, None)
+
+
+class _ProcessStarts:
+    """Counts processes and subprocesses started, to hold ``no_processes`` tests to their word."""
+
+    count = 0
+
+    @classmethod
+    def install(cls) -> None:
+        process_start = multiprocessing.process.BaseProcess.start
+        popen_init = subprocess.Popen.__init__
+
+        def start(self: Any, *args: Any, **kwargs: Any) -> None:
+            cls.count += 1
+            process_start(self, *args, **kwargs)
+
+        def init(self: Any, *args: Any, **kwargs: Any) -> None:
+            cls.count += 1
+            popen_init(self, *args, **kwargs)
+
+        multiprocessing.process.BaseProcess.start = start  # type: ignore[method-assign]
+        subprocess.Popen.__init__ = init  # type: ignore[method-assign]
+
+
+_ProcessStarts.install()
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Outside the primary start method, leave out the tests that start no process."""
+    if START_METHOD == PRIMARY_START_METHOD:
+        return
+    kept = [item for item in items if item.get_closest_marker("no_processes") is None]
+    if len(kept) < len(items):
+        config.hook.pytest_deselected(items=[item for item in items if item not in kept])
+        items[:] = kept
+
+
+@pytest.fixture(autouse=True)
+def starts_no_process_if_marked(request: pytest.FixtureRequest) -> Iterator[None]:
+    """A ``no_processes`` test that starts a process fails: it would skip start methods it needs."""
+    before = _ProcessStarts.count
+    yield
+    if request.node.get_closest_marker("no_processes") is not None and _ProcessStarts.count != before:
+        pytest.fail(
+            "this test is marked no_processes but started a process: remove the mark "
+            "(it must run under every start method)",
+            pytrace=False,
+        )
 
 
 def pytest_report_header() -> list[str]:

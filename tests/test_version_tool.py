@@ -54,6 +54,7 @@ def _run(version_file: Path, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+@pytest.mark.no_processes
 def test_the_real_version_file_holds_a_valid_version() -> None:
     assert tool.read(ROOT / "VERSION") == (ROOT / "VERSION").read_text().strip()
 
@@ -86,6 +87,7 @@ def test_a_bump_rewrites_the_file(version_file: Path, bump: str, new: str) -> No
         ("1.2.3rc1", "1.2.3", "1.2.3"),
     ],
 )
+@pytest.mark.no_processes
 def test_bump_rules(current: str, bump: str, new: str) -> None:
     assert tool.bumped(current, bump) == new
 
@@ -114,6 +116,7 @@ def test_a_broken_version_file_is_reported(version_file: Path) -> None:
     assert "expected one version on one line" in proc.stderr
 
 
+@pytest.mark.no_processes
 def test_the_nox_session_runs_this_tool_and_not_hatch() -> None:
     source = NOXFILE.read_text()
     session = source[source.index("def version(") :]

@@ -48,6 +48,7 @@ def _loop_module() -> str:
     return result
 
 
+@pytest.mark.no_processes
 def test_no_running_loop_returns_the_result() -> None:
     async def answer() -> int:
         await asyncio.sleep(0)
@@ -56,6 +57,7 @@ def test_no_running_loop_returns_the_result() -> None:
     assert run_async_safely(answer()) == 42
 
 
+@pytest.mark.no_processes
 def test_no_running_loop_raises_the_exception() -> None:
     async def fail() -> None:
         raise KeyError("boom")
@@ -64,6 +66,7 @@ def test_no_running_loop_raises_the_exception() -> None:
         run_async_safely(fail())
 
 
+@pytest.mark.no_processes
 def test_each_call_without_a_loop_leaves_no_loop_behind() -> None:
     loops: list[asyncio.AbstractEventLoop] = []
 
@@ -76,11 +79,13 @@ def test_each_call_without_a_loop_leaves_no_loop_behind() -> None:
     assert all(loop.is_closed() for loop in loops)
 
 
+@pytest.mark.no_processes
 def test_rejects_what_is_not_a_coroutine() -> None:
     with pytest.raises(TypeError, match="coroutine"):
         run_async_safely(lambda: None)  # type: ignore[arg-type]
 
 
+@pytest.mark.no_processes
 def test_inside_a_running_loop_returns_a_task_on_that_loop() -> None:
     async def child() -> str:
         return "child-done"
@@ -93,6 +98,7 @@ def test_inside_a_running_loop_returns_a_task_on_that_loop() -> None:
     assert run_async_safely(parent()) == (True, "child-done")
 
 
+@pytest.mark.no_processes
 def test_a_scheduled_task_survives_garbage_collection() -> None:
     finished = []
 
@@ -113,6 +119,7 @@ def test_a_scheduled_task_survives_garbage_collection() -> None:
     assert finished == [True]
 
 
+@pytest.mark.no_processes
 def test_a_failing_task_nobody_awaits_is_logged(caplog: pytest.LogCaptureFixture) -> None:
     async def child() -> None:
         raise RuntimeError("lost?")
@@ -129,6 +136,7 @@ def test_a_failing_task_nobody_awaits_is_logged(caplog: pytest.LogCaptureFixture
     assert "lost?" in str(failures[0].exc_info[1])
 
 
+@pytest.mark.no_processes
 def test_uvloop_is_installed_exactly_when_this_nox_cell_says() -> None:
     if UVLOOP_EXPECTED is not None:
         assert (UVLOOP_EXPECTED == "1") == UVLOOP_INSTALLED, "this nox cell's uvloop expectation is wrong"
@@ -136,6 +144,7 @@ def test_uvloop_is_installed_exactly_when_this_nox_cell_says() -> None:
         assert isinstance(UVLOOP_INSTALLED, bool)
 
 
+@pytest.mark.no_processes
 def test_the_default_loop_is_uvloop_when_it_is_importable(loop_choice: None) -> None:
     assert _loop_module().startswith(DEFAULT_LOOP)
     assert uvloop_enabled() is UVLOOP_INSTALLED
@@ -143,6 +152,7 @@ def test_the_default_loop_is_uvloop_when_it_is_importable(loop_choice: None) -> 
         assert type(runner.loop).__module__.startswith(DEFAULT_LOOP)
 
 
+@pytest.mark.no_processes
 def test_without_uvloop_the_default_loop_is_asyncio(
     loop_choice: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -151,6 +161,7 @@ def test_without_uvloop_the_default_loop_is_asyncio(
     assert not uvloop_enabled()
 
 
+@pytest.mark.no_processes
 def test_spoc_workers_loop_asyncio_opts_out(loop_choice: None, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(LOOP_ENV, "asyncio")
     assert _loop_module().startswith("asyncio")
@@ -158,6 +169,7 @@ def test_spoc_workers_loop_asyncio_opts_out(loop_choice: None, monkeypatch: pyte
 
 
 @pytest.mark.parametrize("value", ["auto", "", " Auto "])
+@pytest.mark.no_processes
 def test_spoc_workers_loop_auto_is_the_default(
     loop_choice: None, monkeypatch: pytest.MonkeyPatch, value: str
 ) -> None:
@@ -165,6 +177,7 @@ def test_spoc_workers_loop_auto_is_the_default(
     assert _loop_module().startswith(DEFAULT_LOOP)
 
 
+@pytest.mark.no_processes
 def test_spoc_workers_loop_uvloop_demands_it(loop_choice: None, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(LOOP_ENV, "uvloop")
     if UVLOOP_INSTALLED:
@@ -175,6 +188,7 @@ def test_spoc_workers_loop_uvloop_demands_it(loop_choice: None, monkeypatch: pyt
         run_async_safely(asyncio.sleep(0))
 
 
+@pytest.mark.no_processes
 def test_an_unknown_spoc_workers_loop_is_a_clear_error(
     loop_choice: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -185,6 +199,7 @@ def test_an_unknown_spoc_workers_loop_is_a_clear_error(
         uvloop_enabled()
 
 
+@pytest.mark.no_processes
 def test_the_argument_opts_out_for_one_call(loop_choice: None) -> None:
     async def which() -> str:
         return type(asyncio.get_running_loop()).__module__
@@ -195,6 +210,7 @@ def test_the_argument_opts_out_for_one_call(loop_choice: None) -> None:
     assert run_async_safely(which()).startswith(DEFAULT_LOOP)  # the process-wide choice is unchanged
 
 
+@pytest.mark.no_processes
 def test_the_argument_can_demand_uvloop(loop_choice: None, monkeypatch: pytest.MonkeyPatch) -> None:
     async def which() -> str:
         return type(asyncio.get_running_loop()).__module__
@@ -209,6 +225,7 @@ def test_the_argument_can_demand_uvloop(loop_choice: None, monkeypatch: pytest.M
         LoopRunner(uvloop=True)
 
 
+@pytest.mark.no_processes
 def test_the_argument_is_ignored_inside_a_running_loop(loop_choice: None) -> None:
     async def child() -> asyncio.AbstractEventLoop:
         return asyncio.get_running_loop()
@@ -221,6 +238,7 @@ def test_the_argument_is_ignored_inside_a_running_loop(loop_choice: None) -> Non
     assert run_async_safely(parent())
 
 
+@pytest.mark.no_processes
 def test_uvloop_switch_reports_what_it_did(loop_choice: None) -> None:
     use_default_loop()
     assert not uvloop_enabled()
@@ -230,6 +248,7 @@ def test_uvloop_switch_reports_what_it_did(loop_choice: None) -> None:
     assert _loop_module().startswith(DEFAULT_LOOP)
 
 
+@pytest.mark.no_processes
 def test_the_calls_win_over_the_environment(loop_choice: None, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(LOOP_ENV, "asyncio")
     assert set_uvloop_if_available() is UVLOOP_INSTALLED
@@ -239,6 +258,7 @@ def test_the_calls_win_over_the_environment(loop_choice: None, monkeypatch: pyte
     assert _loop_module().startswith("asyncio")
 
 
+@pytest.mark.no_processes
 def test_without_uvloop_the_switch_is_false(loop_choice: None, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "uvloop", None)  # makes "import uvloop" fail
     use_default_loop()
@@ -299,6 +319,7 @@ def test_the_environment_opts_a_whole_process_out() -> None:
     assert enabled == "False"
 
 
+@pytest.mark.no_processes
 def test_loop_runner_keeps_one_loop_across_runs() -> None:
     with LoopRunner() as runner:
 
@@ -315,6 +336,7 @@ def test_loop_runner_keeps_one_loop_across_runs() -> None:
     assert loop.is_closed()
 
 
+@pytest.mark.no_processes
 def test_loop_runner_close_cancels_what_is_pending() -> None:
     cancelled = threading.Event()
 
@@ -338,6 +360,7 @@ def test_loop_runner_close_cancels_what_is_pending() -> None:
         runner.run(asyncio.sleep(0))
 
 
+@pytest.mark.no_processes
 def test_loop_runner_refuses_to_nest() -> None:
     async def nested() -> None:
         with LoopRunner() as inner:
@@ -347,6 +370,7 @@ def test_loop_runner_refuses_to_nest() -> None:
         run_async_safely(nested())
 
 
+@pytest.mark.no_processes
 def test_loop_factory_is_used_by_the_runner(loop_choice: None) -> None:
     created: list[asyncio.AbstractEventLoop] = []
 

@@ -9,6 +9,8 @@ import pytest
 
 from spoc.workers import Backoff
 
+pytestmark = pytest.mark.no_processes  # nothing here depends on the start method
+
 
 def test_the_nominal_schedule_grows_then_caps() -> None:
     backoff = Backoff(base=0.1, factor=2, cap=1.0, jitter=0)

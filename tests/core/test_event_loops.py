@@ -51,6 +51,7 @@ def _process_loops(tmp_path: Path, method: str) -> dict[str, str]:
     return dict(pair.split("=") for pair in text.split())
 
 
+@pytest.mark.no_processes
 def test_a_thread_workers_async_hooks_run_on_uvloop_by_default() -> None:
     assert _thread_loops() == dict.fromkeys(HOOKS, DEFAULT_LOOP)
 
@@ -60,6 +61,7 @@ def test_a_process_workers_async_hooks_run_on_uvloop_by_default(tmp_path: Path, 
     assert _process_loops(tmp_path, method) == dict.fromkeys(HOOKS, DEFAULT_LOOP)
 
 
+@pytest.mark.no_processes
 def test_use_default_loop_opts_a_thread_worker_out() -> None:
     use_default_loop()
     assert _thread_loops() == dict.fromkeys(HOOKS, "asyncio")

@@ -32,6 +32,7 @@ def _wait_for_mark(worker: AbstractWorker, directory: Path, hook: str) -> None:
 
 
 @pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.no_processes
 def test_a_worker_never_started_is_not_running(kind: str, tmp_path: Path) -> None:
     worker = _probe(kind, tmp_path)
     assert worker.is_running is False
@@ -117,6 +118,7 @@ class SlowSetup(ThreadWorker):
         pass
 
 
+@pytest.mark.no_processes
 def test_running_while_setup_runs_seen_from_outside() -> None:
     worker = SlowSetup()
     worker.start()

@@ -47,6 +47,7 @@ def test_a_joined_server_holds_no_file_descriptor(process: bool) -> None:
     assert _open_fds() == before
 
 
+@pytest.mark.no_processes
 def test_a_server_never_started_holds_no_file_descriptor() -> None:
     before = _open_fds()
     servers = [_server(process=True) for _ in range(50)]

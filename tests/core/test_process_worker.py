@@ -38,11 +38,13 @@ def _running(worker: ProcessWorker, directory: Path) -> None:
     wait_for(lambda: f"{worker.name}.main" in marks(directory), timeout=30)
 
 
+@pytest.mark.no_processes
 def test_start_method_comes_from_the_environment(start_method: str) -> None:
     assert MarkingSleeper("w", "/nonexistent").start_method == start_method
     assert MarkingSleeper("w", "/x", start_method="spawn").start_method == "spawn"
 
 
+@pytest.mark.no_processes
 def test_unknown_start_method_is_a_value_error() -> None:
     with pytest.raises(ValueError, match="unknown start method 'thread'"):
         MarkingSleeper("w", "/x", start_method="thread")
@@ -246,6 +248,7 @@ def test_stop_right_after_start_is_not_lost(tmp_path: Path) -> None:
     assert worker.state is WorkerState.STOPPED
 
 
+@pytest.mark.no_processes
 def test_join_and_stop_before_start() -> None:
     worker = MarkingSleeper("never", "/nonexistent")
     worker.stop()

@@ -52,11 +52,13 @@ class SignalsParent(ThreadWorker):
 # -- membership --------------------------------------------------------------------
 
 
+@pytest.mark.no_processes
 def test_add_worker_rejects_what_is_not_a_worker() -> None:
     with pytest.raises(TypeError, match="expects a ThreadWorker or ProcessWorker, got str"):
         Server().add_worker("worker")  # type: ignore[arg-type]
 
 
+@pytest.mark.no_processes
 def test_add_worker_rejects_duplicates() -> None:
     server = Server("one")
     worker = Finite("a")
@@ -71,11 +73,13 @@ def test_add_worker_rejects_duplicates() -> None:
 
 
 @pytest.mark.parametrize("bad", [{"name": 3}, {"shutdown_timeout": -1}, {"shutdown_timeout": "5"}])
+@pytest.mark.no_processes
 def test_server_arguments_are_checked(bad: dict[str, Any]) -> None:
     with pytest.raises((TypeError, ValueError)):
         Server(**bad)
 
 
+@pytest.mark.no_processes
 def test_constructing_a_server_touches_no_signal_handler() -> None:
     before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
     Server("quiet").add_worker(Finite())
@@ -100,6 +104,7 @@ def test_start_stop_join_all_with_threads_and_processes(tmp_path: Path) -> None:
     assert "process.teardown" in marks(tmp_path)
 
 
+@pytest.mark.no_processes
 def test_a_worker_added_to_a_running_server_starts_at_once() -> None:
     server = Server()
     server.add_worker(Recorder("first"))
@@ -128,6 +133,7 @@ def test_a_worker_that_fails_to_start_stops_the_others(start_method: str, tmp_pa
     assert thread.state is WorkerState.NEW
 
 
+@pytest.mark.no_processes
 def test_join_all_has_one_deadline_even_when_a_thread_ignores_stop(caplog: pytest.LogCaptureFixture) -> None:
     server = Server()
     stubborn = Stubborn()
@@ -162,6 +168,7 @@ def test_join_all_terminates_then_kills_a_process_ignoring_stop(tmp_path: Path) 
     assert worker.exitcode is not None and worker.exitcode != 0
 
 
+@pytest.mark.no_processes
 def test_as_a_context_manager_it_stops_and_joins() -> None:
     with Server("ctx") as server:
         worker = server.add_worker(Recorder())
@@ -171,6 +178,7 @@ def test_as_a_context_manager_it_stops_and_joins() -> None:
     assert not worker.is_alive()
 
 
+@pytest.mark.no_processes
 def test_two_servers_do_not_interfere() -> None:
     one, two = Server("one"), Server("two")
     a, b = one.add_worker(Recorder("a")), two.add_worker(Recorder("b"))
@@ -190,6 +198,7 @@ def test_two_servers_do_not_interfere() -> None:
 # -- run_forever -----------------------------------------------------------------------
 
 
+@pytest.mark.no_processes
 def test_run_forever_returns_0_when_every_worker_ended_cleanly() -> None:
     server = Server()
     server.add_worker(Finite("a"))
@@ -207,6 +216,7 @@ def test_run_forever_returns_1_when_a_worker_failed() -> None:
     assert server.run_forever() == 1
 
 
+@pytest.mark.no_processes
 def test_run_forever_stops_on_a_signal_and_restores_handlers() -> None:
     server = Server()
     recorder = server.add_worker(Recorder())
@@ -219,6 +229,7 @@ def test_run_forever_stops_on_a_signal_and_restores_handlers() -> None:
     assert isinstance(recorder, Recorder) and recorder.calls[-2:] == ["teardown", "shutdown"]
 
 
+@pytest.mark.no_processes
 def test_a_second_signal_cuts_the_shutdown_short() -> None:
     server = Server(shutdown_timeout=30)
     stubborn = server.add_worker(Stubborn())
@@ -233,6 +244,7 @@ def test_a_second_signal_cuts_the_shutdown_short() -> None:
         stubborn.join(5)
 
 
+@pytest.mark.no_processes
 def test_run_forever_off_the_main_thread_runs_without_signal_handlers(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
@@ -266,6 +278,7 @@ class ForgotSuperProcess(ProcessWorker):
 
 
 @pytest.mark.parametrize("cls", [ForgotSuperThread, ForgotSuperProcess])
+@pytest.mark.no_processes
 def test_a_worker_whose_init_skipped_super_gets_a_clear_error(cls: Any) -> None:
     expected = rf"{cls.__name__}\.__init__\(\) did not call super\(\)\.__init__\(\)"
     with pytest.raises(TypeError, match=expected):

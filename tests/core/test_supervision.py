@@ -77,6 +77,7 @@ class Counted(ThreadWorker):
             pass
 
 
+@pytest.mark.no_processes
 def test_backoff_then_give_up_after_the_restart_intensity() -> None:
     events = Events()
     server = Server("crashy", backoff=NO_JITTER, max_restarts=4, restart_window=60, on_event=events)
@@ -112,6 +113,7 @@ def test_a_process_crashing_on_start_is_restarted_then_given_up() -> None:
         ("rest_for_one", {"a": 1, "b": 2, "c": 2}),
     ],
 )
+@pytest.mark.no_processes
 def test_strategies_restart_exactly_the_right_workers(strategy: Any, expected: dict[str, int]) -> None:
     server = Server("strategic", strategy=strategy, backoff=NO_JITTER)
     workers = {
@@ -136,6 +138,7 @@ def test_strategies_restart_exactly_the_right_workers(strategy: Any, expected: d
     assert {n: w.starts for n, w in workers.items() if isinstance(w, Counted)} == expected
 
 
+@pytest.mark.no_processes
 def test_a_never_worker_is_stopped_with_its_group_but_not_restarted() -> None:
     server = Server("mixed", strategy="one_for_all", backoff=NO_JITTER)
     temporary = server.add_worker(Counted("temporary"), restart="never")
@@ -225,6 +228,7 @@ def test_a_hung_process_holding_the_gil_is_killed_on_schedule_with_nothing_else_
     assert server.status()[0]["restarts"] == 1
 
 
+@pytest.mark.no_processes
 def test_a_hung_thread_is_abandoned_and_replaced(caplog: pytest.LogCaptureFixture) -> None:
     release = threading.Event()
 
@@ -264,6 +268,7 @@ def test_a_hung_thread_is_abandoned_and_replaced(caplog: pytest.LogCaptureFixtur
     assert worker.state is WorkerState.STOPPED  # the abandoned run's late report was ignored
 
 
+@pytest.mark.no_processes
 def test_heartbeats_keep_a_busy_worker_alive() -> None:
     class Busy(ThreadWorker):
         def main(self) -> None:
@@ -279,6 +284,7 @@ def test_heartbeats_keep_a_busy_worker_alive() -> None:
     assert events.of("hung") == []
 
 
+@pytest.mark.no_processes
 def test_a_never_worker_that_fails_ends_run_forever_with_1() -> None:
     server = Server()
     server.add_worker(Counted("fails", fail_on=(1,)))  # restart="never" by default
@@ -286,6 +292,7 @@ def test_a_never_worker_that_fails_ends_run_forever_with_1() -> None:
     assert server.status()[0]["restarts"] == 0
 
 
+@pytest.mark.no_processes
 def test_the_restart_policy_can_come_from_the_class() -> None:
     class Permanent(Counted):
         restart = "always"
@@ -304,11 +311,13 @@ def test_the_restart_policy_can_come_from_the_class() -> None:
 @pytest.mark.parametrize(
     "bad", [{"restart": "sometimes"}, {"heartbeat_timeout": 0}, {"heartbeat_timeout": -1}]
 )
+@pytest.mark.no_processes
 def test_add_worker_checks_supervision_options(bad: dict[str, Any]) -> None:
     with pytest.raises(ValueError):
         Server().add_worker(Counted("x"), **bad)
 
 
+@pytest.mark.no_processes
 def test_server_checks_supervision_options() -> None:
     with pytest.raises(ValueError, match="strategy"):
         Server(strategy="all_for_one")  # type: ignore[arg-type]
@@ -359,6 +368,7 @@ def test_status_is_a_json_snapshot(tmp_path: Path) -> None:
         assert set(entry) >= expected
 
 
+@pytest.mark.no_processes
 def test_status_of_many_workers_is_quick() -> None:
     server = Server("many")
     for i in range(100):
@@ -376,6 +386,7 @@ def test_status_of_many_workers_is_quick() -> None:
     assert per_call < 0.1  # about 1 ms here; the benchmark reports the real figure
 
 
+@pytest.mark.no_processes
 def test_sigusr1_logs_status_and_stacks_without_stopping(caplog: pytest.LogCaptureFixture) -> None:
     class Pinger(ThreadWorker):
         def main(self) -> None:

@@ -14,6 +14,8 @@ import pytest
 from spoc.workers import AbstractWorker, ThreadWorker, WorkerState
 from targets import Recorder, wait_for
 
+pytestmark = pytest.mark.no_processes  # nothing here depends on the start method
+
 
 class Quick(ThreadWorker):
     def main(self) -> None:

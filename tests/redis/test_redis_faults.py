@@ -96,6 +96,7 @@ class RejectingCodec:
     ],
     ids=["json", "pickle", "own-codec"],
 )
+@pytest.mark.no_processes
 def test_an_entry_the_codec_cannot_decode_is_dead_lettered_and_reported(
     redis_url: str, stream_name: str, caplog: pytest.LogCaptureFixture, case: tuple[Any, bytes, str]
 ) -> None:
@@ -237,6 +238,7 @@ def test_a_worker_stopped_in_an_outage_leaves_its_jobs_pending_for_another(
     assert sorted(survivor.jobs) == ["b", "c", "hold"]
 
 
+@pytest.mark.no_processes
 def test_a_pending_entry_deleted_from_the_stream_is_logged_when_taken_over(
     redis_url: str, stream_name: str, caplog: pytest.LogCaptureFixture
 ) -> None:

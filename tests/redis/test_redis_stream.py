@@ -34,6 +34,7 @@ def stream(redis_url: str, stream_name: str) -> Any:
     s.client().close()
 
 
+@pytest.mark.no_processes
 def test_two_thread_processors_process_every_job_exactly_once(stream: RedisStream) -> None:
     stream.enqueue_many(range(500))
     workers = [CountingProcessor(f"counter-{i}", stream) for i in range(2)]
@@ -50,6 +51,7 @@ def test_two_thread_processors_process_every_job_exactly_once(stream: RedisStrea
     assert sum(w.stats.processed for w in workers) == 500
 
 
+@pytest.mark.no_processes
 def test_an_idle_processor_stops_within_the_block_timeout(stream: RedisStream) -> None:
     worker = CountingProcessor("idle", stream)
     worker.start()
@@ -66,6 +68,7 @@ def test_an_idle_processor_stops_within_the_block_timeout(stream: RedisStream) -
     assert time.monotonic() - began < stream.block + 0.4  # block is 0.1 s
 
 
+@pytest.mark.no_processes
 def test_a_job_that_always_fails_is_dead_lettered_after_max_deliveries(stream: RedisStream) -> None:
     stream.enqueue_many(["ok-1", "bad", "ok-2"])
     worker = CountingProcessor("failing", stream, fail_on="bad")
@@ -102,6 +105,7 @@ def test_process_processors_share_the_stream(stream: RedisStream, start_method: 
     assert sum(w.stats.processed for w in workers) == 300  # shared-memory counters, read here
 
 
+@pytest.mark.no_processes
 def test_an_async_processor_consumes_the_stream(stream: RedisStream) -> None:
     stream.enqueue_many(range(100))
     worker = AsyncCountingProcessor("async", stream)
@@ -114,6 +118,7 @@ def test_an_async_processor_consumes_the_stream(stream: RedisStream) -> None:
     assert set(seen(stream).values()) == {1}
 
 
+@pytest.mark.no_processes
 def test_a_stop_finishes_the_job_in_hand_and_hands_back_the_rest(stream: RedisStream) -> None:
     slow = RedisStream(stream.stream, url=stream.url, batch=10, claim_idle=60)
     slow.enqueue_many(range(10))
@@ -135,6 +140,7 @@ def test_a_stop_finishes_the_job_in_hand_and_hands_back_the_rest(stream: RedisSt
     assert set(seen(slow).values()) == {1}
 
 
+@pytest.mark.no_processes
 def test_jobs_of_a_consumer_that_died_are_taken_over(stream: RedisStream) -> None:
     stream.enqueue_many(range(20))
     client = stream.client()
@@ -151,6 +157,7 @@ def test_jobs_of_a_consumer_that_died_are_taken_over(stream: RedisStream) -> Non
     assert set(seen(stream).values()) == {1}
 
 
+@pytest.mark.no_processes
 def test_an_unreachable_server_is_reported_once_and_retried_without_a_crash(stream_name: str) -> None:
     unreachable = RedisStream(stream_name, url="redis://127.0.0.1:1/0", connect_timeout=0.2)
     worker = CountingProcessor("offline", unreachable)
@@ -168,6 +175,7 @@ def test_an_unreachable_server_is_reported_once_and_retried_without_a_crash(stre
     assert len(errors) == 1 and errors[0]["phase"] == "redis"
 
 
+@pytest.mark.no_processes
 def test_dropped_connections_lose_no_job(stream: RedisStream) -> None:
     stream.enqueue_many(range(400))
     worker = CountingProcessor("flaky", stream, delay=0.001)
@@ -185,6 +193,7 @@ def test_dropped_connections_lose_no_job(stream: RedisStream) -> None:
     assert min(seen(stream).values()) >= 1  # at least once; a killed ack may repeat a job
 
 
+@pytest.mark.no_processes
 def test_a_stage_reads_one_stream_and_writes_another(stream: RedisStream) -> None:
     out = RedisStream(stream.stream + "-out", url=stream.url)
     stream.enqueue_many(range(50))
@@ -200,6 +209,7 @@ def test_a_stage_reads_one_stream_and_writes_another(stream: RedisStream) -> Non
     assert results == [i * 2 for i in range(50)]
 
 
+@pytest.mark.no_processes
 def test_a_server_runs_redis_processors(stream: RedisStream) -> None:
     stream.enqueue_many(range(100))
     server = Server("redis")
@@ -211,6 +221,7 @@ def test_a_server_runs_redis_processors(stream: RedisStream) -> None:
     assert set(seen(stream).values()) == {1}
 
 
+@pytest.mark.no_processes
 def test_bad_arguments_are_rejected(redis_url: str) -> None:
     with pytest.raises(TypeError, match="stream must be"):
         RedisStream("")
@@ -224,6 +235,7 @@ def test_bad_arguments_are_rejected(redis_url: str) -> None:
         ProcessCountingProcessor("p", queue.Queue())  # type: ignore[arg-type]
 
 
+@pytest.mark.no_processes
 def test_a_stream_can_be_pickled_without_its_connections(stream: RedisStream) -> None:
     import pickle
 
@@ -233,6 +245,7 @@ def test_a_stream_can_be_pickled_without_its_connections(stream: RedisStream) ->
     assert isinstance(JobProcessor, type)
 
 
+@pytest.mark.no_processes
 def test_a_stream_deleted_under_a_worker_is_made_again_without_a_spin(stream: RedisStream) -> None:
     stream.enqueue("before")
     worker = CountingProcessor("survives-delete", stream)
@@ -250,6 +263,7 @@ def test_a_stream_deleted_under_a_worker_is_made_again_without_a_spin(stream: Re
     assert len(redis_errors) <= 3  # one per outage, not one per spin
 
 
+@pytest.mark.no_processes
 def test_async_producers_enqueue_with_redis_asyncio(stream: RedisStream) -> None:
     from spoc.workers import run_async_safely
 
@@ -267,6 +281,7 @@ def test_async_producers_enqueue_with_redis_asyncio(stream: RedisStream) -> None
     assert [stream.codec.loads(f[b"job"]) for _, f in entries] == ["a", "b", "c"]
 
 
+@pytest.mark.no_processes
 def test_a_pipeline_fed_from_a_stream_acknowledges_what_it_accepted(stream: RedisStream) -> None:
     from spoc.workers.patterns import Pipeline
 
