@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from spoc.workers import ProcessWorker, ThreadWorker
+from spoc.workers import AbstractWorker, ProcessWorker, ThreadWorker
 
 UVLOOP_INSTALLED = importlib.util.find_spec("uvloop") is not None
 """Whether uvloop is importable here, so whether async hooks get it by default."""
@@ -264,15 +264,10 @@ def loop_kind() -> str:
     return type(asyncio.get_running_loop()).__module__.split(".")[0]
 
 
-class LoopReporter(ProcessWorker):
-    """Async hooks that note which loop each ran on, in a marker ``<name>.loops``.
+class RecordsLoops(AbstractWorker):
+    """Async hooks that record in ``self.seen`` which loop each ran on."""
 
-    The marker reads ``setup=uvloop startup=uvloop main=uvloop teardown=uvloop``.
-    """
-
-    def __init__(self, name: str, directory: str, **kwargs: Any) -> None:
-        super().__init__(name, **kwargs)
-        self.directory = directory
+    seen: dict[str, str]
 
     async def setup(self) -> None:
         self.seen = {"setup": loop_kind()}
@@ -286,6 +281,20 @@ class LoopReporter(ProcessWorker):
 
     async def teardown(self) -> None:
         self.seen["teardown"] = loop_kind()
+
+
+class LoopReporter(RecordsLoops, ProcessWorker):
+    """Notes the loops in a marker ``<name>.loops`` (the parent cannot see ``seen``).
+
+    The marker reads ``setup=uvloop startup=uvloop main=uvloop teardown=uvloop``.
+    """
+
+    def __init__(self, name: str, directory: str, **kwargs: Any) -> None:
+        super().__init__(name, **kwargs)
+        self.directory = directory
+
+    async def teardown(self) -> None:
+        await super().teardown()
         mark(self.directory, f"{self.name}.loops", " ".join(f"{k}={v}" for k, v in self.seen.items()))
 
 
@@ -331,25 +340,12 @@ class ThreadRunningProbe(_RunningProbe, ThreadWorker):
 # -- thread workers -----------------------------------------------------------
 
 
-class ThreadLoopRecorder(ThreadWorker):
-    """Async hooks that record which loop each ran on in ``self.seen``."""
+class ThreadLoopRecorder(RecordsLoops, ThreadWorker):
+    """Records the loops of its async hooks in ``self.seen``."""
 
     def __init__(self, name: str = "ThreadLoopRecorder", **kwargs: Any) -> None:
         super().__init__(name, **kwargs)
-        self.seen: dict[str, str] = {}
-
-    async def setup(self) -> None:
-        self.seen["setup"] = loop_kind()
-
-    async def lifecycle(self, event_type: str, **data: Any) -> None:
-        if event_type == "startup":
-            self.seen["startup"] = loop_kind()
-
-    async def main(self) -> None:
-        self.seen["main"] = loop_kind()
-
-    async def teardown(self) -> None:
-        self.seen["teardown"] = loop_kind()
+        self.seen = {}
 
 
 class Recorder(ThreadWorker):
