@@ -21,16 +21,15 @@ import signal
 import sys
 import threading
 import time
-import traceback
 from multiprocessing import parent_process
 from multiprocessing.connection import Connection, wait
-from multiprocessing.reduction import ForkingPickler
 from typing import TYPE_CHECKING, Any
 
 from spoc.workers.aio import set_uvloop_if_available, use_default_loop
 
 from ._lifecycle import run_lifecycle
 from ._liveness import Liveness
+from ._protocol import DUMP, EXIT, DoneReport, ErrorReport, Report, StacksReport, StateReport
 from ._stacks import all_stacks
 from ._state import WorkerState
 from ._stop import StopToken
@@ -49,9 +48,6 @@ EXIT_STOP_TIMEOUT = 124
 EXIT_TERMINATED = 125
 """Exit code of a child ended by :meth:`ProcessWorker.terminate`."""
 
-STOP = b"stop"
-EXIT = b"exit"
-DUMP = b"dump"
 
 _TICK = 0.2  # how often the control thread re-checks the flag and the parent pid
 _CANCEL_GRACE = 0.25  # lets an async main's own cancellation win over the watchdog
@@ -111,25 +107,20 @@ class PipeReporter:
     def state(self, state: WorkerState) -> None:
         if state is WorkerState.STOPPING:
             self.main_returned_at = time.monotonic()
-        self._send(("state", state.value))
+        self._send(StateReport(state.value))
 
     def error(self, phase: str, exc: BaseException) -> None:
-        tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-        try:
-            payload: bytes | None = bytes(ForkingPickler.dumps(exc))
-        except Exception:
-            payload = None
-        self._send(("error", phase, payload, _qualname(type(exc)), str(exc), tb))
+        self._send(ErrorReport.of(phase, exc))
 
     def stacks(self, text: str) -> None:
-        self._send(("stacks", text))
+        self._send(StacksReport(text))
 
     def done(self, state: WorkerState, exitcode: int | None = None) -> None:
         if exitcode is None:
             exitcode = 0 if state is WorkerState.STOPPED else EXIT_FAILED
-        self._send(("done", state.value, exitcode))
+        self._send(DoneReport(state.value, exitcode))
 
-    def _send(self, message: tuple[Any, ...]) -> None:
+    def _send(self, message: Report) -> None:
         # The control thread may report while the main thread does: one at a
         # time, and never block forever on a parent that stopped reading.
         if not self._lock.acquire(timeout=1.0):
@@ -229,11 +220,6 @@ def _hard_exit(reporter: PipeReporter, reason: str, code: int) -> None:
     reporter.error("stop", TimeoutError(reason) if code == EXIT_STOP_TIMEOUT else RuntimeError(reason))
     reporter.done(WorkerState.FAILED, code)
     os._exit(code)
-
-
-def _qualname(cls: type) -> str:
-    module = cls.__module__
-    return cls.__qualname__ if module == "builtins" else f"{module}.{cls.__qualname__}"
 
 
 def _set_process_name(name: str) -> None:

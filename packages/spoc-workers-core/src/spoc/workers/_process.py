@@ -23,10 +23,11 @@ from typing import Any, ClassVar
 from spoc.workers.aio import uvloop_enabled
 
 from . import _reaper as reaper
-from ._child import DUMP, EXIT, STOP, child_main
-from ._errors import RemoteTraceback, WorkerExitedError, WorkerNotPicklableError, WorkerRemoteError
+from ._child import child_main
+from ._errors import WorkerExitedError, WorkerNotPicklableError
 from ._liveness import Liveness
 from ._pickling import find_unpicklable
+from ._protocol import DUMP, EXIT, STOP, DoneReport, ErrorReport, Report, StacksReport, StateReport
 from ._state import TERMINAL_STATES, WorkerState
 from ._stop import StopToken
 from ._supervision import HUNG_KILL_AFTER, Supervision
@@ -375,19 +376,17 @@ class ProcessWorker(AbstractWorker):
                 continue
             self._handle(message)
 
-    def _handle(self, message: tuple[Any, ...]) -> None:
-        kind = message[0]
-        if kind == "done":
-            self._reported_exitcode = message[2]
-        if kind in ("state", "done"):
-            new = WorkerState(message[1])
+    def _handle(self, message: Report) -> None:
+        if isinstance(message, (StateReport, DoneReport)):
+            if isinstance(message, DoneReport):
+                self._reported_exitcode = message.exitcode
+            new = WorkerState(message.state)
             if new is not self._state and not (self._state in TERMINAL_STATES and new in TERMINAL_STATES):
                 self._set_state(new)
-        elif kind == "stacks":
-            logger.error("worker %r (pid %s), its threads' stacks:\n%s", self.name, self.pid, message[1])
-        elif kind == "error":
-            _, _phase, payload, type_name, text, tb = message
-            self._record_error(_rebuild_exception(payload, type_name, text, tb))
+        elif isinstance(message, StacksReport):
+            logger.error("worker %r (pid %s), its threads' stacks:\n%s", self.name, self.pid, message.text)
+        elif isinstance(message, ErrorReport):
+            self._record_error(message.rebuild())
 
     def _close_pipes(self) -> None:
         for attr in ("_control", "_status"):
@@ -484,19 +483,6 @@ def describe_exitcode(exitcode: int | None) -> str:
         return "is still running"
     killer = signal_name(exitcode)
     return f"was killed by {killer}" if killer else f"exited with code {exitcode}"
-
-
-def _rebuild_exception(payload: bytes | None, type_name: str, text: str, tb: str) -> BaseException:
-    exc: BaseException | None = None
-    if payload is not None:
-        try:
-            exc = pickle.loads(payload)
-        except Exception:
-            exc = None
-    if not isinstance(exc, BaseException):
-        exc = WorkerRemoteError(type_name, text, tb)
-    exc.__cause__ = RemoteTraceback(tb)
-    return exc
 
 
 def _check_start_method(method: str, what: str) -> str:
