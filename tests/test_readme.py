@@ -1,4 +1,6 @@
-"""README.md's Python snippets run as written, each after the ones before it, in one namespace.
+"""The READMEs' Python snippets run as written, each after the ones before it, in one namespace.
+
+README.md first, then each distribution's own README (its long description).
 
 ``tests/run_docs_blocks.py`` runs them in a subprocess, in page order: the
 first one's server runs until a SIGTERM (README says Ctrl+C or SIGTERM ends
@@ -28,11 +30,23 @@ TIMEOUT = 90.0
 LOCAL_URL = "redis://localhost:6379/0"
 
 
-def run_blocks(tmp_path: Path, *args: str) -> tuple[ScriptRun, str]:
-    """Run README blocks with the runner; return the finished run and its stdout."""
-    with ScriptRun([str(RUNNER), str(README), *args], cwd=ROOT, stderr_path=tmp_path / "stderr.txt") as run:
+PACKAGE_READMES = sorted((ROOT / "packages").glob("*/README.md"))
+
+
+def run_blocks(tmp_path: Path, *args: str, page: Path = README) -> tuple[ScriptRun, str]:
+    """Run a README's blocks with the runner; return the finished run and its stdout."""
+    with ScriptRun([str(RUNNER), str(page), *args], cwd=ROOT, stderr_path=tmp_path / "stderr.txt") as run:
         output = run.finish(timeout=TIMEOUT)
     return run, output
+
+
+def skip_without_redis() -> None:
+    """Skip (or, when Redis tests are required, fail) without redis-server."""
+    if shutil.which("redis-server") is None:
+        message = "redis-server is not installed (Debian: apt-get install redis-server)"
+        if os.environ.get("SPOC_WORKERS_REQUIRE_REDIS") == "1":
+            pytest.fail(message)
+        pytest.skip(message)
 
 
 def test_readme_snippets_run_in_order(tmp_path: Path) -> None:
@@ -85,3 +99,32 @@ def test_readme_cruncher_is_not_declared_hung(tmp_path: Path) -> None:
     run, output = run_blocks(tmp_path, "--blocks", str(first.number), "--then", HEARTBEAT_CHECK)
     assert run.returncode == 0, run.describe()
     assert "--then ended with status 0" in output, run.describe()
+
+
+def test_every_distribution_has_a_real_readme() -> None:
+    assert [path.parent.name for path in PACKAGE_READMES] == [
+        "spoc-workers-async",
+        "spoc-workers-core",
+        "spoc-workers-patterns",
+        "spoc-workers-redis",
+    ]
+    for path in PACKAGE_READMES:
+        text = path.read_text(encoding="utf-8")
+        assert text.startswith(f"# {path.parent.name}\n"), path
+        for section in ("## Install", "## Example", "## Documentation"):
+            assert section in text, (path, section)
+        assert len(python_blocks(path)) == 1, path  # one example, which the test below runs
+
+
+@pytest.mark.parametrize("readme", PACKAGE_READMES, ids=[path.parent.name for path in PACKAGE_READMES])
+def test_distribution_readme_example_runs(readme: Path, tmp_path: Path) -> None:
+    (block,) = python_blocks(readme)
+    if "redis" in block.options:
+        skip_without_redis()
+        with local_redis_server() as url:
+            run, output = run_blocks(tmp_path, "--replace", f"{LOCAL_URL}={url}", page=readme)
+    else:
+        run, output = run_blocks(tmp_path, page=readme)
+    assert run.returncode == 0, run.describe()
+    assert "ended with status 0" in output, run.describe()
+    assert "Traceback" not in run.stderr, run.describe()
