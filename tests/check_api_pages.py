@@ -1,13 +1,14 @@
-"""Fail when a built API page shows a private name in a signature or a "Bases:" line.
+"""Fail when a built API page shows a private name in a signature, a "Bases:" line or a default.
 
     python tests/check_api_pages.py [SITE_DIR]      # default: site/
 
 ``nox -s docs`` runs it after ``mkdocs build``. It reads every HTML page under
 ``SITE_DIR/api/`` and looks at what mkdocstrings renders for each object:
 its signature (parameters, their defaults and annotations, an attribute's
-value) and its "Bases:" line. A name starting with an underscore there
-(``_JobMixin``, ``_DEFAULT_STOP_TIMEOUT``, ``_EndOfStream()``) is something a
-reader can neither import nor look up; each one is reported as
+value), its "Bases:" line and the "Default" column of its parameter tables.
+A name starting with an underscore there (``_JobMixin``,
+``_DEFAULT_STOP_TIMEOUT``, ``_EndOfStream()``) is something a reader can
+neither import nor look up; each one is reported as
 ``page: kind: text``, and the exit status is then 1. It is also 1 when no
 signature was found at all (the pages were not built as expected).
 """
@@ -23,14 +24,23 @@ PRIVATE = re.compile(r"(?<![\w.])_[A-Za-z]\w*")
 WATCHED = {"doc-signature": "signature", "doc-class-bases": "bases"}
 
 
+class _Table:
+    """A parameter table being read: the current column, and the one headed "Default"."""
+
+    def __init__(self) -> None:
+        self.column = -1
+        self.default: int | None = None
+
+
 class _Collector(HTMLParser):
-    """Collects the text of every signature and "Bases:" element of a page."""
+    """Collects the text of every signature, "Bases:" line and "Default" cell of a page."""
 
     def __init__(self) -> None:
         super().__init__()
         self.found: list[tuple[str, str]] = []
         self._open: list[tuple[str, int, list[str]]] = []  # (kind, depth, text parts)
         self._depth = 0
+        self._tables: list[_Table] = []  # the open tables, innermost last
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         self._depth += 1
@@ -38,11 +48,29 @@ class _Collector(HTMLParser):
         for css, kind in WATCHED.items():
             if css in classes:
                 self._open.append((kind, self._depth, []))
+        if tag == "table":
+            self._tables.append(_Table())
+        elif self._tables and tag == "tr":
+            self._tables[-1].column = -1
+        elif self._tables and tag in ("th", "td"):
+            table = self._tables[-1]
+            table.column += 1
+            if tag == "th":
+                self._open.append(("header", self._depth, []))
+            elif table.column == table.default:
+                self._open.append(("default", self._depth, []))
 
     def handle_endtag(self, tag: str) -> None:
         while self._open and self._open[-1][1] == self._depth:
             kind, _, parts = self._open.pop()
-            self.found.append((kind, " ".join("".join(parts).split())))
+            text = " ".join("".join(parts).split())
+            if kind == "header":
+                if text == "Default" and self._tables:
+                    self._tables[-1].default = self._tables[-1].column
+            else:
+                self.found.append((kind, text))
+        if tag == "table" and self._tables:
+            self._tables.pop()
         self._depth -= 1
 
     def handle_data(self, data: str) -> None:
@@ -51,12 +79,16 @@ class _Collector(HTMLParser):
 
 
 def private_names(html: str) -> list[tuple[str, str]]:
-    """``(kind, text)`` of every signature or "Bases:" line of ``html`` that shows a private name."""
+    """``(kind, text)`` of every signature, "Bases:" line or default of ``html`` that shows a private name."""
     return [(kind, text) for kind, text in shown(html) if PRIVATE.search(text)]
 
 
 def shown(html: str) -> list[tuple[str, str]]:
-    """``(kind, text)`` of every signature (``"signature"``) and "Bases:" line (``"bases"``) of ``html``."""
+    """``(kind, text)`` of what ``html`` shows of each object.
+
+    Its signature (``"signature"``), its "Bases:" line (``"bases"``), and the
+    cells of the "Default" column of its parameter tables (``"default"``).
+    """
     collector = _Collector()
     collector.feed(html)
     collector.close()

@@ -17,6 +17,12 @@ SIGNATURE = (
 VALUE = (
     '<div class="doc-signature highlight"><pre><code>END_OF_STREAM: Any = _EndOfStream()</code></pre></div>'
 )
+PARAMETERS = (
+    "<table><thead><tr><th>Name</th><th>Type</th><th>Description</th><th>Default</th></tr></thead>"
+    "<tbody><tr><td><code>stop_timeout</code></td><td><code>float</code></td><td>see _here_</td>"
+    '<td><code><span title="spoc.workers.patterns._jobs._DEFAULT_STOP_TIMEOUT">_DEFAULT_STOP_TIMEOUT</span>'
+    "</code></td></tr></tbody></table>"
+)
 CLEAN = (
     '<p class="doc doc-class-bases">Bases: <code>ThreadWorker</code></p>'
     '<div class="doc-signature highlight"><pre><code>'
@@ -31,6 +37,11 @@ def test_private_base_default_and_value_are_found() -> None:
     assert found[0][1] == "Bases: _JobMixin, ThreadWorker"
     assert "_DEFAULT_STOP_TIMEOUT" in found[1][1]
     assert "_EndOfStream()" in found[2][1]
+
+
+def test_a_private_default_in_a_parameter_table_is_found() -> None:
+    assert private_names(PARAMETERS) == [("default", "_DEFAULT_STOP_TIMEOUT")]
+    assert private_names(PARAMETERS.replace(">_DEFAULT_STOP_TIMEOUT<", ">5.0<")) == []
 
 
 def test_public_names_pass() -> None:
