@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import pytest
+
 from benchmarks.to_markdown import tables
+
+pytestmark = pytest.mark.no_processes  # these tests start no process
 
 
 def figure(name: str, unit: str, ours: float | None, base: float, **extra: object) -> dict[str, object]:

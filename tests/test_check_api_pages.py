@@ -4,7 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from check_api_pages import main, private_names
+
+pytestmark = pytest.mark.no_processes  # these tests start no process
 
 # The HTML mkdocstrings renders, in miniature (what the site had before the fix).
 BASES = (

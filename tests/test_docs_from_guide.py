@@ -28,6 +28,7 @@ BLOCKS = python_blocks(PAGE)
 PROGRAMS = [block for block in BLOCKS if not block.fragment]
 
 
+@pytest.mark.no_processes
 def test_the_page_has_the_guide_s_examples() -> None:
     assert len(PROGRAMS) >= 25  # one or more per example of the guide
     assert len(BLOCKS) - len(PROGRAMS) <= 3  # fragments are the exception
@@ -38,6 +39,7 @@ def test_the_page_has_the_guide_s_examples() -> None:
         assert f"class {name}(" in codes
 
 
+@pytest.mark.no_processes
 @pytest.mark.parametrize("block", [b for b in BLOCKS if b.fragment], ids=lambda b: b.label)
 def test_fragment_is_valid_python(block: Block) -> None:
     compile(block.code, block.label, "exec")

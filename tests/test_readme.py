@@ -101,6 +101,7 @@ def test_readme_cruncher_is_not_declared_hung(tmp_path: Path) -> None:
     assert "--then ended with status 0" in output, run.describe()
 
 
+@pytest.mark.no_processes
 def test_every_distribution_has_a_real_readme() -> None:
     assert [path.parent.name for path in PACKAGE_READMES] == [
         "spoc-workers-async",

@@ -26,6 +26,7 @@ TIMEOUT = 90.0
 PROGRAMS = [block for block in python_blocks(PAGE) if not block.fragment]
 
 
+@pytest.mark.no_processes
 def test_the_page_runs_what_it_shows() -> None:
     assert len(PROGRAMS) >= 5
     for block in PROGRAMS:
