@@ -31,6 +31,7 @@ def test_there_are_examples() -> None:
         "async_worker.py",
         "server.py",
         "job_processor.py",
+        "workers.py",  # the Workers guide's "Next steps" names it
     }
 
 
