@@ -29,6 +29,7 @@ failure stops the script with exit status 1:
 
 from __future__ import annotations
 
+import argparse
 import datetime
 import json
 import os
@@ -338,8 +339,12 @@ def check_docs_deploy(tmp: Path, origin: Path, new: str) -> None:
     ok(f"latest/ redirects into {docs}/ (latest/changelog/ too); the root redirects to latest/")
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     """Run every step; return 0 when all passed, 1 otherwise."""
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.parse_args(argv)
     start = time.monotonic()
     before = snapshot(ROOT)
     try:
