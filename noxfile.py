@@ -72,8 +72,8 @@ def install_project(session: nox.Session, *, uvloop: bool = True) -> None:
 
 TEST_DEPS = ["pytest>=8", "pytest-timeout>=2.3"]
 DOCS_DEPS = ["mkdocs>=1.6", "mkdocs-material>=9.5", "mkdocstrings-python>=1.10"]
-PACKAGING_DEPS = ["build>=1.2", "twine>=6.1", "trove-classifiers"]
-"""What tests/packaging/check_build.py needs: builds, ``twine check``, known classifiers."""
+PACKAGING_DEPS = ["build>=1.2", "twine>=6.1", "trove-classifiers", "packaging"]
+"""What check_build.py and tools/ need: builds, ``twine check``, known classifiers, versions."""
 
 
 @nox.session(python=PYTHONS)
@@ -165,7 +165,7 @@ def release_check(session: nox.Session) -> None:
 def docs_deploy(session: nox.Session) -> None:
     """Deploy the docs with mike: ``-- dev`` (main) or ``-- release`` (VERSION), ``--push`` to push."""
     install_project(session, uvloop=False)
-    session.install(*DOCS_DEPS, "mike>=2.1")
+    session.install(*DOCS_DEPS, "mike>=2.1", "packaging")
     session.run("python", "tools/deploy_docs.py", *session.posargs)
 
 

@@ -17,7 +17,8 @@ and lists them in ``versions.json``, which the version selector of mkdocs-materi
   it, and ``latest`` made the default: the site's root redirects there. Aliases are
   redirect pages (``--alias-type redirect``), which every static host serves, so that
   ``latest/changelog/`` (the Changelog URL of every package) always works.
-- ``release`` of a pre-release (X.Y.ZrcN): the version ``X.Y.ZrcN``, and ``latest`` stays.
+- ``release`` of a pre-release (X.Y.ZrcN, or a .devN): the version ``X.Y.ZrcN``, and
+  ``latest`` stays.
 
 The site is first built with ``mkdocs build --strict``, so a warning stops the deploy.
 Before deploying, the ``gh-pages`` branch of the remote (if any) is fetched, as mike
@@ -36,7 +37,7 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from version import PATTERN, read_version
+from version import parse, read
 
 ROOT = Path(__file__).resolve().parents[1]
 BRANCH = "gh-pages"
@@ -45,12 +46,10 @@ LATEST = "latest"
 
 def docs_version(version: str) -> tuple[str, str, list[str]]:
     """(mike version, title, aliases) for a release of ``version``."""
-    match = PATTERN.fullmatch(version)
-    assert match is not None  # read_version checked it
-    major, minor, _patch, pre, _number = match.groups()
-    if pre is not None:
+    parsed = parse(version)
+    if parsed.is_prerelease:  # also a .devN
         return version, version, []
-    return f"{major}.{minor}", version, [LATEST]
+    return f"{parsed.major}.{parsed.minor}", version, [LATEST]
 
 
 def run(*args: str) -> None:
@@ -97,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.what == "dev":
         version, title, aliases = "dev", "dev (main)", []
     else:
-        version, title, aliases = docs_version(read_version())
+        version, title, aliases = docs_version(read(ROOT / "VERSION"))
     push = ["--push"] if args.push else []
     git_args = ["--remote", args.remote, "--branch", BRANCH, *push]
 

@@ -3,10 +3,12 @@
 Run it from a clean checkout of the branch to release (main). Steps, each printed; the
 first failure stops it and leaves the checkout as it was:
 
-1. Refuse to go on when ``X.Y.Z`` is not a version (``tools/version.py``) or is not higher
-   than ``VERSION``, when the tag ``vX.Y.Z`` exists, when the git tree has any change or
-   untracked file, when ``HEAD`` is not on a branch, or when ``docs/changelog.md`` has no
-   ``## Unreleased`` section as its first ``##`` heading, or an empty one.
+1. Refuse to go on when ``X.Y.Z`` is not a version (``tools/version.py``), not higher than
+   ``VERSION``, not written in its normal form (``1.2.0rc1``, not ``v1.2.0-rc.1``) or a
+   local version (``+...``, which PyPI refuses); when the tag ``vX.Y.Z`` exists; when the
+   git tree has any change or untracked file, or ``HEAD`` is not on a branch; or when
+   ``docs/changelog.md`` has no ``## Unreleased`` section as its first ``##`` heading, or
+   an empty one.
 2. Write ``X.Y.Z`` into ``VERSION`` and turn ``## Unreleased`` into ``## X.Y.Z (YYYY-MM-DD)``
    (today, UTC).
 3. ``tests/packaging/check_build.py --dist-dir dist``, as ``nox -s build`` runs it: sdists
@@ -24,8 +26,8 @@ It never uploads anything, and pushes nothing.
 ``--check-tag vX.Y.Z`` (the release workflow's first step) only checks that the tag is
 ``v`` + ``VERSION`` and that the changelog has the heading of that version.
 
-It needs git and, for step 3, ``build``, ``twine`` and ``trove-classifiers`` in the
-running Python (``nox -s release`` installs them).
+It needs git, ``packaging`` (``tools/version.py``) and, for step 3, ``build``, ``twine``
+and ``trove-classifiers`` in the running Python (``nox -s release`` installs them).
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from version import VersionError, next_version, read_version, write_version
+from version import VersionError, bumped, parse, read
 
 ROOT = Path(__file__).resolve().parents[1]
 CHANGELOG = ROOT / "docs" / "changelog.md"
@@ -99,11 +101,12 @@ def unreleased_section(text: str) -> tuple[int, int]:
 
 def check_can_release(version: str) -> tuple[str, str]:
     """Every refusal of step 1; return (the current version, the branch)."""
-    current = read_version(ROOT)
-    try:
-        next_version(current, version)
-    except VersionError as exc:
-        raise ReleaseError(str(exc)) from None
+    current = read(ROOT / "VERSION")
+    normal = bumped(current, version)  # VersionError: not a version, or not higher
+    if normal != version:
+        raise ReleaseError(f"{version!r} is not the normal form of that version: give {normal!r}")
+    if parse(version).local is not None:
+        raise ReleaseError(f"{version!r} is a local version, which PyPI refuses")
     if git("tag", "--list", tag_of(version)).strip():
         raise ReleaseError(f"the tag {tag_of(version)} exists already")
     dirty = git("status", "--porcelain", "--untracked-files=all").rstrip()
@@ -123,7 +126,7 @@ def bump(version: str, date: datetime.date) -> None:
     lines = text.splitlines(keepends=True)
     lines[start] = release_heading(version, date) + "\n"
     CHANGELOG.write_text("".join(lines), encoding="utf-8")
-    write_version(version, ROOT)
+    (ROOT / "VERSION").write_text(version + "\n", encoding="utf-8")
 
 
 def restore() -> None:
@@ -167,7 +170,7 @@ def release(version: str) -> int:
 
 def check_tag(tag: str) -> int:
     """``--check-tag``: the tag is ``v`` + VERSION, and the changelog has that version's heading."""
-    version = read_version(ROOT)
+    version = read(ROOT / "VERSION")
     if tag != tag_of(version):
         raise ReleaseError(f"the tag {tag!r} is not {tag_of(version)!r} (VERSION is {version})")
     pattern = rf"^## {re.escape(version)} \(\d{{4}}-\d{{2}}-\d{{2}}\)$"

@@ -35,8 +35,8 @@ and 6: the long description is the package's README, the license is MIT with the
 repository's ``LICENSE`` file shipped in the sdist and the wheel, every classifier is a
 known one (``trove-classifiers``), the Python classifiers are the versions CI tests
 (``.github/workflows/ci.yml``) and ``Requires-Python`` their lowest; the project URLs are
-the same in all four and agree with ``mkdocs.yml`` (``site_url``, ``repo_url``), and the
-root README links to the hosted docs and changelog.
+the same in all four and agree with ``mkdocs.yml`` (``site_url``, ``repo_url``), the
+root README links to the hosted docs and changelog, and SECURITY.md to the repository.
 
 6. ``twine check --strict`` of every built file: what PyPI would refuse or render badly.
 
@@ -475,12 +475,16 @@ def check_public_metadata(package: Package, meta: Message, where: str) -> None:
 
 
 def check_readme_links() -> None:
-    """The repository README links to the hosted docs and the changelog (the URLs of the metadata)."""
+    """README.md links to the hosted docs and changelog, SECURITY.md to the repository's reporting form."""
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    site = mkdocs_setting("site_url")
+    site, repo = mkdocs_setting("site_url"), mkdocs_setting("repo_url")
     for url in (site, f"{site}latest/changelog/"):
         expect(url in readme, f"README.md does not link to {url}")
-    ok(f"README.md links to the hosted docs and changelog ({site})")
+    report = f"{repo}/security/advisories/new"
+    expect(
+        report in (ROOT / "SECURITY.md").read_text(encoding="utf-8"), f"SECURITY.md does not link to {report}"
+    )
+    ok(f"README.md links to the hosted docs and changelog ({site}), SECURITY.md to {report}")
 
 
 def check_sdist(package: Package, sdist: Path, version: str) -> None:

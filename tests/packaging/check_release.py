@@ -12,9 +12,9 @@ failure stops the script with exit status 1:
 1. Copy the checkout's files (tracked, and untracked but not ignored: what a commit of the
    work tree would hold) into a new git repository, on ``main``, with one commit. If its
    changelog lacks a ``## Unreleased`` entry (right after a release), one is added.
-2. ``tools/release.py`` refuses, changing nothing: a version that is not one, one that is
-   not higher, an untracked and a modified file, an existing tag, a changelog without an
-   ``## Unreleased`` section and one with an empty section.
+2. ``tools/release.py`` refuses, changing nothing: a version that is not one, a tag name,
+   a local version, one that is not higher, an untracked and a modified file, an existing
+   tag, a changelog without an ``## Unreleased`` section and one with an empty section.
 3. The dry run: ``tools/release.py X.Y.Z`` of a throwaway version (the next patch version):
    ``VERSION``, the changelog heading, the one commit and its tag, the eight files in
    ``dist/`` (names, versions, exact pins, ``twine check``), a clean tree, and the one
@@ -49,7 +49,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tools"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from check_build import PACKAGES, ROOT, CheckError, expect, ok, parse_metadata, step
 from release import ReleaseError, unreleased_section
-from version import next_version, read_version
+from version import bumped, read
 
 OUTPUT_TAIL = 40
 """How many lines of a failed command's output to show."""
@@ -179,7 +179,8 @@ def with_changelog(repo: Path, text: str, args: Sequence[str], reason: str, what
 def check_refusals(repo: Path, current: str, new: str) -> None:
     """Step 2: every refusal, none changing the copy."""
     expect_refusal(repo, ["banana"], "is not a version", "not a version")
-    expect_refusal(repo, [f"v{new}"], "is not a version", "a tag, not a version")
+    expect_refusal(repo, [f"v{new}"], f"give {new!r}", "a tag, not a version")
+    expect_refusal(repo, [f"{new}+local"], "PyPI refuses", "a local version")
     expect_refusal(repo, [current], "is not higher", "the current version")
     if current != "0.0.0":
         expect_refusal(repo, ["0.0.0"], "is not higher", "a lower version")
@@ -246,7 +247,7 @@ def check_dry_run(repo: Path, current: str, new: str) -> str:
     start = git(repo, "rev-parse", "HEAD").strip()
     output = release(repo, new)
     today = datetime.datetime.now(datetime.timezone.utc).date().isoformat()
-    expect(read_version(repo) == new, f"VERSION is {read_version(repo)}, not {new}")
+    expect(read(repo / "VERSION") == new, f"VERSION is {read(repo / 'VERSION')}, not {new}")
     changelog = (repo / "docs" / "changelog.md").read_text(encoding="utf-8")
     headings = re.findall(r"^## .*$", changelog, re.MULTILINE)
     expect(headings[0] == f"## {new} ({today})", f"the first changelog heading is {headings[0]!r}")
@@ -271,7 +272,7 @@ def check_dry_run(repo: Path, current: str, new: str) -> str:
     expect(upload == f"git push --atomic origin main v{new}", f"the last line printed is {upload!r}")
     ok(f"the one upload step, printed last: {upload}")
 
-    after = next_version(new, "patch")
+    after = bumped(new, "patch")
     expect_refusal(repo, [after], "no '## Unreleased' section", f"another release ({after}) right after")
     release(repo, "--check-tag", f"v{new}")
     output = release(repo, "--check-tag", f"v{after}", refused=True)
@@ -348,8 +349,8 @@ def main(argv: list[str] | None = None) -> int:
     start = time.monotonic()
     before = snapshot(ROOT)
     try:
-        current = read_version(ROOT)
-        new = next_version(current, "patch")
+        current = read(ROOT / "VERSION")
+        new = bumped(current, "patch")
         print(f"check_release: a dry-run release of {new} (VERSION is {current}) in a copy of {ROOT}")
         with tempfile.TemporaryDirectory(prefix="spoc-check-release-") as tmp_name:
             tmp = Path(tmp_name)
