@@ -71,7 +71,9 @@ def install_project(session: nox.Session, *, uvloop: bool = True) -> None:
 
 
 TEST_DEPS = ["pytest>=8", "pytest-timeout>=2.3"]
-DOCS_DEPS = ["mkdocs>=1.6", "mkdocs-material>=9.5", "mkdocstrings-python>=1.10"]
+# mkdocstrings formats long signatures with ruff, one parameter per line.
+DOCS_DEPS = ["mkdocs>=1.6", "mkdocs-material>=9.5", "mkdocstrings-python>=1.10", "ruff>=0.6"]
+"""What building the docs site needs: ``docs``, ``docs_deploy`` and ``release_check`` install it."""
 PACKAGING_DEPS = ["build>=1.2", "twine>=6.1", "trove-classifiers", "packaging"]
 """What check_build.py and tools/ need: builds, ``twine check``, known classifiers, versions."""
 
