@@ -26,7 +26,16 @@ nox.options.default_venv_backend = "uv|virtualenv"
 nox.options.reuse_existing_virtualenvs = True
 # In CI a missing interpreter is an error; on a laptop with fewer Pythons it is skipped.
 nox.options.error_on_missing_interpreters = IN_CI
-nox.options.sessions = ["tests", "tests_without_uvloop", "lint", "typecheck", "docs", "examples", "build"]
+nox.options.sessions = [
+    "tests",
+    "tests_without_uvloop",
+    "lint",
+    "typecheck",
+    "docs",
+    "examples",
+    "build",
+    "release_check",
+]
 os.environ.setdefault("UV_PYTHON_DOWNLOADS", "never")
 os.environ.setdefault("NO_MKDOCS_2_WARNING", "1")
 
@@ -62,6 +71,11 @@ def install_project(session: nox.Session, *, uvloop: bool = True) -> None:
 
 
 TEST_DEPS = ["pytest>=8", "pytest-timeout>=2.3"]
+# mkdocstrings formats long signatures with ruff, one parameter per line.
+DOCS_DEPS = ["mkdocs>=1.6", "mkdocs-material>=9.5", "mkdocstrings-python>=1.10", "ruff>=0.6"]
+"""What building the docs site needs: ``docs``, ``docs_deploy`` and ``release_check`` install it."""
+PACKAGING_DEPS = ["build>=1.2", "twine>=6.1", "trove-classifiers", "packaging"]
+"""What check_build.py and tools/ need: builds, ``twine check``, known classifiers, versions."""
 
 
 @nox.session(python=PYTHONS)
@@ -93,10 +107,12 @@ def tests_without_uvloop(session: nox.Session) -> None:
 
 @nox.session(python=PYTHONS[-1])
 def lint(session: nox.Session) -> None:
-    """ruff: lint rules and formatting."""
-    session.install("ruff>=0.6")
+    """ruff: lint rules and formatting; the GitHub workflows against their schema."""
+    session.install("ruff>=0.6", "check-jsonschema>=0.29")
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
+    workflows = sorted(str(path) for path in (ROOT / ".github" / "workflows").glob("*.yml"))
+    session.run("check-jsonschema", "--builtin-schema", "vendor.github-workflows", *workflows)
 
 
 @nox.session(python=PYTHONS[-1])
@@ -111,8 +127,8 @@ def typecheck(session: nox.Session) -> None:
 def docs(session: nox.Session) -> None:
     """Build the documentation site; any warning fails, and so does a private name on an API page."""
     install_project(session, uvloop=False)
-    # mkdocstrings formats long signatures with ruff, one parameter per line.
-    session.install("mkdocs>=1.6", "mkdocs-material>=9.5", "mkdocstrings-python>=1.10", "ruff>=0.6")
+    # mkdocstrings formats long signatures with ruff (in DOCS_DEPS), one parameter per line.
+    session.install(*DOCS_DEPS)
     session.run("mkdocs", "build", "--strict", "--site-dir", str(ROOT / "site"))
     session.run("python", "tests/check_api_pages.py", str(ROOT / "site"))
 
@@ -126,9 +142,35 @@ def examples(session: nox.Session) -> None:
 
 @nox.session(python=PYTHONS[-1])
 def build(session: nox.Session) -> None:
-    """Build sdists and wheels, check the sibling pins, install each subset in a fresh venv."""
-    session.install("build>=1.2")
+    """Build sdists and wheels, check the sibling pins, install each subset in a fresh venv.
+
+    ``-- --dist-dir DIR`` keeps the checked files in DIR (the release workflow publishes them).
+    """
+    session.install(*PACKAGING_DEPS)
     session.run("python", "tests/packaging/check_build.py", *session.posargs)
+
+
+@nox.session(python=PYTHONS[-1])
+def release(session: nox.Session) -> None:
+    """Release X.Y.Z: ``nox -s release -- X.Y.Z`` (docs/releasing.md). Prints the one upload step."""
+    session.install(*PACKAGING_DEPS)
+    session.run("python", "tools/release.py", *session.posargs)
+
+
+@nox.session(python=PYTHONS[-1])
+def release_check(session: nox.Session) -> None:
+    """A dry-run release and docs deploy in a temporary copy of the repository; checks every artefact."""
+    install_project(session, uvloop=False)
+    session.install(*PACKAGING_DEPS, *DOCS_DEPS, "mike>=2.1")
+    session.run("python", "tests/packaging/check_release.py", *session.posargs)
+
+
+@nox.session(python=PYTHONS[-1])
+def docs_deploy(session: nox.Session) -> None:
+    """Deploy the docs with mike: ``-- dev`` (main) or ``-- release`` (VERSION), ``--push`` to push."""
+    install_project(session, uvloop=False)
+    session.install(*DOCS_DEPS, "mike>=2.1", "packaging")
+    session.run("python", "tools/deploy_docs.py", *session.posargs)
 
 
 @nox.session(python=PYTHONS[-1])

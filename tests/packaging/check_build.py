@@ -30,6 +30,19 @@ spoc-workers-redis (``spoc.workers.redis``, which also needs ``redis`` from PyPI
 5. A non-editable install of the four package directories of the checkout, with the
    recording index and the wheelhouse: pip must never ask the index for a spoc-workers-* name.
 
+What a user sees of each distribution (``pip show``, its PyPI page) is checked in steps 2
+and 6: the long description is the package's README, the license is MIT with the
+repository's ``LICENSE`` file shipped in the sdist and the wheel, every classifier is a
+known one (``trove-classifiers``), the Python classifiers are the versions CI tests
+(``.github/workflows/ci.yml``) and ``Requires-Python`` their lowest; the project URLs are
+the same in all four and agree with ``mkdocs.yml`` (``site_url``, ``repo_url``), the
+root README links to the hosted docs and changelog, and SECURITY.md to the repository.
+
+6. ``twine check --strict`` of every built file: what PyPI would refuse or render badly.
+
+With ``--dist-dir DIR``, the eight built files are copied into ``DIR`` once every check has
+passed (``tools/release.py`` and the release workflow publish them from there).
+
 Venvs are made with the running interpreter (``sys.executable``); everything lives in a
 temporary directory that is removed at the end.
 """
@@ -63,6 +76,13 @@ from typing import TypeVar
 
 ROOT = Path(__file__).resolve().parents[2]
 CHECK_IMPORTS = ROOT / "tests" / "packaging" / "check_imports.py"
+LICENSE = ROOT / "LICENSE"
+CI_WORKFLOW = ROOT / ".github" / "workflows" / "ci.yml"
+MKDOCS = ROOT / "mkdocs.yml"
+URL_LABELS = ("Homepage", "Documentation", "Changelog", "Source", "Issues")
+"""The ``[project.urls]`` every distribution has, in this order."""
+REQUIRED_CLASSIFIERS = ("Typing :: Typed", "Operating System :: POSIX :: Linux")
+"""Linux: the code relies on /proc, pidfds and prctl, and CI tests on Linux only."""
 BUILD_BACKEND = "hatchling"
 """The build backend of every package; the wheelhouse holds it with its dependencies."""
 OUTPUT_TAIL = 60
@@ -376,6 +396,97 @@ def check_core_metadata(package: Package, meta: Message, version: str, where: st
     )
 
 
+def tested_pythons() -> list[str]:
+    """The Python versions CI tests: the ``python`` list of the matrix in ``.github/workflows/ci.yml``."""
+    text = CI_WORKFLOW.read_text(encoding="utf-8")
+    match = re.search(r"^\s+python: \[([^\]]*)\]", text, re.MULTILINE)
+    expect(match is not None, f"{CI_WORKFLOW.relative_to(ROOT)}: no `python: [...]` matrix line")
+    assert match is not None
+    versions = re.findall(r"[\"']?(3\.\d+)[\"']?", match.group(1))
+    expect(bool(versions), f"{CI_WORKFLOW.relative_to(ROOT)}: no Python version in {match.group(0).strip()}")
+    return sorted(versions, key=lambda v: int(v.split(".")[1]))
+
+
+def mkdocs_setting(name: str) -> str:
+    """A top-level ``name: value`` setting of ``mkdocs.yml`` (for ``site_url`` and ``repo_url``)."""
+    match = re.search(rf"^{name}:\s*(\S+)\s*$", MKDOCS.read_text(encoding="utf-8"), re.MULTILINE)
+    expect(match is not None, f"mkdocs.yml has no {name}")
+    assert match is not None
+    return match.group(1)
+
+
+def project_urls(meta: Message) -> list[tuple[str, str]]:
+    """The ``Project-URL`` entries of core metadata as (label, URL) pairs, in order."""
+    pairs = []
+    for entry in meta.get_all("Project-URL", []):
+        label, _, url = entry.partition(",")
+        pairs.append((label.strip(), url.strip()))
+    return pairs
+
+
+def check_public_metadata(package: Package, meta: Message, where: str) -> None:
+    """What ``pip show`` and the PyPI page show: README, license, classifiers, Python versions, URLs."""
+    readme = (package.path / "README.md").read_text(encoding="utf-8")
+    body = meta.get_payload()
+    expect(
+        isinstance(body, str) and body.strip() == readme.strip(),
+        f"{where}: the long description is not packages/{package.name}/README.md",
+    )
+    expect(
+        meta.get("Description-Content-Type") == "text/markdown",
+        f"{where}: Description-Content-Type is {meta.get('Description-Content-Type')!r}",
+    )
+    expect(bool(meta.get("Summary", "").strip()), f"{where}: no Summary")
+    expect(bool(meta.get("Keywords", "").strip()), f"{where}: no Keywords")
+    expect(
+        meta.get("License-Expression") == "MIT",
+        f"{where}: License-Expression {meta.get('License-Expression')!r}",
+    )
+    expect(
+        meta.get_all("License-File", []) == ["LICENSE"],
+        f"{where}: License-File {meta.get_all('License-File', [])}, expected ['LICENSE']",
+    )
+    classifiers = meta.get_all("Classifier", [])
+    import trove_classifiers
+
+    unknown = [c for c in classifiers if c not in trove_classifiers.classifiers]
+    expect(not unknown, f"{where}: classifiers PyPI does not know: {unknown}")
+    missing = [c for c in REQUIRED_CLASSIFIERS if c not in classifiers]
+    expect(not missing, f"{where}: lacks the classifiers {missing}")
+    pythons = [
+        c.rsplit(" :: ", 1)[1]
+        for c in classifiers
+        if re.fullmatch(r"Programming Language :: Python :: 3\.\d+", c)
+    ]
+    tested = tested_pythons()
+    expect(pythons == tested, f"{where}: Python classifiers {pythons}, but CI tests {tested} (ci.yml)")
+    expect(
+        meta.get("Requires-Python") == f">={tested[0]}",
+        f"{where}: Requires-Python {meta.get('Requires-Python')!r}, but CI tests from {tested[0]} up",
+    )
+    urls = project_urls(meta)
+    labels = [label for label, _ in urls]
+    expect(labels == list(URL_LABELS), f"{where}: Project-URL labels {labels}, expected {list(URL_LABELS)}")
+    by_label = dict(urls)
+    site, repo = mkdocs_setting("site_url"), mkdocs_setting("repo_url")
+    expected = {"Documentation": site, "Changelog": f"{site}latest/changelog/", "Source": repo}
+    wrong = {label: by_label[label] for label, url in expected.items() if by_label[label] != url}
+    expect(not wrong, f"{where}: Project-URL {wrong} disagree with mkdocs.yml ({expected})")
+
+
+def check_readme_links() -> None:
+    """README.md links to the hosted docs and changelog, SECURITY.md to the repository's reporting form."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    site, repo = mkdocs_setting("site_url"), mkdocs_setting("repo_url")
+    for url in (site, f"{site}latest/changelog/"):
+        expect(url in readme, f"README.md does not link to {url}")
+    report = f"{repo}/security/advisories/new"
+    expect(
+        report in (ROOT / "SECURITY.md").read_text(encoding="utf-8"), f"SECURITY.md does not link to {report}"
+    )
+    ok(f"README.md links to the hosted docs and changelog ({site}), SECURITY.md to {report}")
+
+
 def check_sdist(package: Package, sdist: Path, version: str) -> None:
     """Check the sdist's PKG-INFO and files."""
     top = f"{package.file_stem}-{version}"
@@ -385,9 +496,22 @@ def check_sdist(package: Package, sdist: Path, version: str) -> None:
         expect(member is not None, f"{sdist.name}: no {top}/PKG-INFO")
         assert member is not None
         meta = parse_metadata(member.read().decode("utf-8"))
-    check_core_metadata(package, meta, version, f"{sdist.name} PKG-INFO")
-    for needed in ("pyproject.toml", "hatch_build.py", "README.md", f"src/{package.top}py.typed"):
-        expect(f"{top}/{needed}" in names, f"{sdist.name}: {needed} is missing")
+        check_core_metadata(package, meta, version, f"{sdist.name} PKG-INFO")
+        for needed in (
+            "pyproject.toml",
+            "hatch_build.py",
+            "README.md",
+            "LICENSE",
+            f"src/{package.top}py.typed",
+        ):
+            expect(f"{top}/{needed}" in names, f"{sdist.name}: {needed} is missing")
+        license_file = tar.extractfile(f"{top}/LICENSE")
+        assert license_file is not None
+        expect(
+            license_file.read().decode("utf-8") == LICENSE.read_text(encoding="utf-8"),
+            f"{sdist.name}: its LICENSE differs from the repository's LICENSE",
+        )
+    check_public_metadata(package, meta, f"{sdist.name} PKG-INFO")
     outside = [name for name in names if not name.startswith(f"{top}/")]
     expect(not outside, f"{sdist.name}: files outside {top}/: {outside}")
     expect(f"{top}/src/spoc/__init__.py" not in names, f"{sdist.name}: ships spoc/__init__.py")
@@ -395,22 +519,34 @@ def check_sdist(package: Package, sdist: Path, version: str) -> None:
 
 
 def wheel_files(wheel: Path) -> tuple[list[str], Message]:
-    """The files of ``wheel`` outside its .dist-info, and its METADATA."""
+    """The files of ``wheel`` outside its .dist-info, and its METADATA.
+
+    Also checks that its .dist-info holds the repository's LICENSE (``licenses/LICENSE``).
+    """
     with zipfile.ZipFile(wheel) as archive:
         names = archive.namelist()
         metadata = [name for name in names if re.fullmatch(r"[^/]+\.dist-info/METADATA", name)]
         expect(len(metadata) == 1, f"{wheel.name}: {len(metadata)} METADATA files")
         meta = parse_metadata(archive.read(metadata[0]).decode("utf-8"))
+        license_path = metadata[0].replace("/METADATA", "/licenses/LICENSE")
+        expect(license_path in names, f"{wheel.name}: no {license_path}")
+        expect(
+            archive.read(license_path).decode("utf-8") == LICENSE.read_text(encoding="utf-8"),
+            f"{wheel.name}: its {license_path} differs from the repository's LICENSE",
+        )
     return [name for name in names if not name.split("/")[0].endswith(".dist-info")], meta
 
 
 def check_wheels(dist: Path, version: str) -> None:
     """Check every wheel's METADATA and file list, and that no two wheels share a file."""
     owner: dict[str, str] = {}
+    urls: dict[str, list[tuple[str, str]]] = {}
     for package in PACKAGES:
         wheel = dist / f"{package.file_stem}-{version}-py3-none-any.whl"
         files, meta = wheel_files(wheel)
         check_core_metadata(package, meta, version, f"{wheel.name} METADATA")
+        check_public_metadata(package, meta, f"{wheel.name} METADATA")
+        urls[package.name] = project_urls(meta)
         pins = ", ".join(f"{pin}=={version}" for pin in package.pins) or "no sibling"
         requires = ", ".join(package.requires) or "nothing else"
         extras = ", ".join(package.extras) or "none"
@@ -436,6 +572,19 @@ def check_wheels(dist: Path, version: str) -> None:
         owner.update(dict.fromkeys(files, package.name))
         init = "ships spoc/workers/__init__.py" if has_init else "no spoc/workers/__init__.py"
         ok(f"{wheel.name}: {len(files)} files under {package.top}, {init}, py.typed, no spoc/__init__.py")
+        pythons = ", ".join(tested_pythons())
+        classifiers = len(meta.get_all("Classifier", []))
+        ok(
+            f"{wheel.name}: README as long description, MIT with LICENSE,"
+            f" Python {pythons} (as CI), {classifiers} known classifiers"
+        )
+    differing = {name: entries for name, entries in urls.items() if entries != urls[PACKAGES[0].name]}
+    expect(not differing, f"the project URLs differ between distributions: {urls}")
+    ok(
+        "the same project URLs in all four, agreeing with mkdocs.yml: "
+        + ", ".join(f"{label} {url}" for label, url in urls[PACKAGES[0].name])
+    )
+    check_readme_links()
 
 
 def with_siblings(package: Package) -> list[Package]:
@@ -521,19 +670,50 @@ def fill_wheelhouse(python: Path, wheelhouse: Path) -> None:
     ok(f"wheelhouse: {', '.join(files)}")
 
 
+def twine_check(dist: Path) -> None:
+    """``twine check --strict`` of every file in ``dist``: metadata and long descriptions PyPI accepts."""
+    files = sorted(dist.iterdir())
+    command: list[str | Path] = [sys.executable, "-m", "twine", "--no-color", "check", "--strict", *files]
+    output = run(command, env=base_env(), cwd=dist)
+    passed = output.count("PASSED")
+    expect(passed == len(files), f"twine check passed {passed} of {len(files)} files:\n{output}")
+    ok(f"twine check --strict: {len(files)} files PASSED")
+
+
+def copy_out(dist: Path, dist_dir: Path, version: str) -> None:
+    """Copy the built files into ``dist_dir``, replacing any spoc-workers files already there."""
+    dist_dir.mkdir(parents=True, exist_ok=True)
+    for old in dist_dir.iterdir():
+        if old.is_file() and old.name.startswith("spoc_workers_"):
+            old.unlink()
+    for path in sorted(dist.iterdir()):
+        shutil.copy2(path, dist_dir / path.name)
+    ok(f"{len(list(dist.iterdir()))} files of {version} in {dist_dir}")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run every step; return 0 when all passed, 1 otherwise."""
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.parse_args(argv)
+    parser.add_argument(
+        "--dist-dir",
+        type=Path,
+        help="copy the built sdists and wheels here once every check passed",
+    )
+    args = parser.parse_args(argv)
     start = time.monotonic()
     try:
         version = read_version()
-        expect(
-            importlib.util.find_spec("build") is not None,
-            f"{sys.executable} lacks the `build` package: pip install 'build>=1.2' (nox -s build does)",
-        )
+        for module, requirement in (
+            ("build", "build>=1.2"),
+            ("twine", "twine>=6.1"),
+            ("trove_classifiers", "trove-classifiers"),
+        ):
+            expect(
+                importlib.util.find_spec(module) is not None,
+                f"{sys.executable} lacks the `{requirement}` package: pip install it (nox -s build does)",
+            )
         print(f"check_build: spoc-workers {version} with Python {sys.version.split()[0]} ({sys.executable})")
         with tempfile.TemporaryDirectory(prefix="spoc-check-build-") as tmp_name, RecordingIndex() as index:
             tmp = Path(tmp_name)
@@ -556,6 +736,11 @@ def main(argv: list[str] | None = None) -> int:
                 check_editable(pythons["editable"], tmp, version)
             with step("non-editable install of the checkout's package directories, in one call"):
                 check_checkout_install(pythons["checkout"], tmp, wheelhouse, index, version)
+            with step("twine check --strict of every sdist and wheel"):
+                twine_check(dist)
+            if args.dist_dir is not None:
+                with step(f"copy the built files to {args.dist_dir}"):
+                    copy_out(dist, args.dist_dir.resolve(), version)
     except CheckError as exc:
         print(f"\ncheck_build: FAILED after {time.monotonic() - start:.0f}s\n{exc}", file=sys.stderr)
         return 1
