@@ -8,6 +8,11 @@ deadline. The restart semantics follow Erlang/OTP supervisors: per-worker
 policies ``never`` / ``on-failure`` / ``always``, strategies ``one_for_one`` /
 ``one_for_all`` / ``rest_for_one``, exponential backoff reset after a stable
 period, and a restart intensity beyond which the server gives up.
+
+One look at the workers is :meth:`Supervisor.look`, a step that never
+blocks; the server's monitor thread is a thin loop around it, and so is the
+loop of :class:`~spoc.workers.patterns.HealthMonitor`, which supervises
+workers without a server.
 """
 
 from __future__ import annotations
@@ -67,7 +72,25 @@ def outcome_of(worker: AbstractWorker) -> dict[str, Any]:
 
 
 class Supervisor:
-    """Runs the monitor thread of one server. All methods but ``poke`` are internal to it."""
+    """The restart logic of one server, and the monitor thread that runs it.
+
+    A server calls :meth:`ensure_running` and :meth:`poke`; a worker that
+    supervises others itself (a ``HealthMonitor``) calls :meth:`look` in its
+    own loop instead, and waits on :meth:`worker_waitables`.
+
+    Args:
+        server_name: the name in events (``WorkerEvent.server``).
+        records: returns the supervised workers, in the order they were added.
+        emit: receives every :class:`WorkerEvent` (restart, hung, gave_up).
+        on_give_up: called once the restart intensity is exceeded.
+        on_change: called after each look of the monitor thread.
+        strategy, max_restarts, restart_window, backoff, stable_after: see
+            :class:`~spoc.workers.Server`; ``max_restarts=None`` never gives up.
+        respect_stop: leave alone a worker whose own ``stop()`` was called
+            for the run that ended (a monitor's "stopped on purpose"); a
+            server restarts an ``"always"`` worker whatever stopped it.
+        label: who supervises, at the start of log lines (default ``server 'name'``).
+    """
 
     def __init__(
         self,
@@ -78,12 +101,16 @@ class Supervisor:
         on_change: Callable[[], None],
         *,
         strategy: Strategy,
-        max_restarts: int,
+        max_restarts: int | None,
         restart_window: float,
         backoff: Backoff,
         stable_after: float,
+        respect_stop: bool = False,
+        label: str | None = None,
     ) -> None:
         self.server_name = server_name
+        self.label = label if label is not None else f"server {server_name!r}"
+        self.respect_stop = respect_stop
         self._records = records
         self._emit = emit
         self._on_give_up = on_give_up
@@ -159,29 +186,45 @@ class Supervisor:
             except Exception:  # a bug here must not go unnoticed
                 with self._lock:
                     self._active = False
-                logger.exception("server %r: the supervisor failed", self.server_name)
+                logger.exception("%s: the supervisor failed", self.label)
                 raise
+
+    def look(self) -> float | None:
+        """One look at every worker: deal with the runs that ended, start the restarts due,
+        declare the silent workers hung. Never blocks.
+
+        Returns:
+            the next moment (``time.monotonic()``) worth a look even if
+            nothing changes, or None when only a change is.
+        """
+        now = time.monotonic()
+        records = self._records()
+        for record in records:
+            self._check_end(record, now)
+        if self.stopping:  # re-read: another thread may have set it meanwhile
+            return None
+        self._start_due(records, now)
+        return self._check_liveness(records, now)
+
+    def worker_waitables(self) -> list[Any]:
+        """What to wait on to see a worker change (process workers' pipes and sentinels)."""
+        waitables: list[Any] = []
+        for record in self._records():
+            waitables += record.worker.supervision.waitables()
+        return waitables
 
     def _watch(self) -> None:
         while True:
-            now = time.monotonic()
-            records = self._records()
-            for record in records:
-                self._check_end(record, now)
-            if self.stopping:  # re-read: another thread may have set it meanwhile
-                if self._may_leave(records):
+            deadline = self.look()
+            if self.stopping:
+                if self._may_leave(self._records()):
                     return
                 continue  # a start() cleared it meanwhile: look again
-            self._start_due(records, now)
-            deadline = self._check_liveness(records, now)
             self._on_change()  # whoever waits for the server to settle looks again
             if self._may_leave(self._records()):
                 return
-            waitables: list[Any] = [self._wakeup]
-            for record in records:
-                waitables += record.worker.supervision.waitables()
             timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
-            wait_for_change(waitables, timeout)
+            wait_for_change([self._wakeup, *self.worker_waitables()], timeout)
             self._wakeup.drain()
 
     def _check_end(self, record: Supervised, now: float) -> None:
@@ -203,7 +246,7 @@ class Supervisor:
         outcome = outcome_of(worker)
         if state is WorkerState.FAILED:
             record.last_error = _describe(outcome)
-        if self.stopping or record.stop_intended:
+        if self.stopping or record.stop_intended or self._stopped_on_purpose(worker):
             return
         if not _should_restart(record.restart, state):
             return
@@ -212,7 +255,7 @@ class Supervisor:
         self._restart_times.append(now)
         while self._restart_times and self._restart_times[0] < now - self.restart_window:
             self._restart_times.popleft()
-        if len(self._restart_times) > self.max_restarts:
+        if self.max_restarts is not None and len(self._restart_times) > self.max_restarts:
             self._give_up(record)
             return
         delay = self.backoff.delay(record.attempt)
@@ -227,7 +270,7 @@ class Supervisor:
             message = f"worker {member.worker.name!r} restarts in {delay:.3f}s" + (
                 f" ({_describe(outcome)})" if member is record else f" with {worker.name!r}"
             )
-            logger.info("server %r: %s", self.server_name, message)
+            logger.info("%s: %s", self.label, message)
             self._emit(
                 WorkerEvent(
                     kind="restart",
@@ -253,8 +296,16 @@ class Supervisor:
 
     def _start_due(self, records: list[Supervised], now: float) -> None:
         for record in records:  # in the order the workers were added
-            if record.restart_at is None or record.restart_at > now or record.worker.is_alive():
+            if record.restart_at is None or record.restart_at > now:
                 continue
+            worker = record.worker
+            if not record.stop_intended and (
+                worker.state not in TERMINAL_STATES or self._stopped_on_purpose(worker)
+            ):
+                record.restart_at = None  # started again by someone else, or stopped since: not due
+                continue
+            if worker.is_alive():
+                continue  # its last run is still leaving its thread or process
             record.stop_intended = False
             record.running_since = None
             record.restarts += 1
@@ -262,7 +313,7 @@ class Supervisor:
                 record.worker.start()
             except Exception as exc:
                 record.last_error = f"restart failed: {exc!r}"
-                logger.exception("server %r: restarting %r failed", self.server_name, record.worker.name)
+                logger.exception("%s: restarting %r failed", self.label, record.worker.name)
                 record.restart_at = None
                 self._give_up(record)
                 return
@@ -282,7 +333,7 @@ class Supervisor:
                 sooner(record.restart_at)
             if record.kill_at is not None:
                 if record.kill_at <= now and worker.is_alive():
-                    logger.warning("server %r: killing hung worker %r", self.server_name, worker.name)
+                    logger.warning("%s: killing hung worker %r", self.label, worker.name)
                     worker.supervision.kill()
                     record.kill_at = None
                 elif record.kill_at > now:
@@ -308,15 +359,16 @@ class Supervisor:
         record.last_error = message
         stack = worker.supervision.stack()
         if stack is not None:
-            logger.error("server %r: %s; its stack:\n%s", self.server_name, message, stack)
+            logger.error("%s: %s; its stack:\n%s", self.label, message, stack)
         else:
-            logger.error(
-                "server %r: %s; asking for its stacks, then terminating it", self.server_name, message
-            )
+            logger.error("%s: %s; asking for its stacks, then terminating it", self.label, message)
         self._emit(self._event("hung", record, error, message))
         kill_after = worker.supervision.declare_hung(error)
         if kill_after is not None:
             record.kill_at = time.monotonic() + kill_after
+
+    def _stopped_on_purpose(self, worker: AbstractWorker) -> bool:
+        return self.respect_stop and worker.supervision.stop_requested
 
     def _give_up(self, record: Supervised) -> None:
         if self.gave_up:
@@ -326,7 +378,7 @@ class Supervisor:
             f"more than {self.max_restarts} restarts within {self.restart_window:g}s "
             f"(last: worker {record.worker.name!r}, {record.last_error}); giving up and stopping"
         )
-        logger.error("server %r: %s", self.server_name, message)
+        logger.error("%s: %s", self.label, message)
         self._emit(self._event("gave_up", record, record.worker.exception, message))
         self._on_give_up()
 
