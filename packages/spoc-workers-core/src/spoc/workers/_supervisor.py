@@ -50,8 +50,10 @@ class Supervised:
     running_since: float | None = None  # time.monotonic() of the last RUNNING
     handled_run: int = 0  # the worker run whose end was dealt with
     restart_at: float | None = None  # time.monotonic() of a scheduled restart
+    restart_delay: float = 0.0  # the delay of the restart scheduled last
     stop_intended: bool = False  # stopped by the supervisor (a group restart): not a crash
     hung_run: int = 0  # the worker run declared hung
+    declared_hung: bool = False  # until its restart: the end is a crash, though its thread was told to stop
     kill_at: float | None = None
     last_error: str | None = None
 
@@ -239,6 +241,8 @@ class Supervisor:
             # Marked handled only once any restart is scheduled: until then the
             # server does not count as settled (run_forever must not return).
             record.handled_run = run
+            if record.restart_at is None:
+                record.declared_hung = False
 
     def _ended(self, record: Supervised, state: WorkerState, now: float) -> None:
         worker = record.worker
@@ -246,7 +250,7 @@ class Supervisor:
         outcome = outcome_of(worker)
         if state is WorkerState.FAILED:
             record.last_error = _describe(outcome)
-        if self.stopping or record.stop_intended or self._stopped_on_purpose(worker):
+        if self.stopping or record.stop_intended or self.stopped_on_purpose(record):
             return
         if not _should_restart(record.restart, state):
             return
@@ -267,6 +271,7 @@ class Supervisor:
             if member is not record and member.restart == "never":
                 continue  # OTP: a temporary worker goes down with its group, for good
             member.restart_at = now + delay
+            member.restart_delay = delay
             message = f"worker {member.worker.name!r} restarts in {delay:.3f}s" + (
                 f" ({_describe(outcome)})" if member is record else f" with {worker.name!r}"
             )
@@ -300,13 +305,15 @@ class Supervisor:
                 continue
             worker = record.worker
             if not record.stop_intended and (
-                worker.state not in TERMINAL_STATES or self._stopped_on_purpose(worker)
+                worker.state not in TERMINAL_STATES or self.stopped_on_purpose(record)
             ):
                 record.restart_at = None  # started again by someone else, or stopped since: not due
+                record.declared_hung = False
                 continue
             if worker.is_alive():
                 continue  # its last run is still leaving its thread or process
             record.stop_intended = False
+            record.declared_hung = False
             record.running_since = None
             record.restarts += 1
             try:
@@ -315,7 +322,7 @@ class Supervisor:
                 record.last_error = f"restart failed: {exc!r}"
                 logger.exception("%s: restarting %r failed", self.label, record.worker.name)
                 record.restart_at = None
-                self._give_up(record)
+                self._give_up(record, f"worker {record.worker.name!r} could not be restarted ({exc!r})")
                 return
             record.restart_at = None  # only now: the new run keeps the server from settling
 
@@ -357,6 +364,7 @@ class Supervisor:
         message = f"worker {worker.name!r} is hung: no heartbeat for {silent:.2f}s"
         error = WorkerHungError(message, silent)
         record.last_error = message
+        record.declared_hung = True
         stack = worker.supervision.stack()
         if stack is not None:
             logger.error("%s: %s; its stack:\n%s", self.label, message, stack)
@@ -367,17 +375,21 @@ class Supervisor:
         if kill_after is not None:
             record.kill_at = time.monotonic() + kill_after
 
-    def _stopped_on_purpose(self, worker: AbstractWorker) -> bool:
-        return self.respect_stop and worker.supervision.stop_requested
+    def stopped_on_purpose(self, record: Supervised) -> bool:
+        """With ``respect_stop``: someone called the worker's ``stop()`` (a hung thread's run
+        abandoned by the supervisor was told to stop too, but it crashed)."""
+        return self.respect_stop and not record.declared_hung and record.worker.supervision.stop_requested
 
-    def _give_up(self, record: Supervised) -> None:
+    def _give_up(self, record: Supervised, reason: str | None = None) -> None:
         if self.gave_up:
             return
         self.gave_up = True
-        message = (
-            f"more than {self.max_restarts} restarts within {self.restart_window:g}s "
-            f"(last: worker {record.worker.name!r}, {record.last_error}); giving up and stopping"
-        )
+        if reason is None:
+            reason = (
+                f"more than {self.max_restarts} restarts within {self.restart_window:g}s "
+                f"(last: worker {record.worker.name!r}, {record.last_error})"
+            )
+        message = f"{reason}; giving up and stopping"
         logger.error("%s: %s", self.label, message)
         self._emit(self._event("gave_up", record, record.worker.exception, message))
         self._on_give_up()
