@@ -292,7 +292,7 @@ class ProcessPeriodicWorker(_PeriodicLoop, ProcessWorker):
         jitter: see :class:`PeriodicWorker`.
         daemon: see :class:`~spoc.workers.ProcessWorker`.
         stop_timeout: see :class:`~spoc.workers.ProcessWorker`.
-        start_method: see :class:`~spoc.workers.ProcessWorker`.
+        **carrier_options: ``start_method``, see :class:`~spoc.workers.ProcessWorker`.
 
     Raises:
         TypeError: a number is not a number.
