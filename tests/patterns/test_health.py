@@ -356,6 +356,25 @@ def test_a_hung_worker_is_abandoned_and_restarted_as_under_a_server() -> None:
             first_thread.join(JOIN)
 
 
+@pytest.mark.parametrize("kind", ["thread", "process"])
+def test_without_a_delay_every_failure_is_still_reported(kind: str, start_method: str) -> None:
+    """With a zero backoff the end is dealt with and the worker restarted in one look:
+    the failure event must still come, with the exception of the run that ended."""
+    worker, starts = flaky(kind, f"no-delay-{kind}", 2, start_method)
+    monitor = Recording("monitor", [worker], interval=0.02, backoff=Backoff(0.0, 1.0, 0.0, 0.0))
+    monitor.start()
+    worker.start()
+    try:
+        for attempt in (1, 2):
+            _, error = monitor.next_event("error", worker.name)
+            assert str(error["exception"]) == f"start {attempt} fails"
+            _, restart = monitor.next_event("restart", worker.name)
+            assert (restart["attempt"], restart["delay"]) == (attempt, 0.0)
+        pt.wait_for(lambda: starts() == 3, JOIN)
+    finally:
+        shut(monitor, worker)
+
+
 def test_reset_after_is_the_deprecated_spelling_of_stable_after() -> None:
     with pytest.warns(DeprecationWarning, match=r"HealthMonitor\(reset_after=\.\.\.\) is deprecated"):
         monitor = HealthMonitor("m", [], reset_after=3.0)

@@ -40,7 +40,7 @@ class HealthMonitor(ThreadWorker):
     worker is restarted by calling ``start()`` again on the same object
     (workers are restartable), never by building a new one. The monitor
     leaves alone a worker that was never started (state ``NEW``), one that
-    is running, and one whose ``stop()` was called for its last run (stopped
+    is running, and one whose ``stop()`` was called for its last run (stopped
     on purpose). By default it restarts only workers that ended ``FAILED``;
     ``restart="always"`` also restarts those whose ``main`` returned by itself.
 
@@ -237,23 +237,20 @@ class _Watch:
         """One look at every worker: the lifecycle events to send, and the seconds until the next look."""
         now = time.monotonic()
         self._follow(now)
-        supervisor = self.supervisor
-        before = {
-            id(r): (r.handled_run, r.restarts, r.worker.supervision.run, supervisor.stopped_on_purpose(r))
-            for r in self.current
-        }
+        before = {id(record): _Before(self.supervisor, record) for record in self.current}
         self.decisions.clear()
         deadline = self.supervisor.look()
         failures: list[_Event] = []
         restarts: list[_Event] = []
         for record in self.current:
-            worker = record.worker
-            handled, restarted, run, on_purpose = before[id(record)]
-            if record.handled_run != handled and worker.state is WorkerState.FAILED and not on_purpose:
-                failures.append(
-                    ("error", {"exception": worker.exception, "phase": "worker", "worker": worker.name})
-                )
-            if record.restarts != restarted and worker.supervision.run != run:  # restarted, and it started
+            worker, seen = record.worker, before[id(record)]
+            restarted = worker.supervision.run != seen.run
+            if record.handled_run != seen.handled_run and not seen.on_purpose:  # a run's end was dealt with
+                # Restarted at once (no delay): what ended is what was seen just before.
+                state, error = (seen.state, seen.exception) if restarted else (worker.state, worker.exception)
+                if state is WorkerState.FAILED:
+                    failures.append(("error", {"exception": error, "phase": "worker", "worker": worker.name}))
+            if record.restarts != seen.restarts and restarted:  # the supervisor restarted it, and it started
                 data = {"worker": worker.name, "attempt": record.attempt, "delay": record.restart_delay}
                 restarts.append(("restart", data))
         events = failures + restarts
@@ -291,6 +288,21 @@ class _Watch:
                 record.running_since, record.seen_run = now, run  # as a Server's state listener does
         self.records = records
         self.current = list(records.values())
+
+
+class _Before:
+    """What a record looked like just before a look of the supervisor."""
+
+    __slots__ = ("exception", "handled_run", "on_purpose", "restarts", "run", "state")
+
+    def __init__(self, supervisor: Supervisor, record: Supervised) -> None:
+        worker = record.worker
+        self.handled_run = record.handled_run
+        self.restarts = record.restarts
+        self.run = worker.supervision.run
+        self.on_purpose = supervisor.stopped_on_purpose(record)
+        self.state = worker.state
+        self.exception = worker.exception
 
 
 def _nothing() -> None:
