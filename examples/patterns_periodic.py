@@ -50,7 +50,7 @@ def main() -> int:
 
     stats = worker.stats
     print(
-        f"runs={stats.runs} skipped={stats.skipped} failures={stats.failures} "
+        f"runs={stats.runs} skipped={stats.skipped} failed={stats.failed} "
         f"max lateness={stats.max_lateness * 1000:.1f} ms"
     )
     if status == 0 and stats.runs == SYNCS and worker.state is WorkerState.STOPPED:

@@ -91,7 +91,7 @@ def main() -> int:
         server.add_worker(Hasher("hasher", stream))
 
         def stop_when_done() -> None:
-            while not (stream.dead_jobs() and stream.pending() == 0 and _done(stream) == JOBS):
+            while not (stream.dead_letters() and stream.pending() == 0 and _done(stream) == JOBS):
                 time.sleep(0.05)
             server.stop()
 
@@ -105,7 +105,7 @@ def main() -> int:
         done = stream.client().hgetall(f"{stream.stream}:done")
         by_kind = {k.decode(): int(v) for k, v in done.items()}
         say(f"redis_scale_out.py: {sum(by_kind.values())} jobs processed in {took:.2f}s: {by_kind}")
-        for dead in stream.dead_jobs():
+        for dead in stream.dead_letters():
             say(f"  dead letter: job {dead.job} after {dead.deliveries} tries: {dead.error}")
         stream.client().delete(f"{stream.stream}:done")
         stream.delete()

@@ -6,6 +6,7 @@ times processed), so a test in another process sees exactly what happened.
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from typing import Any
@@ -79,6 +80,25 @@ class AsyncCountingProcessor(JobProcessor):
 
     async def teardown(self) -> None:
         await self.job_queue.aclose()
+
+
+class AsyncEventsProcessor(JobProcessor):
+    """``async def`` hooks all round; ``events`` holds ``(event_type, phase, loop it ran on)``."""
+
+    def __init__(self, name: str, stream: RedisStream) -> None:
+        super().__init__(name, stream)
+        self.setup_loops: list[asyncio.AbstractEventLoop] = []
+        self.events: list[tuple[str, Any, asyncio.AbstractEventLoop]] = []
+
+    async def setup(self) -> None:
+        self.setup_loops.append(asyncio.get_running_loop())
+
+    async def process_job(self, job: Any) -> None:
+        await asyncio.sleep(0)
+
+    async def lifecycle(self, event_type: str, **data: Any) -> None:
+        await asyncio.sleep(0)
+        self.events.append((event_type, data.get("phase"), asyncio.get_running_loop()))
 
 
 class Doubler(StageWorker):

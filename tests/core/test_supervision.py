@@ -285,6 +285,38 @@ def test_heartbeats_keep_a_busy_worker_alive() -> None:
 
 
 @pytest.mark.no_processes
+def test_a_restart_made_moot_by_an_outside_start_is_dropped_without_spinning() -> None:
+    """A worker the user starts again while its restart is pending is not restarted once more,
+    and the supervisor does not spin on the stale restart time (it used to look in a busy loop
+    for as long as the worker ran)."""
+    events = Events()
+    server = Server("moot", backoff=Backoff(base=0.2, jitter=0.0), on_event=events)
+    worker = server.add_worker(Counted("restarted-by-hand", fail_on=(1,)), restart="on-failure")
+    looks = itertools.count()
+    original = worker.supervision.waitables
+
+    def counted() -> list[Any]:
+        next(looks)
+        return original()
+
+    worker.supervision.waitables = counted  # type: ignore[method-assign]
+    server.start()
+    try:
+        assert wait_for(lambda: events.of("restart"), 10.0)  # the restart is scheduled in 0.2 s...
+        worker.start()  # ...but someone else starts it first
+        assert wait_for(lambda: worker.state is WorkerState.RUNNING, 10.0)
+        time.sleep(0.4)  # the scheduled time passes (measuring, not synchronising)
+        before = next(looks)
+        time.sleep(0.3)
+        assert next(looks) - before < 20  # a handful of looks at most, not a busy loop
+        assert server.status()[0]["restarts"] == 0 and worker.starts == 2
+        assert worker.state is WorkerState.RUNNING
+    finally:
+        server.stop()
+        assert server.join_all(10.0) == []
+
+
+@pytest.mark.no_processes
 def test_a_never_worker_that_fails_ends_run_forever_with_1() -> None:
     server = Server()
     server.add_worker(Counted("fails", fail_on=(1,)))  # restart="never" by default

@@ -221,6 +221,34 @@ def test_an_async_thread_processor_consumes_a_queue_queue() -> None:
     assert worker.stats.processed == 200
 
 
+def test_an_awaitable_returned_by_a_def_process_job_runs_on_the_runs_own_loop() -> None:
+    """A ``def process_job`` returning a coroutine: on the loop of the run's async ``setup``,
+    for every job, not on a loop made and thrown away per job."""
+    loops: list[asyncio.AbstractEventLoop] = []
+
+    class Hybrid(JobProcessor):
+        async def setup(self) -> None:
+            loops.append(asyncio.get_running_loop())
+
+        def process_job(self, job: int) -> Any:
+            return self.note_loop()
+
+        async def note_loop(self) -> None:
+            loops.append(asyncio.get_running_loop())
+
+    jobs: queue.Queue[int] = queue.Queue()
+    worker = Hybrid("hybrid-jobs", jobs)
+    worker.start()
+    try:
+        for i in range(3):
+            jobs.put(i)
+        jobs.join()
+    finally:
+        stop_all(worker)
+    assert worker.stats == JobStats(processed=3, failed=0)
+    assert len(loops) == 4 and all(loop is loops[0] for loop in loops), loops
+
+
 def test_a_process_processor_refuses_a_queue_queue() -> None:
     jobs: queue.Queue[int] = queue.Queue()
     with pytest.raises(TypeError) as raised:

@@ -272,7 +272,7 @@ def test_a_failing_task_emits_an_error_event_and_the_schedule_goes_on() -> None:
     worker = Failing("failing", 0.01, starts, skips, stop_after=6, fail_on=(1, 3))
     run_to_end(worker)
     stats = worker.stats
-    assert (stats.runs, stats.failures) == (6, 2)
+    assert (stats.runs, stats.failed) == (6, 2)
     errors = [data for event, data in events if event == "error"]
     assert [str(e["exception"]) for e in errors] == ["run 1 fails on purpose", "run 3 fails on purpose"]
     assert {e["phase"] for e in errors} == {"execute_task"}
@@ -288,7 +288,7 @@ def test_a_failing_task_in_a_process_is_counted_and_reported(start_method: str) 
         received = pt.events_until_shutdown(events)
     finally:
         pt.close_queue(events)
-    assert (worker.stats.runs, worker.stats.failures) == (6, 2)
+    assert (worker.stats.runs, worker.stats.failed) == (6, 2)
     errors = [e for e in received if e[0] == "error"]
     assert [(e[1], e[2]) for e in errors] == [
         ("execute_task", "ValueError('run 1 fails')"),
@@ -312,7 +312,37 @@ def test_an_async_lifecycle_is_awaited_for_task_errors() -> None:
     worker = AsyncHooks("async-hooks", 0.01)
     run_to_end(worker)
     assert seen == [("startup", ""), ("error", "boom"), ("error", "boom"), ("shutdown", "")]
-    assert worker.stats.failures == 2
+    assert worker.stats.failed == 2
+
+
+def test_failures_is_the_deprecated_spelling_of_failed() -> None:
+    stats = PeriodicStats(runs=3, skipped=0, failed=2, last_duration=0.1, last_lateness=0.0, max_lateness=0.0)
+    expected = r"PeriodicStats\.failures is deprecated.*use PeriodicStats\.failed"
+    with pytest.warns(DeprecationWarning, match=expected):
+        assert stats.failures == 2
+
+
+def test_an_awaitable_returned_by_a_def_task_runs_on_the_runs_own_loop() -> None:
+    """A ``def execute_task`` that returns a coroutine: it runs on the loop of the run's
+    async hooks (here ``setup``), each time, not on a loop made and thrown away per run."""
+    loops: list[asyncio.AbstractEventLoop] = []
+
+    class Hybrid(PeriodicWorker):
+        async def setup(self) -> None:
+            loops.append(asyncio.get_running_loop())
+
+        def execute_task(self) -> Any:
+            if len(loops) == 3:
+                self.stop()
+            return self.note_loop()
+
+        async def note_loop(self) -> None:
+            loops.append(asyncio.get_running_loop())
+
+    worker = Hybrid("hybrid", 0.01)
+    run_to_end(worker)
+    assert len(loops) == 4 and worker.stats.failed == 0
+    assert all(loop is loops[0] for loop in loops), loops
 
 
 @pytest.mark.parametrize("kind", ["thread", "process"])

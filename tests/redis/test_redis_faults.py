@@ -62,7 +62,7 @@ def test_an_entry_without_a_job_field_is_dead_lettered_with_its_fields_and_repor
     finally:
         worker.stop()
         assert worker.join(JOIN)
-    [dead] = stream.dead_jobs()
+    [dead] = stream.dead_letters()
     assert (dead.id, dead.job, dead.data, dead.deliveries) == (bad, None, b"", 1)
     assert "no 'job' field" in dead.error
     assert dead.fields == {b"payload": b"[1, 2]", b"error": b"the producer's own"}
@@ -114,7 +114,7 @@ def test_an_entry_the_codec_cannot_decode_is_dead_lettered_and_reported(
         finally:
             worker.stop()
             assert worker.join(JOIN)
-        [dead] = stream.dead_jobs()
+        [dead] = stream.dead_letters()
         assert (dead.id, dead.job, dead.data, dead.deliveries) == (bad_id, None, bad, 1)
         assert dead.error.startswith("cannot be decoded: ") and error in dead.error
         assert dead.fields == {b"trace": b"t-1"}
@@ -263,7 +263,7 @@ def test_a_pending_entry_deleted_from_the_stream_is_logged_when_taken_over(
             and gone in record.getMessage()
             and "deleted" in record.getMessage()
         )
-        assert stream.dead_jobs() == []  # nothing left of it to keep
+        assert stream.dead_letters() == []  # nothing left of it to keep
     finally:
         stream.delete()
         stream.close()

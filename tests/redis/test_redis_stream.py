@@ -10,6 +10,7 @@ import pytest
 
 from redis_targets import (
     AsyncCountingProcessor,
+    AsyncEventsProcessor,
     CountingProcessor,
     Doubler,
     ProcessCountingProcessor,
@@ -74,7 +75,7 @@ def test_a_job_that_always_fails_is_dead_lettered_after_max_deliveries(stream: R
     worker = CountingProcessor("failing", stream, fail_on="bad")
     worker.start()
     try:
-        dead = wait_for(stream.dead_jobs, WAIT)
+        dead = wait_for(stream.dead_letters, WAIT)
         wait_for(lambda: stream.pending() == 0, WAIT)
     finally:
         worker.stop()
@@ -87,6 +88,28 @@ def test_a_job_that_always_fails_is_dead_lettered_after_max_deliveries(stream: R
     assert seen(stream) == {"ok-1": 1, "ok-2": 1, "bad": stream.max_deliveries}
     phases = [data.get("phase") for kind, data in worker.events if kind == "error"]
     assert phases.count("process_job") == stream.max_deliveries and "dead-letter" in phases
+
+
+def test_dead_jobs_is_the_deprecated_spelling_of_dead_letters(stream: RedisStream) -> None:
+    expected = r"RedisStream\.dead_jobs\(\) is deprecated.*dead_letters\(\)"
+    with pytest.warns(DeprecationWarning, match=expected):
+        assert stream.dead_jobs() == stream.dead_letters() == []
+
+
+def test_an_async_lifecycle_hears_of_a_dead_letter_on_the_runs_loop(stream: RedisStream) -> None:
+    """The reader's error events reach an ``async def lifecycle``, on the loop of the run's
+    other async hooks (they used to be skipped, with a warning)."""
+    stream.client().xadd(stream.stream, {"not-a-job": "x"})  # no job field: a dead letter at once
+    worker = AsyncEventsProcessor("async-events", stream)
+    worker.start()
+    try:
+        wait_for(lambda: [e for e in worker.events if e[1] == "dead-letter"], WAIT)
+    finally:
+        worker.stop()
+        assert worker.join(JOIN)
+    [(_, _, loop)] = [e for e in worker.events if e[1] == "dead-letter"]
+    assert loop is worker.setup_loops[0]
+    assert len(stream.dead_letters()) == 1
 
 
 def test_process_processors_share_the_stream(stream: RedisStream, start_method: str) -> None:

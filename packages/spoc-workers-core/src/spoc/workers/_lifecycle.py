@@ -14,6 +14,13 @@ The error rules:
   no "startup" and no ``main``); another exit code is an error;
 * an async ``main`` still running ``stop_timeout`` seconds after a stop
   request is cancelled (a warning is logged; the run is not a failure).
+
+Code of the run that is not a hook but gets an awaitable from user code (the
+loop of a pattern calling an ``async def lifecycle``, or a ``def`` that
+returned a coroutine) runs it on the same loop with :func:`run_on_run_loop`,
+and sends lifecycle events with :func:`emit_lifecycle` (sync code) or
+:func:`aemit_lifecycle` (async code); those three are public to the sibling
+distributions (patterns, redis).
 """
 
 from __future__ import annotations
@@ -21,10 +28,12 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
-from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, Protocol
+import os
+import threading
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
-from spoc.workers.aio import LoopRunner
+from spoc.workers.aio import LoopRunner, run_async_safely
 
 from ._state import WorkerState
 from ._stop import StopToken
@@ -32,9 +41,11 @@ from ._stop import StopToken
 if TYPE_CHECKING:
     from ._worker import AbstractWorker
 
-__all__ = ["Reporter", "run_lifecycle"]
+__all__ = ["Reporter", "aemit_lifecycle", "emit_lifecycle", "run_lifecycle", "run_on_run_loop"]
 
 logger = logging.getLogger("spoc.workers.worker")
+
+T = TypeVar("T")
 
 
 class Reporter(Protocol):
@@ -50,12 +61,123 @@ class Reporter(Protocol):
 def run_lifecycle(worker: AbstractWorker, token: StopToken, reporter: Reporter) -> WorkerState:
     """Run the whole lifecycle of ``worker`` once; return STOPPED or FAILED."""
     with LoopRunner() as runner:  # the loop is created only if a hook is async
-        return _Run(worker, token, reporter, runner).run()
+        run_loop = _RunLoop(runner)
+        key = id(worker)  # the worker is alive for the whole run: its id is not reused meanwhile
+        with _runs_lock:
+            _runs[key] = run_loop
+        try:
+            return _Run(worker, token, reporter, run_loop).run()
+        finally:
+            with _runs_lock:
+                if _runs.get(key) is run_loop:  # (a thread abandoned as hung ends after its successor began)
+                    del _runs[key]
+
+
+class _RunLoop:
+    """The event loop of one run (made when first needed), and the thread carrying the run."""
+
+    def __init__(self, runner: LoopRunner) -> None:
+        self.runner = runner
+        self.thread = threading.get_ident()
+        self.loop: asyncio.AbstractEventLoop | None = None
+
+    def run(self, coro: Coroutine[Any, Any, T]) -> T:
+        """Run ``coro`` to completion on the run's loop; from the run's own thread only."""
+        if self.loop is None:
+            self.loop = self.runner.loop
+        return self.runner.run(coro)
+
+
+_runs: dict[int, _RunLoop] = {}  # id(worker) -> the loop of its run under way in this process
+_runs_lock = threading.Lock()
+
+
+def _forget_runs() -> None:
+    global _runs_lock
+    _runs.clear()  # a forked child carries none of its parent's runs
+    _runs_lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_runs)
+
+
+def run_on_run_loop(worker: AbstractWorker, awaitable: Awaitable[T]) -> T:
+    """Await ``awaitable`` on the event loop of ``worker``'s run under way, from sync code.
+
+    The async hooks of a run share one event loop. This puts on that loop an
+    awaitable that sync code of the run was handed by user code (the result
+    of an ``async def lifecycle``, a coroutine returned by a ``def``), instead
+    of a loop of its own that would be thrown away after one call:
+
+    * from the run's own thread: run to completion on the run's loop (made
+      now if no hook needed it yet);
+    * from another thread while the run's loop runs (a thread of that loop's
+      executor): submitted to the loop, and waited for;
+    * otherwise (``worker`` has no run under way in this process, or its loop
+      is not running): on a loop made for this call.
+
+    Returns:
+        the awaitable's result; its exception is raised.
+
+    Raises:
+        RuntimeError: called from inside a running event loop, which cannot
+            wait: ``await`` the awaitable there.
+    """
+    coro = awaitable if asyncio.iscoroutine(awaitable) else _as_coroutine(awaitable)
+    if _running_loop() is not None:
+        coro.close()  # never leave an un-awaited coroutine behind
+        raise RuntimeError(f"worker {worker.name!r}: run_on_run_loop() inside a running event loop; await it")
+    with _runs_lock:
+        run_loop = _runs.get(id(worker))
+    if run_loop is not None:
+        if run_loop.thread == threading.get_ident():
+            return run_loop.run(coro)
+        loop = run_loop.loop
+        if loop is not None and loop.is_running():
+            return asyncio.run_coroutine_threadsafe(coro, loop).result()
+    with LoopRunner() as runner:
+        return runner.run(coro)
+
+
+def emit_lifecycle(worker: AbstractWorker, event_type: str, /, **data: Any) -> None:
+    """Call ``worker.lifecycle(event_type, **data)`` from sync code of its run; never raises.
+
+    An ``async def lifecycle`` is awaited on the run's loop (see
+    :func:`run_on_run_loop`); from sync code called inside that running loop,
+    which cannot wait, it is scheduled on the loop as a task, its failure
+    logged. The hook's exceptions are logged and ignored.
+    """
+    try:
+        result = worker.lifecycle(event_type, **data)
+        if inspect.isawaitable(result):
+            if _running_loop() is not None:
+                run_async_safely(_as_coroutine(result))  # a task on the running loop: the run's
+            else:
+                run_on_run_loop(worker, result)
+    except Exception:
+        logger.exception("worker %r: lifecycle(%r) raised; the error is ignored", worker.name, event_type)
+
+
+async def aemit_lifecycle(worker: AbstractWorker, event_type: str, /, **data: Any) -> None:
+    """Call ``worker.lifecycle(event_type, **data)`` from async code, awaiting an async hook; never raises."""
+    try:
+        result = worker.lifecycle(event_type, **data)
+        if inspect.isawaitable(result):
+            await result
+    except Exception:
+        logger.exception("worker %r: lifecycle(%r) raised; the error is ignored", worker.name, event_type)
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
 
 
 class _Run:
     def __init__(
-        self, worker: AbstractWorker, token: StopToken, reporter: Reporter, runner: LoopRunner
+        self, worker: AbstractWorker, token: StopToken, reporter: Reporter, runner: _RunLoop
     ) -> None:
         self.worker = worker
         self.token = token
@@ -131,5 +253,5 @@ class _Run:
             stop_requested.cancel()
 
 
-async def _as_coroutine(awaitable: Awaitable[Any]) -> Any:
+async def _as_coroutine(awaitable: Awaitable[T]) -> T:
     return await awaitable

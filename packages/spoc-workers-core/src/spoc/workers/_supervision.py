@@ -65,6 +65,16 @@ class Supervision:
         self._worker._state_listeners.append(on_state)
         self._worker._exit_listeners.append(on_exit)
 
+    @property
+    def stop_requested(self) -> bool:
+        """Whether ``stop()`` was called for the worker's current (or, once ended, last) run.
+
+        It stays True after the run ended, until the next start, so a
+        supervisor can tell a worker stopped on purpose from one that ended
+        by itself or crashed.
+        """
+        return self._worker._stop_requested()
+
     def silent_for(self, now: float | None = None) -> float:
         """Seconds since the worker's last sign of life (0 while it waits in the framework)."""
         return self._worker._liveness.silent_for(now)

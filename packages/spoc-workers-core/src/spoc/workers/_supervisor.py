@@ -8,6 +8,11 @@ deadline. The restart semantics follow Erlang/OTP supervisors: per-worker
 policies ``never`` / ``on-failure`` / ``always``, strategies ``one_for_one`` /
 ``one_for_all`` / ``rest_for_one``, exponential backoff reset after a stable
 period, and a restart intensity beyond which the server gives up.
+
+One look at the workers is :meth:`Supervisor.look`, a step that never
+blocks; the server's monitor thread is a thin loop around it, and so is the
+loop of :class:`~spoc.workers.patterns.HealthMonitor`, which supervises
+workers without a server.
 """
 
 from __future__ import annotations
@@ -45,8 +50,10 @@ class Supervised:
     running_since: float | None = None  # time.monotonic() of the last RUNNING
     handled_run: int = 0  # the worker run whose end was dealt with
     restart_at: float | None = None  # time.monotonic() of a scheduled restart
+    restart_delay: float = 0.0  # the delay of the restart scheduled last
     stop_intended: bool = False  # stopped by the supervisor (a group restart): not a crash
     hung_run: int = 0  # the worker run declared hung
+    declared_hung: bool = False  # until its restart: the end is a crash, though its thread was told to stop
     kill_at: float | None = None
     last_error: str | None = None
 
@@ -67,7 +74,25 @@ def outcome_of(worker: AbstractWorker) -> dict[str, Any]:
 
 
 class Supervisor:
-    """Runs the monitor thread of one server. All methods but ``poke`` are internal to it."""
+    """The restart logic of one server, and the monitor thread that runs it.
+
+    A server calls :meth:`ensure_running` and :meth:`poke`; a worker that
+    supervises others itself (a ``HealthMonitor``) calls :meth:`look` in its
+    own loop instead, and waits on :meth:`worker_waitables`.
+
+    Args:
+        server_name: the name in events (``WorkerEvent.server``).
+        records: returns the supervised workers, in the order they were added.
+        emit: receives every :class:`WorkerEvent` (restart, hung, gave_up).
+        on_give_up: called once the restart intensity is exceeded.
+        on_change: called after each look of the monitor thread.
+        strategy, max_restarts, restart_window, backoff, stable_after: see
+            :class:`~spoc.workers.Server`; ``max_restarts=None`` never gives up.
+        respect_stop: leave alone a worker whose own ``stop()`` was called
+            for the run that ended (a monitor's "stopped on purpose"); a
+            server restarts an ``"always"`` worker whatever stopped it.
+        label: who supervises, at the start of log lines (default ``server 'name'``).
+    """
 
     def __init__(
         self,
@@ -78,12 +103,16 @@ class Supervisor:
         on_change: Callable[[], None],
         *,
         strategy: Strategy,
-        max_restarts: int,
+        max_restarts: int | None,
         restart_window: float,
         backoff: Backoff,
         stable_after: float,
+        respect_stop: bool = False,
+        label: str | None = None,
     ) -> None:
         self.server_name = server_name
+        self.label = label if label is not None else f"server {server_name!r}"
+        self.respect_stop = respect_stop
         self._records = records
         self._emit = emit
         self._on_give_up = on_give_up
@@ -159,29 +188,45 @@ class Supervisor:
             except Exception:  # a bug here must not go unnoticed
                 with self._lock:
                     self._active = False
-                logger.exception("server %r: the supervisor failed", self.server_name)
+                logger.exception("%s: the supervisor failed", self.label)
                 raise
+
+    def look(self) -> float | None:
+        """One look at every worker: deal with the runs that ended, start the restarts due,
+        declare the silent workers hung. Never blocks.
+
+        Returns:
+            the next moment (``time.monotonic()``) worth a look even if
+            nothing changes, or None when only a change is.
+        """
+        now = time.monotonic()
+        records = self._records()
+        for record in records:
+            self._check_end(record, now)
+        if self.stopping:  # re-read: another thread may have set it meanwhile
+            return None
+        self._start_due(records, now)
+        return self._check_liveness(records, now)
+
+    def worker_waitables(self) -> list[Any]:
+        """What to wait on to see a worker change (process workers' pipes and sentinels)."""
+        waitables: list[Any] = []
+        for record in self._records():
+            waitables += record.worker.supervision.waitables()
+        return waitables
 
     def _watch(self) -> None:
         while True:
-            now = time.monotonic()
-            records = self._records()
-            for record in records:
-                self._check_end(record, now)
-            if self.stopping:  # re-read: another thread may have set it meanwhile
-                if self._may_leave(records):
+            deadline = self.look()
+            if self.stopping:
+                if self._may_leave(self._records()):
                     return
                 continue  # a start() cleared it meanwhile: look again
-            self._start_due(records, now)
-            deadline = self._check_liveness(records, now)
             self._on_change()  # whoever waits for the server to settle looks again
             if self._may_leave(self._records()):
                 return
-            waitables: list[Any] = [self._wakeup]
-            for record in records:
-                waitables += record.worker.supervision.waitables()
             timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
-            wait_for_change(waitables, timeout)
+            wait_for_change([self._wakeup, *self.worker_waitables()], timeout)
             self._wakeup.drain()
 
     def _check_end(self, record: Supervised, now: float) -> None:
@@ -196,6 +241,8 @@ class Supervisor:
             # Marked handled only once any restart is scheduled: until then the
             # server does not count as settled (run_forever must not return).
             record.handled_run = run
+            if record.restart_at is None:
+                record.declared_hung = False
 
     def _ended(self, record: Supervised, state: WorkerState, now: float) -> None:
         worker = record.worker
@@ -203,7 +250,7 @@ class Supervisor:
         outcome = outcome_of(worker)
         if state is WorkerState.FAILED:
             record.last_error = _describe(outcome)
-        if self.stopping or record.stop_intended:
+        if self.stopping or record.stop_intended or self.stopped_on_purpose(record):
             return
         if not _should_restart(record.restart, state):
             return
@@ -212,7 +259,7 @@ class Supervisor:
         self._restart_times.append(now)
         while self._restart_times and self._restart_times[0] < now - self.restart_window:
             self._restart_times.popleft()
-        if len(self._restart_times) > self.max_restarts:
+        if self.max_restarts is not None and len(self._restart_times) > self.max_restarts:
             self._give_up(record)
             return
         delay = self.backoff.delay(record.attempt)
@@ -224,10 +271,11 @@ class Supervisor:
             if member is not record and member.restart == "never":
                 continue  # OTP: a temporary worker goes down with its group, for good
             member.restart_at = now + delay
+            member.restart_delay = delay
             message = f"worker {member.worker.name!r} restarts in {delay:.3f}s" + (
                 f" ({_describe(outcome)})" if member is record else f" with {worker.name!r}"
             )
-            logger.info("server %r: %s", self.server_name, message)
+            logger.info("%s: %s", self.label, message)
             self._emit(
                 WorkerEvent(
                     kind="restart",
@@ -253,18 +301,28 @@ class Supervisor:
 
     def _start_due(self, records: list[Supervised], now: float) -> None:
         for record in records:  # in the order the workers were added
-            if record.restart_at is None or record.restart_at > now or record.worker.is_alive():
+            if record.restart_at is None or record.restart_at > now:
                 continue
+            worker = record.worker
+            if not record.stop_intended and (
+                worker.state not in TERMINAL_STATES or self.stopped_on_purpose(record)
+            ):
+                record.restart_at = None  # started again by someone else, or stopped since: not due
+                record.declared_hung = False
+                continue
+            if worker.is_alive():
+                continue  # its last run is still leaving its thread or process
             record.stop_intended = False
+            record.declared_hung = False
             record.running_since = None
             record.restarts += 1
             try:
                 record.worker.start()
             except Exception as exc:
                 record.last_error = f"restart failed: {exc!r}"
-                logger.exception("server %r: restarting %r failed", self.server_name, record.worker.name)
+                logger.exception("%s: restarting %r failed", self.label, record.worker.name)
                 record.restart_at = None
-                self._give_up(record)
+                self._give_up(record, f"worker {record.worker.name!r} could not be restarted ({exc!r})")
                 return
             record.restart_at = None  # only now: the new run keeps the server from settling
 
@@ -282,7 +340,7 @@ class Supervisor:
                 sooner(record.restart_at)
             if record.kill_at is not None:
                 if record.kill_at <= now and worker.is_alive():
-                    logger.warning("server %r: killing hung worker %r", self.server_name, worker.name)
+                    logger.warning("%s: killing hung worker %r", self.label, worker.name)
                     worker.supervision.kill()
                     record.kill_at = None
                 elif record.kill_at > now:
@@ -306,27 +364,33 @@ class Supervisor:
         message = f"worker {worker.name!r} is hung: no heartbeat for {silent:.2f}s"
         error = WorkerHungError(message, silent)
         record.last_error = message
+        record.declared_hung = True
         stack = worker.supervision.stack()
         if stack is not None:
-            logger.error("server %r: %s; its stack:\n%s", self.server_name, message, stack)
+            logger.error("%s: %s; its stack:\n%s", self.label, message, stack)
         else:
-            logger.error(
-                "server %r: %s; asking for its stacks, then terminating it", self.server_name, message
-            )
+            logger.error("%s: %s; asking for its stacks, then terminating it", self.label, message)
         self._emit(self._event("hung", record, error, message))
         kill_after = worker.supervision.declare_hung(error)
         if kill_after is not None:
             record.kill_at = time.monotonic() + kill_after
 
-    def _give_up(self, record: Supervised) -> None:
+    def stopped_on_purpose(self, record: Supervised) -> bool:
+        """With ``respect_stop``: someone called the worker's ``stop()`` (a hung thread's run
+        abandoned by the supervisor was told to stop too, but it crashed)."""
+        return self.respect_stop and not record.declared_hung and record.worker.supervision.stop_requested
+
+    def _give_up(self, record: Supervised, reason: str | None = None) -> None:
         if self.gave_up:
             return
         self.gave_up = True
-        message = (
-            f"more than {self.max_restarts} restarts within {self.restart_window:g}s "
-            f"(last: worker {record.worker.name!r}, {record.last_error}); giving up and stopping"
-        )
-        logger.error("server %r: %s", self.server_name, message)
+        if reason is None:
+            reason = (
+                f"more than {self.max_restarts} restarts within {self.restart_window:g}s "
+                f"(last: worker {record.worker.name!r}, {record.last_error})"
+            )
+        message = f"{reason}; giving up and stopping"
+        logger.error("%s: %s", self.label, message)
         self._emit(self._event("gave_up", record, record.worker.exception, message))
         self._on_give_up()
 

@@ -1,4 +1,12 @@
-"""``HealthMonitor``: restart workers that failed, with backoff, using only the public worker API."""
+"""``HealthMonitor``: a Server's supervision for workers that run without a Server.
+
+The restart decisions are the Server's own (:class:`spoc.workers._supervisor.Supervisor`):
+restart policies, :class:`~spoc.workers.Backoff`, ``max_restarts`` within
+``restart_window``, ``stable_after``, heartbeats. The monitor only drives it
+from its own thread, one look at a time (:meth:`Supervisor.look`), and turns
+what it decides into ``lifecycle`` events. It knows the workers through their
+public API and ``worker.supervision``, whatever carries them.
+"""
 
 from __future__ import annotations
 
@@ -9,50 +17,52 @@ from collections.abc import Awaitable, Iterable
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from spoc.workers import AbstractWorker, Backoff, ProcessWorker, ThreadWorker, WorkerState
+from spoc.workers import AbstractWorker, Backoff, ThreadWorker, WorkerEvent, WorkerState
+from spoc.workers._checks import check_count, check_number
+from spoc.workers._deprecation import renamed
+from spoc.workers._supervisor import Supervised, Supervisor
 
-from ._support import aemit, check_number, emit, has_async
+from ._support import aemit, emit, has_async
 
 __all__ = ["HealthMonitor"]
 
 _POLICIES = ("on-failure", "always")
-_TERMINAL = (WorkerState.STOPPED, WorkerState.FAILED)
 _DEFAULT_STOP_TIMEOUT = 5.0
 
-
-@dataclass
-class _Track:
-    """What the monitor knows about one worker."""
-
-    attempt: int = 0  # consecutive restarts (the next delay's index)
-    decided: bool = False  # the current end was looked at already
-    restart_at: float | None = None
-    delay: float = 0.0  # the (jittered) delay before the restart due at restart_at
-    running_since: float | None = None
+_Event = tuple[str, dict[str, Any]]
 
 
 class HealthMonitor(ThreadWorker):
-    """A thread worker that watches other workers and restarts those that failed.
+    """A thread worker that watches other workers and restarts those that failed, as a Server would.
 
-    It uses the public worker API only: a worker is restarted by calling
-    ``start()`` again on the same object (workers are restartable), never by
-    building a new one. It leaves alone a worker that was never started
-    (state ``NEW``), one that is running, and one whose ``stop()`` was
-    called for its last run (stopped on purpose). By default it restarts
-    only workers that ended ``FAILED``; ``restart="always"`` also restarts
-    those whose ``main`` returned by itself.
+    It makes the restart decisions of a :class:`~spoc.workers.Server`, with
+    its parameters and their meaning, for workers you start yourself. A
+    worker is restarted by calling ``start()`` again on the same object
+    (workers are restartable), never by building a new one. The monitor
+    leaves alone a worker that was never started (state ``NEW``), one that
+    is running, and one whose ``stop()`` was called for its last run (stopped
+    on purpose). By default it restarts only workers that ended ``FAILED``;
+    ``restart="always"`` also restarts those whose ``main`` returned by itself.
 
     Restarts wait ``backoff.delay(attempt)`` seconds, ``attempt`` counting
-    the consecutive restarts of that worker; it goes back to 0 once the
-    worker has run for ``reset_after`` seconds. For each failure it emits
-    ``lifecycle("error", exception=<the worker's exception>, phase="worker",
-    worker=<name>)``, and for each restart ``lifecycle("restart",
-    worker=<name>, attempt=<1, 2, ...>, delay=<seconds waited>)``.
+    the consecutive restarts of that worker; it starts over once the worker
+    has run for ``stable_after`` seconds. More than ``max_restarts``
+    restarts, all workers together, within ``restart_window`` seconds, or a
+    restart whose ``start()`` raises, and the monitor gives up: it sends one
+    ``"error"`` event with ``phase="restart"`` and ends ``FAILED`` with that
+    error (:attr:`gave_up` is then True), leaving the workers as they are. A
+    worker whose class sets ``heartbeat_timeout`` is declared hung when silent
+    for longer, as under a Server, and restarted.
 
-    Process workers are watched through their sentinels, so their end is
-    seen at once; thread workers are looked at every ``interval`` seconds.
-    Use it when you run workers without a :class:`~spoc.workers.Server`;
-    don't let two supervisors restart the same worker.
+    For each failure it emits ``lifecycle("error", exception=<the worker's
+    exception>, phase="worker", worker=<name>)``, and for each restart
+    ``lifecycle("restart", worker=<name>, attempt=<1, 2, ...>, delay=<seconds
+    waited>)``.
+
+    Process workers are watched through their pipes and sentinels, so their
+    end is seen at once; thread workers are looked at every ``interval``
+    seconds. Use it when you run workers without a Server; don't let two
+    supervisors restart the same worker.
 
     There is no process variant: a worker can only be started again by the
     process holding its object, so the monitor runs beside it, as a thread;
@@ -71,19 +81,21 @@ class HealthMonitor(ThreadWorker):
         restart: ``"on-failure"`` (default) or ``"always"``; kept as
             :attr:`restart_policy` (``restart`` is the class attribute a
             :class:`~spoc.workers.Server` reads for the monitor itself).
-        backoff: the delays before restarts (default
-            ``Backoff(base=0.1, factor=2, cap=30, jitter=0.1)``).
-        max_restarts: give up on a worker after this many consecutive
-            restarts (an ``"error"`` event with ``phase="restart"`` says so);
-            None (default) never gives up.
-        reset_after: seconds a restarted worker must run before its attempt
-            count starts over.
+        backoff: the delays before restarts (default ``Backoff()``, the Server's).
+        max_restarts: more restarts than this within ``restart_window`` and
+            the monitor gives up; None (default) never gives up.
+        restart_window: see ``max_restarts``, in seconds (default 60).
+        stable_after: seconds a restarted worker must run before its backoff
+            starts over at the first delay (default 10, the Server's).
         daemon: see :class:`~spoc.workers.AbstractWorker`.
         stop_timeout: see :class:`~spoc.workers.AbstractWorker`.
+        reset_after: the deprecated spelling of ``stable_after``.
 
     Raises:
-        TypeError: a monitored object is not a worker, or a number is not a number.
-        ValueError: a bad ``interval``, ``restart``, ``max_restarts`` or ``reset_after``.
+        TypeError: a monitored object is not a worker, ``backoff`` is not a
+            Backoff, or a number is not a number.
+        ValueError: a bad ``interval``, ``restart``, ``max_restarts``,
+            ``restart_window`` or ``stable_after``.
     """
 
     def __init__(
@@ -95,9 +107,11 @@ class HealthMonitor(ThreadWorker):
         restart: Literal["on-failure", "always"] = "on-failure",
         backoff: Backoff | None = None,
         max_restarts: int | None = None,
-        reset_after: float = 60.0,
+        restart_window: float = 60.0,
+        stable_after: float = 10.0,
         daemon: bool = True,
         stop_timeout: float = _DEFAULT_STOP_TIMEOUT,
+        reset_after: float | None = None,
     ) -> None:
         super().__init__(name, daemon=daemon, stop_timeout=stop_timeout)
         owner = f"HealthMonitor {self.name!r}"
@@ -109,16 +123,20 @@ class HealthMonitor(ThreadWorker):
         if restart not in _POLICIES:
             raise ValueError(f"{owner}: restart must be 'on-failure' or 'always', got {restart!r}")
         self.restart_policy: Literal["on-failure", "always"] = restart
-        self.backoff = backoff if backoff is not None else Backoff(base=0.1, factor=2.0, cap=30.0, jitter=0.1)
-        if max_restarts is not None and (
-            isinstance(max_restarts, bool) or not isinstance(max_restarts, int) or max_restarts < 0
-        ):
-            raise ValueError(f"{owner}: max_restarts must be None or an int >= 0, got {max_restarts!r}")
-        self.max_restarts = max_restarts
-        self.reset_after = check_number(owner, "reset_after", reset_after)
+        if backoff is not None and not isinstance(backoff, Backoff):
+            raise TypeError(f"{owner}: backoff must be a Backoff, got {type(backoff).__name__}")
+        self.backoff = backoff if backoff is not None else Backoff()
+        self.max_restarts = (
+            None if max_restarts is None else check_count(owner, "max_restarts", max_restarts, minimum=0)
+        )
+        self.restart_window = check_number(owner, "restart_window", restart_window)
+        if reset_after is not None:
+            renamed("HealthMonitor(reset_after=...)", "HealthMonitor(stable_after=...)")
+            stable_after = reset_after
+        self.stable_after = check_number(owner, "stable_after", stable_after)
         self._restart_counts: dict[str, int] = {}
         self._counts_lock = threading.Lock()
-        self._tracks: dict[int, _Track] = {}
+        self._gave_up = False
 
     @property
     def restarts(self) -> dict[str, int]:
@@ -126,116 +144,166 @@ class HealthMonitor(ThreadWorker):
         with self._counts_lock:
             return dict(self._restart_counts)
 
+    @property
+    def gave_up(self) -> bool:
+        """True once the monitor gave up (its last run then ended ``FAILED``), until it is started again."""
+        return self._gave_up
+
+    @property
+    def reset_after(self) -> float:
+        """The deprecated spelling of :attr:`stable_after`."""
+        renamed("HealthMonitor.reset_after", "HealthMonitor.stable_after")
+        return self.stable_after
+
     def main(self) -> Awaitable[None] | None:
-        """Watch and restart until stopped (async when ``lifecycle`` is ``async def``)."""
+        """Watch and restart until stopped (async when ``lifecycle`` is ``async def``).
+
+        Raises:
+            RuntimeError: the monitor gave up (see the class docstring).
+        """
         if has_async(self.lifecycle):
             return self._amain()
-        self._tracks = {}
+        watch = self._new_watch()
         while self.is_running:
-            events, wake_at = self._look()
+            events, timeout = self._look(watch)
             for event_type, data in events:
                 emit(self, event_type, **data)
-            self._wait(wake_at)
+            self._raise_if_gave_up(watch)
+            watch.wait(timeout)
         return None
 
     async def _amain(self) -> None:
-        self._tracks = {}
+        watch = self._new_watch()
         loop = asyncio.get_running_loop()
         while self.is_running:
-            events, wake_at = self._look()
+            events, timeout = self._look(watch)
             for event_type, data in events:
                 await aemit(self, event_type, **data)
-            await loop.run_in_executor(None, self._wait, wake_at)
+            self._raise_if_gave_up(watch)
+            await loop.run_in_executor(None, watch.wait, timeout)
 
-    # -- one look at every worker ---------------------------------------------------------
+    # -- the step both loops share -----------------------------------------------------------
 
-    def _look(self) -> tuple[list[tuple[str, dict[str, Any]]], float]:
-        events: list[tuple[str, dict[str, Any]]] = []
+    def _new_watch(self) -> _Watch:
+        self._gave_up = False
+        return _Watch(self)
+
+    def _look(self, watch: _Watch) -> tuple[list[_Event], float]:
+        events, timeout = watch.look()
+        for event_type, data in events:
+            if event_type == "restart":
+                with self._counts_lock:
+                    self._restart_counts[data["worker"]] = self._restart_counts.get(data["worker"], 0) + 1
+        return events, timeout
+
+    def _raise_if_gave_up(self, watch: _Watch) -> None:
+        if watch.error is not None:
+            self._gave_up = True
+            raise watch.error  # the run ends FAILED: a supervisor above the monitor sees it
+
+
+@dataclass(eq=False)
+class _Watched(Supervised):
+    """A watched worker, and the run the monitor last saw running (it has no state listener)."""
+
+    seen_run: int = 0
+
+
+class _Watch:
+    """One run of a monitor: its records, the Server's Supervisor deciding, and the events to send."""
+
+    def __init__(self, monitor: HealthMonitor) -> None:
+        self.monitor = monitor
+        self.records: dict[int, _Watched] = {}
+        self.current: list[Supervised] = []
+        self.decisions: list[WorkerEvent] = []
+        self.error: RuntimeError | None = None
+        self.supervisor = Supervisor(
+            monitor.name,
+            lambda: self.current,
+            self.decisions.append,
+            _nothing,
+            _nothing,
+            strategy="one_for_one",
+            max_restarts=monitor.max_restarts,
+            restart_window=monitor.restart_window,
+            backoff=monitor.backoff,
+            stable_after=monitor.stable_after,
+            respect_stop=True,
+            label=f"HealthMonitor {monitor.name!r}",
+        )
+
+    def look(self) -> tuple[list[_Event], float]:
+        """One look at every worker: the lifecycle events to send, and the seconds until the next look."""
         now = time.monotonic()
-        wake_at = now + self.interval
-        for worker in list(self.workers):
-            if worker is self:
-                continue
-            track = self._tracks.setdefault(id(worker), _Track())
-            state = worker.state
-            if state is WorkerState.NEW:
-                continue  # never started: not ours to start
-            if state not in _TERMINAL or worker.is_alive():
-                if track.running_since is None:
-                    track.running_since = now
-                elif now - track.running_since >= self.reset_after:
-                    track.attempt = 0
-                track.decided, track.restart_at = False, None
-                continue
-            track.running_since = None
-            if not track.decided:
-                track.decided = True
-                if worker._stop_requested():
-                    continue  # stop() was called for this run: stopped on purpose
+        self._follow(now)
+        before = {id(record): _Before(self.supervisor, record) for record in self.current}
+        self.decisions.clear()
+        deadline = self.supervisor.look()
+        failures: list[_Event] = []
+        restarts: list[_Event] = []
+        for record in self.current:
+            worker, seen = record.worker, before[id(record)]
+            restarted = worker.supervision.run != seen.run
+            if record.handled_run != seen.handled_run and not seen.on_purpose:  # a run's end was dealt with
+                # Restarted at once (no delay): what ended is what was seen just before.
+                state, error = (seen.state, seen.exception) if restarted else (worker.state, worker.exception)
                 if state is WorkerState.FAILED:
-                    events.append(
-                        ("error", {"exception": worker.exception, "phase": "worker", "worker": worker.name})
-                    )
-                elif self.restart_policy != "always":
-                    continue
-                if self.max_restarts is not None and track.attempt >= self.max_restarts:
-                    error = RuntimeError(
-                        f"HealthMonitor {self.name!r}: gave up on worker {worker.name!r} after "
-                        f"{track.attempt} consecutive restart(s)"
-                    )
-                    events.append(("error", {"exception": error, "phase": "restart", "worker": worker.name}))
-                    continue
-                track.delay = self.backoff.delay(track.attempt)
-                track.restart_at = now + track.delay
-            if track.restart_at is None:
-                continue
-            if worker._stop_requested():  # stop() called since it ended: stopped on purpose
-                track.restart_at = None
-                continue
-            if now < track.restart_at:
-                wake_at = min(wake_at, track.restart_at)
-                continue
-            events.extend(self._restart(worker, track, now))
-            if track.restart_at is not None:
-                wake_at = min(wake_at, track.restart_at)
-        return events, wake_at
+                    failures.append(("error", {"exception": error, "phase": "worker", "worker": worker.name}))
+            if record.restarts != seen.restarts and restarted:  # the supervisor restarted it, and it started
+                data = {"worker": worker.name, "attempt": record.attempt, "delay": record.restart_delay}
+                restarts.append(("restart", data))
+        events = failures + restarts
+        for decision in self.decisions:
+            if decision.kind == "gave_up":
+                self.error = RuntimeError(f"HealthMonitor {self.monitor.name!r} gave up: {decision.message}")
+                events.append(
+                    ("error", {"exception": self.error, "phase": "restart", "worker": decision.worker})
+                )
+        timeout = self.monitor.interval
+        if deadline is not None:
+            timeout = min(timeout, max(0.0, deadline - time.monotonic()))
+        return events, timeout
 
-    def _restart(self, worker: AbstractWorker, track: _Track, now: float) -> list[tuple[str, dict[str, Any]]]:
-        delay = track.delay
-        attempt = track.attempt + 1
+    def wait(self, timeout: float) -> None:
+        """Until ``timeout`` passes, the monitor is stopped, or a process worker changes."""
         try:
-            worker.start()
-        except RuntimeError as exc:
-            if worker.is_alive() or worker.state not in _TERMINAL:
-                track.restart_at = None  # someone else restarted it meanwhile
-                return []
-            return self._start_failed(worker, track, now, exc)
-        except Exception as exc:
-            return self._start_failed(worker, track, now, exc)
-        track.attempt = attempt
-        track.decided, track.restart_at, track.running_since = False, None, now
-        with self._counts_lock:
-            self._restart_counts[worker.name] = self._restart_counts.get(worker.name, 0) + 1
-        return [("restart", {"worker": worker.name, "attempt": attempt, "delay": delay})]
+            self.monitor.wait_readable(self.supervisor.worker_waitables(), timeout)
+        except (OSError, ValueError):
+            pass  # a worker's pipe was closed meanwhile, by whoever saw its process end: look again
 
-    def _start_failed(
-        self, worker: AbstractWorker, track: _Track, now: float, exc: Exception
-    ) -> list[tuple[str, dict[str, Any]]]:
-        track.attempt += 1
-        track.delay = self.backoff.delay(track.attempt)
-        track.restart_at = now + track.delay
-        return [("error", {"exception": exc, "phase": "restart", "worker": worker.name})]
+    def _follow(self, now: float) -> None:
+        """Bring the records up to date with :attr:`HealthMonitor.workers` and note who runs."""
+        monitor = self.monitor
+        records: dict[int, _Watched] = {}
+        for worker in list(monitor.workers):
+            if worker is monitor:
+                continue
+            record = self.records.get(id(worker))
+            if record is None:  # a worker found ended is dealt with at once: handled_run stays 0
+                record = _Watched(worker, monitor.restart_policy, worker.heartbeat_timeout)
+            records[id(worker)] = record
+            run = worker.supervision.run
+            if worker.state is WorkerState.RUNNING and record.seen_run != run:
+                record.running_since, record.seen_run = now, run  # as a Server's state listener does
+        self.records = records
+        self.current = list(records.values())
 
-    def _wait(self, wake_at: float) -> None:
-        """Until ``wake_at``, a stop, or the end of a watched process."""
-        timeout = max(0.0, wake_at - time.monotonic())
-        sentinels = []
-        for worker in list(self.workers):
-            if isinstance(worker, ProcessWorker) and worker.is_alive():
-                sentinel = worker.sentinel
-                if sentinel is not None:
-                    sentinels.append(sentinel)
-        if sentinels:
-            self.wait_readable(sentinels, timeout)
-        else:
-            self.sleep(timeout)
+
+class _Before:
+    """What a record looked like just before a look of the supervisor."""
+
+    __slots__ = ("exception", "handled_run", "on_purpose", "restarts", "run", "state")
+
+    def __init__(self, supervisor: Supervisor, record: Supervised) -> None:
+        worker = record.worker
+        self.handled_run = record.handled_run
+        self.restarts = record.restarts
+        self.run = worker.supervision.run
+        self.on_purpose = supervisor.stopped_on_purpose(record)
+        self.state = worker.state
+        self.exception = worker.exception
+
+
+def _nothing() -> None:
+    return None

@@ -7,10 +7,10 @@ from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import Any
 
-from spoc.workers import AbstractWorker, ProcessWorker, ThreadWorker, run_async_safely
+from spoc.workers import AbstractWorker, ProcessWorker, ThreadWorker
 
 from ._queues import QueueReader, aget, check_shareable, reader_for
-from ._support import aemit, awaitable, emit, has_async, log_failure, new_counters
+from ._support import aemit, awaitable, emit, has_async, log_failure, new_counters, run_on_run_loop
 
 __all__ = ["JobProcessor", "JobStats", "ProcessJobProcessor"]
 
@@ -80,8 +80,8 @@ class _JobMixin(AbstractWorker):
                     error: Exception | None = None
                     try:
                         result = self.process_job(job)
-                        if awaitable(result):
-                            run_async_safely(_as_coroutine(result))
+                        if awaitable(result):  # a def that returned an awaitable: the run's loop
+                            run_on_run_loop(self, result)
                     except Exception as exc:
                         error = exc
                     outcome = error
@@ -136,10 +136,6 @@ class _JobMixin(AbstractWorker):
             emit(self, "error", exception=exc, phase="get", job=None)
         finally:
             reader.task_done()
-
-
-async def _as_coroutine(awaitable: Awaitable[Any]) -> Any:
-    return await awaitable
 
 
 class JobProcessor(_JobMixin, ThreadWorker):

@@ -1,4 +1,11 @@
-"""Periodic workers: run ``execute_task()`` on a drift-free schedule."""
+"""Periodic workers: run ``execute_task()`` on a drift-free schedule.
+
+The loop is written once, in :class:`_PeriodicLoop`, whatever carries it:
+:class:`PeriodicWorker` is that loop in a thread, :class:`ProcessPeriodicWorker`
+the same loop in a child process. A run is one step (:meth:`_PeriodicLoop._begin_run`
+then :meth:`_PeriodicLoop._end_run`); the sync and async loops are thin shells
+that differ only in how they wait and await.
+"""
 
 from __future__ import annotations
 
@@ -10,9 +17,19 @@ from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from spoc.workers import AbstractWorker, ProcessWorker, ThreadWorker, run_async_safely
+from spoc.workers import AbstractWorker, ProcessWorker, ThreadWorker
+from spoc.workers._deprecation import renamed
 
-from ._support import aemit, awaitable, check_number, emit, has_async, log_failure, new_counters
+from ._support import (
+    aemit,
+    awaitable,
+    check_number,
+    emit,
+    has_async,
+    log_failure,
+    new_counters,
+    run_on_run_loop,
+)
 
 __all__ = ["Overrun", "PeriodicStats", "PeriodicWorker", "ProcessPeriodicWorker"]
 
@@ -20,7 +37,7 @@ Overrun = Literal["skip", "coalesce"]
 """What a periodic worker does with the ticks that pass while a run takes too long."""
 
 _OVERRUNS = ("skip", "coalesce")
-_FIELDS = ("runs", "skipped", "failures", "last_duration", "last_lateness", "max_lateness")
+_FIELDS = ("runs", "skipped", "failed", "last_duration", "last_lateness", "max_lateness")
 _DEFAULT_STOP_TIMEOUT = 5.0
 
 
@@ -32,7 +49,8 @@ class PeriodicStats:
         runs: how many times ``execute_task()`` was called (failed calls included).
         skipped: ticks of the schedule that got no run of their own because a
             run was still going on (see ``overrun``).
-        failures: how many calls of ``execute_task()`` raised.
+        failed: how many calls of ``execute_task()`` raised (``failures``
+            before: that spelling is deprecated).
         last_duration: seconds the last call took (None before the first).
         last_lateness: seconds the last call started after its scheduled
             time (jitter included in the schedule).
@@ -41,10 +59,16 @@ class PeriodicStats:
 
     runs: int
     skipped: int
-    failures: int
+    failed: int
     last_duration: float | None
     last_lateness: float | None
     max_lateness: float
+
+    @property
+    def failures(self) -> int:
+        """Deprecated spelling of :attr:`failed` (kept for one release)."""
+        renamed("PeriodicStats.failures", "PeriodicStats.failed")
+        return self.failed
 
 
 class _Schedule:
@@ -84,24 +108,38 @@ class _Schedule:
         return skipped
 
 
-class _PeriodicMixin(AbstractWorker):
-    """The schedule and statistics shared by :class:`PeriodicWorker` and :class:`ProcessPeriodicWorker`."""
+class _PeriodicLoop(AbstractWorker):
+    """The schedule, the loop and the statistics of a periodic worker, whatever carries it.
+
+    Combined with a carrier: :class:`PeriodicWorker` (a thread) and
+    :class:`ProcessPeriodicWorker` (a child process).
+    """
 
     interval: float
     run_immediately: bool
     overrun: Overrun
     jitter: float
 
-    def _init_periodic(
-        self, interval_seconds: float, run_immediately: bool, overrun: str, jitter: float
+    def __init__(
+        self,
+        name: str | None,
+        interval_seconds: float,
+        *,
+        run_immediately: bool = True,
+        overrun: Overrun = "skip",
+        jitter: float = 0.0,
+        daemon: bool = True,
+        stop_timeout: float = _DEFAULT_STOP_TIMEOUT,
+        **carrier_options: Any,
     ) -> None:
+        super().__init__(name, daemon=daemon, stop_timeout=stop_timeout, **carrier_options)
         owner = f"{type(self).__name__} {self.name!r}"
         self.interval = check_number(owner, "interval_seconds", interval_seconds, strict=True)
         if overrun not in _OVERRUNS:
             raise ValueError(f"{owner}: overrun must be 'skip' or 'coalesce', got {overrun!r}")
         self.jitter = check_number(owner, "jitter", jitter)
         self.run_immediately = bool(run_immediately)
-        self.overrun = overrun  # type: ignore[assignment]
+        self.overrun = overrun
         self._counters = new_counters(self, _FIELDS)
 
     @abstractmethod
@@ -109,7 +147,7 @@ class _PeriodicMixin(AbstractWorker):
         """Do one run of the periodic task; override it, as ``def`` or ``async def``.
 
         An exception is reported as a lifecycle ``"error"`` event with
-        ``phase="execute_task"`` and counted in ``stats.failures``; the
+        ``phase="execute_task"`` and counted in ``stats.failed``; the
         schedule goes on.
         """
 
@@ -121,7 +159,7 @@ class _PeriodicMixin(AbstractWorker):
         return PeriodicStats(
             runs=runs,
             skipped=int(values["skipped"]),
-            failures=int(values["failures"]),
+            failed=int(values["failed"]),
             last_duration=values["last_duration"] if runs else None,
             last_lateness=values["last_lateness"] if runs else None,
             max_lateness=values["max_lateness"],
@@ -133,68 +171,67 @@ class _PeriodicMixin(AbstractWorker):
             return self._amain()
         schedule = self._new_schedule()
         while self.is_running:
-            while True:  # until the tick is due; a stop ends the wait at once
-                delay = schedule.due - time.monotonic()
-                if delay <= 0:
-                    break
-                if not self.sleep(delay):
-                    return None
-            began = time.monotonic()
-            error: Exception | None = None
-            try:
-                result = self.execute_task()
-                if awaitable(result):  # a plain def that returned an awaitable
-                    run_async_safely(_as_coroutine(result))
-            except Exception as exc:
-                error = exc
-            ended = time.monotonic()
-            self._record(schedule, began, ended, error)
-            if error is not None:
-                log_failure(self, "execute_task()", error)
+            delay = schedule.due - time.monotonic()
+            if delay > 0:
+                self.sleep(delay)  # a stop ends it at once
+                continue
+            began, pending, error = self._begin_run()
+            if pending is not None:
+                try:
+                    run_on_run_loop(self, pending)  # a def that returned an awaitable: the run's loop
+                except Exception as exc:
+                    error = exc
+            if self._end_run(schedule, began, error):
                 emit(self, "error", exception=error, phase="execute_task")
         return None
 
     async def _amain(self) -> None:
         schedule = self._new_schedule()
         while self.is_running:
-            while True:
-                delay = schedule.due - time.monotonic()
-                if delay <= 0:
-                    break
-                if not await self.asleep(delay):
-                    return
-            began = time.monotonic()
-            error: Exception | None = None
-            try:
-                result = self.execute_task()
-                if awaitable(result):
-                    await result
-            except Exception as exc:
-                error = exc
-            ended = time.monotonic()
-            self._record(schedule, began, ended, error)
-            if error is not None:
-                log_failure(self, "execute_task()", error)
+            delay = schedule.due - time.monotonic()
+            if delay > 0:
+                await self.asleep(delay)
+                continue
+            began, pending, error = self._begin_run()
+            if pending is not None:
+                try:
+                    await pending
+                except Exception as exc:
+                    error = exc
+            if self._end_run(schedule, began, error):
                 await aemit(self, "error", exception=error, phase="execute_task")
+
+    # -- one run: the step both loops share --------------------------------------------------
+
+    def _begin_run(self) -> tuple[float, Awaitable[Any] | None, Exception | None]:
+        """Call ``execute_task()``: when it began, the awaitable it returned (to await), its error."""
+        began = time.monotonic()
+        try:
+            result = self.execute_task()
+        except Exception as exc:
+            return began, None, exc
+        return began, (result if awaitable(result) else None), None
+
+    def _end_run(self, schedule: _Schedule, began: float, error: Exception | None) -> bool:
+        """Count the run that began at ``began`` and move the schedule on; True when it failed."""
+        ended = time.monotonic()
+        lateness = max(0.0, began - schedule.due)
+        skipped = schedule.finished(ended)
+        self._counters.update(
+            add={"runs": 1, "skipped": skipped, "failed": 1 if error is not None else 0},
+            set_={"last_duration": ended - began, "last_lateness": lateness},
+            maximum={"max_lateness": lateness},
+        )
+        if error is None:
+            return False
+        log_failure(self, "execute_task()", error)
+        return True
 
     def _new_schedule(self) -> _Schedule:
         return _Schedule(time.monotonic(), self.interval, self.run_immediately, self.overrun, self.jitter)
 
-    def _record(self, schedule: _Schedule, began: float, ended: float, error: Exception | None) -> None:
-        lateness = max(0.0, began - schedule.due)
-        skipped = schedule.finished(ended)
-        self._counters.update(
-            add={"runs": 1, "skipped": skipped, "failures": 1 if error is not None else 0},
-            set_={"last_duration": ended - began, "last_lateness": lateness},
-            maximum={"max_lateness": lateness},
-        )
 
-
-async def _as_coroutine(awaitable: Awaitable[Any]) -> Any:
-    return await awaitable
-
-
-class PeriodicWorker(_PeriodicMixin, ThreadWorker):
+class PeriodicWorker(_PeriodicLoop, ThreadWorker):
     """A thread worker that calls :meth:`execute_task` every ``interval_seconds``.
 
     The schedule is anchored to the monotonic clock: run ``k`` is due at
@@ -206,7 +243,7 @@ class PeriodicWorker(_PeriodicMixin, ThreadWorker):
 
     Override :meth:`execute_task` with ``def`` or ``async def``; an async
     task (or an ``async def lifecycle``) makes the whole loop async, on the
-    run's event loop.
+    run's event loop. An awaitable returned by a ``def`` runs on that loop too.
 
     Examples:
         >>> class Heartbeat(PeriodicWorker):
@@ -216,7 +253,7 @@ class PeriodicWorker(_PeriodicMixin, ThreadWorker):
 
     Args:
         name: the worker's name (defaults to the class name).
-        interval_seconds: the period, in seconds (> 0).
+        interval_seconds: the period, in seconds (> 0); kept as :attr:`interval`.
         run_immediately: run at once when started (default); when False, the
             first run is one interval after the start.
         overrun: when a run takes longer than the interval, ``"skip"``
@@ -236,29 +273,16 @@ class PeriodicWorker(_PeriodicMixin, ThreadWorker):
             ``overrun`` is unknown.
     """
 
-    def __init__(
-        self,
-        name: str | None,
-        interval_seconds: float,
-        *,
-        run_immediately: bool = True,
-        overrun: Overrun = "skip",
-        jitter: float = 0.0,
-        daemon: bool = True,
-        stop_timeout: float = _DEFAULT_STOP_TIMEOUT,
-    ) -> None:
-        super().__init__(name, daemon=daemon, stop_timeout=stop_timeout)
-        self._init_periodic(interval_seconds, run_immediately, overrun, jitter)
 
-
-class ProcessPeriodicWorker(_PeriodicMixin, ProcessWorker):
+class ProcessPeriodicWorker(_PeriodicLoop, ProcessWorker):
     """:class:`PeriodicWorker` in a child process, for CPU-bound periodic tasks.
 
-    Same schedule, options and ``execute_task`` contract. The statistics
-    live in shared memory created with the worker, so ``stats`` read in the
-    parent shows what the child did. Under ``spawn`` and ``forkserver`` the
-    worker is pickled to the child: define the subclass in an importable
-    module.
+    Same schedule, options and ``execute_task`` contract, and one more
+    keyword, ``start_method`` (see :class:`~spoc.workers.ProcessWorker`).
+    The statistics live in shared memory created with the worker, so
+    ``stats`` read in the parent shows what the child did. Under ``spawn``
+    and ``forkserver`` the worker is pickled to the child: define the
+    subclass in an importable module.
 
     Args:
         name: see :class:`PeriodicWorker`.
@@ -268,24 +292,9 @@ class ProcessPeriodicWorker(_PeriodicMixin, ProcessWorker):
         jitter: see :class:`PeriodicWorker`.
         daemon: see :class:`~spoc.workers.ProcessWorker`.
         stop_timeout: see :class:`~spoc.workers.ProcessWorker`.
-        start_method: see :class:`~spoc.workers.ProcessWorker`.
+        **carrier_options: ``start_method``, see :class:`~spoc.workers.ProcessWorker`.
 
     Raises:
         TypeError: a number is not a number.
         ValueError: as for :class:`PeriodicWorker`, or an unknown ``start_method``.
     """
-
-    def __init__(
-        self,
-        name: str | None,
-        interval_seconds: float,
-        *,
-        run_immediately: bool = True,
-        overrun: Overrun = "skip",
-        jitter: float = 0.0,
-        daemon: bool = True,
-        stop_timeout: float = _DEFAULT_STOP_TIMEOUT,
-        start_method: str | None = None,
-    ) -> None:
-        super().__init__(name, daemon=daemon, stop_timeout=stop_timeout, start_method=start_method)
-        self._init_periodic(interval_seconds, run_immediately, overrun, jitter)

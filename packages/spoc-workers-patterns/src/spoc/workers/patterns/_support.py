@@ -1,6 +1,8 @@
 """What every pattern shares: counters the parent can read, sync-or-async calls, events.
 
-Counters live in plain memory for thread workers and in shared memory
+Lifecycle events (:func:`emit`, :func:`aemit`) and awaiting on the run's
+loop from sync code (:func:`run_on_run_loop`) come from the core, which the
+Redis distribution uses too. Counters live in plain memory for thread workers and in shared memory
 (a :func:`multiprocessing.Array` of the worker's start method) for process
 workers, so that a parent reading ``worker.stats`` sees what the child did.
 """
@@ -15,8 +17,11 @@ import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any, TypeGuard
 
-from spoc.workers import AbstractWorker, ProcessWorker, run_async_safely
+from spoc.workers import AbstractWorker, ProcessWorker
 from spoc.workers._checks import check_number
+from spoc.workers._lifecycle import aemit_lifecycle as aemit
+from spoc.workers._lifecycle import emit_lifecycle as emit
+from spoc.workers._lifecycle import run_on_run_loop
 
 __all__ = [
     "Counters",
@@ -27,6 +32,7 @@ __all__ = [
     "has_async",
     "log_failure",
     "new_counters",
+    "run_on_run_loop",
 ]
 
 logger = logging.getLogger("spoc.workers.patterns")
@@ -174,31 +180,3 @@ def has_async(*functions: Callable[..., Any]) -> bool:
 def log_failure(worker: AbstractWorker, what: str, exc: BaseException) -> None:
     """Log a failure the worker survives (a task, job or item), with its traceback."""
     logger.error("worker %r: %s raised %r; going on", worker.name, what, exc, exc_info=exc)
-
-
-def emit(worker: AbstractWorker, event_type: str, /, **data: Any) -> None:
-    """Send a lifecycle event from synchronous code; the hook's errors are logged and ignored.
-
-    An ``async def`` lifecycle makes the patterns run their async loop (see
-    :func:`has_async`), so an awaitable here is rare: it is run to completion.
-    """
-    try:
-        result = worker.lifecycle(event_type, **data)
-        if inspect.isawaitable(result):
-            run_async_safely(_as_coroutine(result))
-    except Exception:
-        logger.exception("worker %r: lifecycle(%r) raised; the error is ignored", worker.name, event_type)
-
-
-async def aemit(worker: AbstractWorker, event_type: str, /, **data: Any) -> None:
-    """Send a lifecycle event from async code, awaiting an async hook."""
-    try:
-        result = worker.lifecycle(event_type, **data)
-        if inspect.isawaitable(result):
-            await result
-    except Exception:
-        logger.exception("worker %r: lifecycle(%r) raised; the error is ignored", worker.name, event_type)
-
-
-async def _as_coroutine(awaitable: Awaitable[Any]) -> Any:
-    return await awaitable

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import collections
 import functools
-import inspect
 import logging
 import os
 import socket
@@ -27,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 import redis
 from spoc.workers import AbstractWorker, Backoff
+from spoc.workers._lifecycle import emit_lifecycle
 from spoc.workers.patterns import QueueReader
 
 from ._common import CONNECTION_ERRORS, JOB_FIELD, dead_letter_entry, text
@@ -348,7 +348,7 @@ class RedisStreamReader(QueueReader):
         if self._worker is not None:
             error = RuntimeError(f"entry {text(entry_id)} went to {stream.dead_letter_stream!r}: {why}")
             error.__cause__ = cause
-            _emit(self._worker, error, "dead-letter")
+            emit_lifecycle(self._worker, "error", exception=error, phase="dead-letter")
 
     # -- outages --------------------------------------------------------------------------------
 
@@ -363,7 +363,7 @@ class RedisStreamReader(QueueReader):
             )
             worker = worker or self._worker
             if worker is not None:
-                _emit(worker, exc, "redis")
+                emit_lifecycle(worker, "error", exception=exc, phase="redis")
         else:
             logger.debug("%r: still failing to %s (%r), next try in %.3fs", self.stream, what, exc, delay)
         return delay
@@ -404,21 +404,8 @@ class RedisStreamReader(QueueReader):
             except redis.ResponseError as exc:
                 logger.error("%r: Redis refused to %s: %r", self.stream, what, exc)
                 if self._worker is not None:
-                    _emit(self._worker, exc, "redis")
+                    emit_lifecycle(self._worker, "error", exception=exc, phase="redis")
                 return False
             else:
                 self._recovered()
                 return True
-
-
-def _emit(worker: AbstractWorker, exc: BaseException, phase: str) -> None:
-    """``lifecycle("error", ...)`` from the reader; the hook's own errors are logged, never raised."""
-    try:
-        result = worker.lifecycle("error", exception=exc, phase=phase)
-        if inspect.isawaitable(result):
-            close = getattr(result, "close", None)
-            if close is not None:
-                close()  # an async hook cannot be awaited from the reader's thread
-            logger.warning("worker %r: async lifecycle() not called for a Redis error: %r", worker.name, exc)
-    except Exception:
-        logger.exception("worker %r: lifecycle('error') raised; the error is ignored", worker.name)

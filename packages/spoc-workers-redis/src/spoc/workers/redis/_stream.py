@@ -16,6 +16,7 @@ from typing import Any
 import redis
 import redis.asyncio
 from spoc.workers._checks import check_count, check_number
+from spoc.workers._deprecation import renamed
 
 from ._codec import Codec, codec_for
 from ._common import CONNECTION_ERRORS, JOB_FIELD, original_fields, text
@@ -65,7 +66,7 @@ class RedisStream:
       after ``claim_idle`` seconds, as are the jobs of a worker that died;
       a live consumer takes them over with ``XAUTOCLAIM``;
     * a job delivered more than ``max_deliveries`` times goes to the
-      dead-letter stream with its last error (:meth:`dead_jobs`), and so,
+      dead-letter stream with its last error (:meth:`dead_letters`), and so,
       at once, does an entry with no ``job`` field or one the codec cannot
       decode;
     * a worker that stops finishes the job in hand and hands the jobs it had
@@ -272,8 +273,8 @@ class RedisStream:
             return 0
         return int(summary["pending"])
 
-    def dead_jobs(self, count: int = 1000) -> list[DeadJob]:
-        """The oldest ``count`` entries of the dead-letter stream."""
+    def dead_letters(self, count: int = 1000) -> list[DeadJob]:
+        """The oldest ``count`` entries of the dead-letter stream (a Redis call each time)."""
         entries = self.client().xrange(self.dead_letter_stream, count=count)
         dead: list[DeadJob] = []
         for dead_id, fields in entries:
@@ -296,6 +297,11 @@ class RedisStream:
                 )
             )
         return dead
+
+    def dead_jobs(self, count: int = 1000) -> list[DeadJob]:
+        """Deprecated spelling of :meth:`dead_letters` (kept for one release)."""
+        renamed("RedisStream.dead_jobs()", "RedisStream.dead_letters()")
+        return self.dead_letters(count)
 
     def delete(self) -> None:
         """Delete the stream, its dead-letter stream and its error notes (tests, resets)."""
