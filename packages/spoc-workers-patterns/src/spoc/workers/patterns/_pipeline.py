@@ -21,7 +21,18 @@ Conservation
     accepted items drain stage by stage within its budget; only past the
     budget are the workers stopped, and whatever is still queued becomes a
     dead letter. Only a process killed while holding an item loses it; the
-    pipeline then reports it in :attr:`PipelineStats.lost`.
+    pipeline then reports it in :attr:`PipelineStats.lost`. What a stage
+    passed on is in the next queue's pipe already (stage workers write into
+    a multiprocessing queue's pipe themselves: ``_queues.QueueWriter``), and
+    results and dead letters are counted where they arrive, so that count
+    is exact.
+
+Failure
+    A stage worker that ends FAILED (setup or main raised, its process
+    died) stops the pipeline as soon as its server sees it: every worker is
+    stopped, what waits between stages becomes a dead letter, and every
+    wait for a result, a blocked :meth:`Pipeline.put` included, ends with a
+    :class:`PipelineFailedError` (:meth:`Pipeline.join` returns).
 """
 
 from __future__ import annotations
@@ -189,7 +200,7 @@ class StageStats:
         kind: ``"thread"`` or ``"process"``.
         workers: how many workers are counted.
         items_in: items taken from the input queue (end markers not counted).
-        items_out: results passed downstream.
+        items_out: results passed downstream (written into the next queue).
         failed: items reported as failed (``process_item`` raised, or the
             result could not be passed on).
         dropped: items for which ``process_item`` returned None.
@@ -213,17 +224,21 @@ class PipelineStats:
 
     ``accepted == emitted + failed + dropped + in_flight`` at every moment;
     once the pipeline has ended, ``in_flight`` is 0 unless a process was
-    killed while holding items (then it equals ``lost``).
+    killed while holding an item (then it equals ``lost``).
 
     Attributes:
         accepted: items :meth:`Pipeline.put` or a feed accepted.
-        emitted: results the last stage passed on to :meth:`Pipeline.results`.
-        failed: dead letters: items reported as failed by any stage, plus
-            those found in a queue when a stop ran out of time.
+        emitted: results that came out of the last stage, counted as the
+            pipeline takes them from the results queue.
+        failed: dead letters received (``len(dead_letters)``): items reported
+            as failed by any stage, plus those found in a queue when the
+            pipeline stopped (past a stop's budget, or after a failure).
         dropped: items a stage dropped on purpose (``process_item`` returned None).
-        in_flight: accepted items not yet emitted, failed or dropped.
+        in_flight: accepted items not yet emitted, failed or dropped (the
+            results queue's included).
         peak_in_flight: the most items in flight seen when an item was accepted.
-        lost: after the end, items that vanished with a killed process; else 0.
+        lost: after the end, items that vanished with a killed process (at
+            most the one each killed process held); else 0.
         ended: every stage worker has ended.
         failed_workers: names of stage workers that ended FAILED (the pipeline
             then stops).
