@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import os
 import queue
+import signal
 import threading
 import time
 from collections.abc import Callable
@@ -412,6 +413,61 @@ class EventRecordingStage(EventsToQueue, ProcessStageWorker):
 
     def process_item(self, item: int) -> int:
         return fail_on_sevens(item)
+
+
+class _FailsOnCue:
+    """A stage that fails once ``gate`` (a multiprocessing Event) is set, and says when.
+
+    ``how``: ``"setup"`` (setup waits for the gate, then raises), ``"main"``
+    (the first item taken after the gate opened ends main(): SystemExit(3),
+    which process_item's ``except Exception`` does not catch) or ``"kill"``
+    (that item's process SIGKILLs itself). Until then items pass unchanged.
+    ``failed_at`` (a shared double) gets ``time.monotonic()`` just before the failure.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        input_queue: Any,
+        output_queue: Any,
+        *,
+        how: str,
+        gate: Any,
+        failed_at: Any,
+        **kw: Any,
+    ) -> None:
+        super().__init__(name, input_queue, output_queue, **kw)  # type: ignore[call-arg]
+        self.how = how
+        self.gate = gate
+        self.failed_at = failed_at
+
+    def setup(self) -> None:
+        if self.how == "setup":
+            while not self.gate.wait(0.05):
+                if not self.is_running:  # type: ignore[attr-defined]
+                    return
+            self._fail()
+
+    def process_item(self, item: Any) -> Any:
+        if self.how != "setup" and self.gate.is_set():
+            self._fail()
+        return item
+
+    def _fail(self) -> None:
+        self.failed_at.value = time.monotonic()
+        if self.how == "kill":
+            os.kill(os.getpid(), signal.SIGKILL)
+        if self.how == "setup":
+            raise RuntimeError("cannot connect")
+        raise SystemExit(3)
+
+
+class FailingThreadStage(_FailsOnCue, StageWorker):
+    """:class:`_FailsOnCue` in a thread."""
+
+
+class FailingProcessStage(_FailsOnCue, ProcessStageWorker):
+    """:class:`_FailsOnCue` in a child process."""
 
 
 # -- the Workers guide's pattern 3 (a ProcessStageWorker where the guide had a ProcessWorker) --

@@ -21,23 +21,38 @@ Conservation
     accepted items drain stage by stage within its budget; only past the
     budget are the workers stopped, and whatever is still queued becomes a
     dead letter. Only a process killed while holding an item loses it; the
-    pipeline then reports it in :attr:`PipelineStats.lost`.
+    pipeline then reports it in :attr:`PipelineStats.lost`. What a stage
+    passed on is in the next queue's pipe already (stage workers write into
+    a multiprocessing queue's pipe themselves: ``_queues.QueueWriter``), and
+    results and dead letters are counted where they arrive, so that count
+    is exact.
+
+Failure
+    A stage worker that ends FAILED (setup or main raised, its process
+    died) stops the pipeline as soon as its server sees it: every worker is
+    stopped, what waits between stages becomes a dead letter, and every
+    wait for a result, a blocked :meth:`Pipeline.put` included, ends with a
+    :class:`PipelineFailedError` (:meth:`Pipeline.join` returns).
 """
 
 from __future__ import annotations
 
 import collections
 import inspect
+import io
 import logging
 import multiprocessing
 import os
+import pickle
 import queue
+import struct
 import threading
 import time
 import traceback
 from abc import abstractmethod
 from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass
+from multiprocessing.connection import wait as wait_for_handles
 from multiprocessing.reduction import ForkingPickler
 from types import TracebackType
 from typing import Any, Literal
@@ -48,6 +63,7 @@ from spoc.workers import (
     ProcessWorker,
     Server,
     ThreadWorker,
+    WorkerEvent,
     WorkerRemoteError,
     WorkerState,
     run_async_safely,
@@ -69,6 +85,7 @@ __all__ = [
     "END_OF_STREAM",
     "DeadLetter",
     "Pipeline",
+    "PipelineFailedError",
     "PipelineStats",
     "PipelineStoppedError",
     "ProcessStageWorker",
@@ -124,6 +141,33 @@ class PipelineStoppedError(RuntimeError):
     """
 
 
+class PipelineFailedError(RuntimeError):
+    """A stage worker failed, so the pipeline stopped: raised by :meth:`Pipeline.put`,
+    :meth:`Pipeline.close` and, after the last result, by :meth:`Pipeline.results`.
+
+    The message names the failed stages and workers and why they failed;
+    ``__cause__`` is the first failed worker's exception. Every accepted item
+    is still accounted for in :meth:`Pipeline.stats` and
+    :attr:`Pipeline.dead_letters`.
+
+    Attributes:
+        pipeline: the pipeline's name.
+        stages: the names of the stages whose workers failed.
+        workers: the names of the failed workers.
+    """
+
+    def __init__(
+        self, message: str, pipeline: str, stages: tuple[str, ...], workers: tuple[str, ...]
+    ) -> None:
+        super().__init__(message)
+        self.pipeline = pipeline
+        self.stages = stages
+        self.workers = workers
+
+    def __reduce__(self) -> Any:
+        return (type(self), (str(self), self.pipeline, self.stages, self.workers))
+
+
 @dataclass(frozen=True)
 class DeadLetter:
     """An item that did not make it through the pipeline, and why.
@@ -156,7 +200,7 @@ class StageStats:
         kind: ``"thread"`` or ``"process"``.
         workers: how many workers are counted.
         items_in: items taken from the input queue (end markers not counted).
-        items_out: results passed downstream.
+        items_out: results passed downstream (written into the next queue).
         failed: items reported as failed (``process_item`` raised, or the
             result could not be passed on).
         dropped: items for which ``process_item`` returned None.
@@ -180,17 +224,21 @@ class PipelineStats:
 
     ``accepted == emitted + failed + dropped + in_flight`` at every moment;
     once the pipeline has ended, ``in_flight`` is 0 unless a process was
-    killed while holding items (then it equals ``lost``).
+    killed while holding an item (then it equals ``lost``).
 
     Attributes:
         accepted: items :meth:`Pipeline.put` or a feed accepted.
-        emitted: results the last stage passed on to :meth:`Pipeline.results`.
-        failed: dead letters: items reported as failed by any stage, plus
-            those found in a queue when a stop ran out of time.
+        emitted: results that came out of the last stage, counted as the
+            pipeline takes them from the results queue.
+        failed: dead letters received (``len(dead_letters)``): items reported
+            as failed by any stage, plus those found in a queue when the
+            pipeline stopped (past a stop's budget, or after a failure).
         dropped: items a stage dropped on purpose (``process_item`` returned None).
-        in_flight: accepted items not yet emitted, failed or dropped.
+        in_flight: accepted items not yet emitted, failed or dropped (the
+            results queue's included).
         peak_in_flight: the most items in flight seen when an item was accepted.
-        lost: after the end, items that vanished with a killed process; else 0.
+        lost: after the end, items that vanished with a killed process (at
+            most the one each killed process held); else 0.
         ended: every stage worker has ended.
         failed_workers: names of stage workers that ended FAILED (the pipeline
             then stops).
@@ -213,11 +261,30 @@ class _Hop(queue.Queue):  # type: ignore[type-arg]
     """A pipeline's own queue between two thread ends.
 
     Nobody ``join()``s it, so ``task_done()`` does nothing instead of taking
-    a lock and notifying a condition for every item.
+    a lock and notifying a condition for every item. The pipeline's wait for
+    a result on it can be cut short (:meth:`get_unless`, :meth:`wake`).
     """
 
     def task_done(self) -> None:
         """Nothing to account for."""
+
+    def get_unless(self, timeout: float, give_up: Callable[[], bool]) -> Any:
+        """``get(True, timeout)`` that also raises ``queue.Empty`` when woken with ``give_up()`` true."""
+        with self.not_empty:
+            end = time.monotonic() + timeout
+            while not self._qsize():
+                remaining = end - time.monotonic()
+                if remaining <= 0 or give_up():
+                    raise queue.Empty
+                self.not_empty.wait(remaining)
+            item = self._get()
+            self.not_full.notify()
+            return item
+
+    def wake(self) -> None:
+        """Wake every thread waiting in :meth:`get_unless`."""
+        with self.not_empty:
+            self.not_empty.notify_all()
 
 
 class _LocalCount:
@@ -315,6 +382,9 @@ class _StageMixin(AbstractWorker):
                     except Exception as exc:
                         self._report(item, exc, "process_item", self._stage_name())
                         continue
+                    except BaseException as exc:  # it ends main(): the item is a dead letter, not lost
+                        self._report(item, exc, "process_item", self._stage_name())
+                        raise
                     self._pass_on(writer, item, result)
                 finally:
                     reader.task_done()
@@ -349,6 +419,9 @@ class _StageMixin(AbstractWorker):
                     except Exception as exc:
                         await self._areport(item, exc, "process_item", self._stage_name())
                         continue
+                    except BaseException as exc:  # it ends main(): the item is a dead letter, not lost
+                        await self._areport(item, exc, "process_item", self._stage_name())
+                        raise
                     await self._apass_on(writer, item, result)
                 finally:
                     reader.task_done()
@@ -436,26 +509,29 @@ class _StageMixin(AbstractWorker):
 
     # -- failures ------------------------------------------------------------------
 
-    def _report(self, item: Any, error: Exception, phase: str, stage: str) -> None:
+    def _report(self, item: Any, error: BaseException, phase: str, stage: str) -> None:
         log_failure(self, f"{phase} of item {_short(item)}", error)
         self._dead_letter(item, error, stage)
         self._counters.add("failed")
         emit(self, "error", exception=error, phase=phase, item=item)
 
-    async def _areport(self, item: Any, error: Exception, phase: str, stage: str) -> None:
+    async def _areport(self, item: Any, error: BaseException, phase: str, stage: str) -> None:
         log_failure(self, f"{phase} of item {_short(item)}", error)
         self._dead_letter(item, error, stage)
         self._counters.add("failed")
         await aemit(self, "error", exception=error, phase=phase, item=item)
 
-    def _dead_letter(self, item: Any, error: Exception, stage: str) -> None:
+    def _dead_letter(self, item: Any, error: BaseException, stage: str) -> None:
         link = self._link
         if link is None:
             return
         letter = DeadLetter(stage=stage, item=item, error=error, worker=self.name)
         if is_process_queue(link.dead_letters):
             letter = _picklable_letter(letter)
-        link.dead_letters.put(letter)
+        # Written into the pipe at once (see QueueWriter), so a SIGKILL does not take it along;
+        # through the feeder only if the queue's write lock stays taken (its holder was killed).
+        if not writer_for(link.dead_letters).put(self, letter, self.put_grace):
+            link.dead_letters.put(letter)
 
     # -- names ---------------------------------------------------------------------
 
@@ -783,6 +859,7 @@ class Pipeline:
         self._pending_feeds: list[tuple[Any, bool, bool]] = []  # (items or source, close, is a source)
         self._feeders: list[_Feeder] = []
         self._accepted = 0
+        self._emitted = 0  # results taken from the last queue: counted where they arrive
         self._drained = 0
         self._peak = 0
         self._started = False
@@ -791,6 +868,10 @@ class Pipeline:
         self._stopping = False
         self._finished = False
         self._failed_workers: list[str] = []
+        self._fail_lock = threading.Lock()  # never held while calling out: the server's listener takes it
+        self._latch: tuple[int, int] | None = None  # a pipe written on failure, for a results queue that
+        # is a multiprocessing queue (its readers wait on its pipe and this one)
+        self._stage_of: dict[str, str] = {}  # stage worker name -> stage name
 
     # -- building --------------------------------------------------------------------
 
@@ -903,20 +984,28 @@ class Pipeline:
             ]
             any_process = any(s.kind == "process" for s in stages)
             self._dead_letter_queue = context.Queue() if any_process else queue.Queue()
+            if is_process_queue(self._hops[-1]):
+                self._latch = os.pipe()
             server = Server(self.name, shutdown_timeout=self.shutdown_timeout)
+            # A stage worker that fails is seen at once: a thread reports its end itself, and
+            # the server's supervisor waits on every process's sentinel and status pipe.
+            server.add_listener(self._on_server_event)
+            self._server = server
             try:
                 for index, stage in enumerate(stages):
                     self._build_stage(index, stage, context, method, server)
                 server.start()
             except BaseException:
+                self._server = None
+                self._stage_of.clear()
                 for stage in stages:
                     stage.instances.clear()
                 for q in [*self._hops, self._dead_letter_queue]:
                     if is_process_queue(q):
                         q.close()
                         q.join_thread()
+                self._close_latch()
                 raise
-            self._server = server
             self._started = True
             pending, self._pending_feeds = self._pending_feeds, []
         for items, close, is_source in pending:
@@ -952,14 +1041,20 @@ class Pipeline:
                     "pass start_method to Pipeline()"
                 )
             worker._link = link
+            self._stage_of[name] = stage.name
             stage.instances.append(worker)
             server.add_worker(worker)
 
     def put(self, item: Any, timeout: float | None = None) -> None:
         """Put one item in; waits while the first queue is full (results are collected meanwhile).
 
+        A put waiting for room when a stage worker fails raises
+        :class:`PipelineFailedError` as soon as the failure is seen; the item
+        was not accepted.
+
         Raises:
-            RuntimeError: the pipeline is not started, closed, stopped, or a stage failed.
+            PipelineFailedError: a stage worker failed (a ``RuntimeError``).
+            RuntimeError: the pipeline is not started, closed or stopped.
             queue.Full: ``timeout`` seconds passed without room.
         """
         if not self._started:
@@ -974,6 +1069,8 @@ class Pipeline:
         :meth:`results`, or :meth:`join`, meanwhile.
         """
         with self._lock:
+            if self._failed_workers:
+                raise self._failure_error()
             if self._closed or self._stopping:
                 raise RuntimeError(f"pipeline {self.name!r} is closed or stopped")
             if not self._started:
@@ -998,6 +1095,8 @@ class Pipeline:
         """
         reader_for(source)  # a TypeError now, not in the feeder's thread
         with self._lock:
+            if self._failed_workers:
+                raise self._failure_error()
             if self._closed or self._stopping:
                 raise RuntimeError(f"pipeline {self.name!r} is closed or stopped")
             if not self._started:
@@ -1013,12 +1112,15 @@ class Pipeline:
 
         Raises:
             RuntimeError: the pipeline is not started.
+            PipelineFailedError: a stage worker failed before the end marker went in.
             TimeoutError: ``timeout`` passed first.
         """
         if not self._started:
             raise RuntimeError(f"pipeline {self.name!r}: start() it before close()")
         deadline = None if timeout is None else time.monotonic() + timeout
         if not self._close_input(deadline=deadline):
+            if self._failed_workers:
+                raise self._failure_error()
             raise TimeoutError(f"pipeline {self.name!r}: close() timed out")
 
     def results(self) -> Iterator[Any]:
@@ -1030,8 +1132,15 @@ class Pipeline:
         joined (at most ``shutdown_timeout`` seconds), so the pipeline has
         ended when the loop does.
 
+        When a stage worker fails, the pipeline stops: the iteration yields
+        the results that still come out, waits for the workers to end, then
+        raises :class:`PipelineFailedError` naming the failed stage, in every
+        thread that iterates (and in every later call). The items that did
+        not come out are in :attr:`dead_letters` or :attr:`PipelineStats.lost`.
+
         Raises:
             RuntimeError: the pipeline is not started.
+            PipelineFailedError: a stage worker failed (after the last result).
         """
         if not self._started:
             raise RuntimeError(f"pipeline {self.name!r}: start() it before results()")
@@ -1046,6 +1155,10 @@ class Pipeline:
                 continue
             if complete:
                 break
+            if self._failed_workers:  # no end marker will come: collect what is left, then end
+                if not self.join(self.shutdown_timeout):
+                    self._force_stop(_DEFAULT_PUT_GRACE + 0.5)
+                continue
             got, item = self._take_result(_PUMP_WAIT)
             if got:
                 yield item
@@ -1059,9 +1172,14 @@ class Pipeline:
                 self.name,
                 self.shutdown_timeout,
             )
+        if self._failed_workers:
+            raise self._failure_error()
 
     def join(self, timeout: float | None = None) -> bool:
         """Wait until every stage worker has ended (after :meth:`close`, or a failure), collecting results.
+
+        After a stage worker failed, it returns (True) once the other workers
+        have stopped; it does not raise: see ``stats().failed_workers``.
 
         Returns:
             True when the pipeline has ended.
@@ -1135,12 +1253,12 @@ class Pipeline:
 
     def stats(self) -> PipelineStats:
         """A snapshot of the pipeline's and every stage's counters."""
+        self._drain_dead_letters()
         stages = tuple(_stage_stats(s.name, s.kind, s.instances) for s in self._stages)
         with self._lock:
-            accepted, drained, peak, finished = self._accepted, self._drained, self._peak, self._finished
+            accepted, emitted, peak, finished = self._accepted, self._emitted, self._peak, self._finished
+            failed = len(self._dead_letters)
             failed_workers = tuple(self._failed_workers)
-        emitted = stages[-1].items_out if stages else 0
-        failed = sum(s.failed for s in stages) + drained
         dropped = sum(s.dropped for s in stages)
         in_flight = accepted - emitted - failed - dropped
         return PipelineStats(
@@ -1158,8 +1276,6 @@ class Pipeline:
 
     def __repr__(self) -> str:
         return f"<Pipeline {self.name!r} stages={[s.name for s in self._stages]}>"
-
-    # -- internals: input ------------------------------------------------------------
 
     # -- internals: input ------------------------------------------------------------
 
@@ -1185,6 +1301,10 @@ class Pipeline:
         waited = False
         with self._put_lock:
             while True:
+                if self._failed_workers:
+                    if feeder is None:
+                        raise self._failure_error()
+                    return False
                 if self._closed or self._stopping or (feeder is not None and not feeder.is_running):
                     return False
                 try:
@@ -1194,11 +1314,6 @@ class Pipeline:
                     waited = True
                 if feeder is None:
                     self._pump(_CALLER_WAIT)
-                if self._failed_workers:
-                    raise RuntimeError(
-                        f"pipeline {self.name!r}: stage worker(s) {self._failed_workers} failed; "
-                        "the pipeline is stopping"
-                    )
                 if deadline is not None and time.monotonic() >= deadline:
                     raise queue.Full
             with self._lock:
@@ -1214,14 +1329,11 @@ class Pipeline:
         return True
 
     def _accounted(self) -> int:
-        """Items no longer in flight (emitted, failed or dropped), read stage by stage."""
-        total = self._drained
-        last = len(self._stages) - 1
-        for index, stage in enumerate(self._stages):
+        """Items no longer in flight: emitted, failed (dead letters received) or dropped."""
+        total = self._emitted + len(self._dead_letters)
+        for stage in self._stages:
             for worker in stage.instances:
-                values = worker._counters.snapshot()
-                emitted = values["items_out"] if index == last else 0.0
-                total += int(values["failed"] + values["dropped"] + emitted)
+                total += int(worker._counters.snapshot()["dropped"])
         return total
 
     def _close_input(self, feeder: _Feeder | None = None, deadline: float | None = None) -> bool:
@@ -1265,15 +1377,23 @@ class Pipeline:
             return False, None
         final = self._hops[-1]
         try:
-            item = final.get(True, wait) if wait > 0 else final.get_nowait()
+            if wait <= 0:
+                item = final.get_nowait()
+            elif isinstance(final, _Hop):
+                item = final.get_unless(wait, self._has_failed)
+            else:  # a multiprocessing queue: its pipe, or the latch a failure writes to
+                latch = self._latch  # None once a concurrent _finish() closed it
+                wait_for_handles([final._reader, *(latch[:1] if latch else ())], wait)
+                item = final.get_nowait()
         except queue.Empty:
             return False, None
         except (OSError, ValueError, EOFError):  # closed by a concurrent _finish()
             return False, None
-        if item is END_OF_STREAM:
-            with self._lock:
+        with self._lock:
+            if item is END_OF_STREAM:
                 self._markers_seen += 1
-            return False, None
+                return False, None
+            self._emitted += 1
         return True, item
 
     def _complete(self) -> bool:
@@ -1282,18 +1402,31 @@ class Pipeline:
 
     def _pump(self, wait: float) -> None:
         """One round of waiting: collect results into the buffer, dead letters, watch the workers."""
+        if self._failed_workers:
+            # Nothing flows any more: empty the queues now, then wait in a worker's own join,
+            # which its end cuts short.
+            self._collect_results(0.0)
+            self._housekeeping()
+            self._wait_for_workers(wait)
+            return
         if self._complete():
             self._wait_for_workers(wait)
         else:
-            for _ in range(self.maxsize + 1):  # what the last queue holds, and no more
-                got, item = self._take_result(wait)
-                if got:
-                    with self._lock:
-                        self._results.append(item)
-                elif wait == 0 or self._complete():
-                    break
-                wait = 0
+            self._collect_results(wait)
         self._housekeeping()
+
+    def _collect_results(self, wait: float) -> None:
+        """Move what the last queue holds (and no more) to the buffer, waiting ``wait`` for the first."""
+        for _ in range(self.maxsize + 1):
+            if self._complete():
+                return
+            got, item = self._take_result(wait)
+            if got:
+                with self._lock:
+                    self._results.append(item)
+            elif wait == 0:
+                return
+            wait = 0
 
     def _wait_for_workers(self, wait: float) -> None:
         alive = [w for w in (*self.workers, *self._feeders) if w.is_alive()]
@@ -1303,31 +1436,102 @@ class Pipeline:
     def _housekeeping(self) -> None:
         self._drain_dead_letters()
         self._check_workers()
+        if self._failed_workers:
+            self._empty_queues_between_stages()
+
+    def _empty_queues_between_stages(self) -> None:
+        """After a failure nothing flows any more: what waits for a stage is a dead letter now,
+        so that a stage blocked on a full queue ends at once instead of after its put_grace."""
+        for index in range(len(self._stages)):
+            q = self._hops[index]
+            while not self._finished:
+                try:
+                    item = q.get_nowait()
+                except (queue.Empty, OSError, ValueError, EOFError):
+                    break
+                if item is not END_OF_STREAM:
+                    with self._lock:
+                        self._queued_dead_letter(index, item)
+
+    def _queued_dead_letter(self, index: int, item: Any) -> None:
+        """``item`` was found waiting for stage ``index`` of a pipeline that stopped (holds the lock)."""
+        stage = self._stages[index].name
+        error = PipelineStoppedError(
+            f"pipeline {self.name!r} stopped while the item waited for stage {stage!r}"
+        )
+        self._dead_letters.append(DeadLetter(stage=stage, item=item, error=error))
+        self._drained += 1
 
     def _all_ended(self) -> bool:
         return not any(w.is_alive() for w in (*self.workers, *self._feeders))
 
     def _check_workers(self) -> None:
-        """A stage worker that ended FAILED stops the whole pipeline."""
+        """Look at the stage workers' states (a process worker's is read from its pipe, which
+        tells the server's listener of a failure too)."""
         if self._finished:
             return
-        failed = [w for w in self.workers if w.state is WorkerState.FAILED]
-        with self._lock:
-            new = [w for w in failed if w.name not in self._failed_workers]
-            if not new:
+        for worker in self.workers:
+            if worker.state is WorkerState.FAILED:
+                self._stage_failed(worker.name, worker.exception)
+
+    def _on_server_event(self, event: WorkerEvent) -> None:
+        """The server's listener: a stage worker that ended FAILED stops the pipeline at once."""
+        if event.kind == "state" and event.state is WorkerState.FAILED and event.worker in self._stage_of:
+            self._stage_failed(event.worker, event.exception)
+
+    def _stage_failed(self, name: str, exception: BaseException | None) -> None:
+        """A stage worker failed: stop the whole pipeline (once per worker; any thread)."""
+        with self._fail_lock:
+            if self._finished or name in self._failed_workers:
                 return
-            self._failed_workers.extend(w.name for w in new)
+            self._failed_workers.append(name)
             self._stopping = True
-        for worker in new:
-            logger.error(
-                "pipeline %r: stage worker %r failed (%r); stopping the pipeline",
-                self.name,
-                worker.name,
-                worker.exception,
-            )
+        logger.error(
+            "pipeline %r: stage worker %r failed (%r); stopping the pipeline", self.name, name, exception
+        )
+        self._wake_result_waiters()
         server = self._server
         if server is not None:
             server.stop()
+
+    def _has_failed(self) -> bool:
+        return bool(self._failed_workers)
+
+    def _wake_result_waiters(self) -> None:
+        """Cut short every wait for a result: no more will come through the stages."""
+        final = self._hops[-1] if self._hops else None
+        if isinstance(final, _Hop):
+            final.wake()
+        elif self._latch is not None:
+            try:
+                os.write(self._latch[1], b"!")  # never read: it stays readable
+            except OSError:  # closed: the pipeline has finished
+                pass
+
+    def _close_latch(self) -> None:
+        latch, self._latch = self._latch, None
+        for fd in latch or ():
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+    def _failure_error(self) -> PipelineFailedError:
+        names = tuple(self._failed_workers)
+        by_name = {w.name: w for w in self.workers}
+        stages = tuple(dict.fromkeys(self._stage_of[n] for n in names))
+        reasons = []
+        for n in names:
+            exc = by_name[n].exception
+            reasons.append(f"stage {self._stage_of[n]!r}, worker {n!r}: {_describe(exc)}")
+        error = PipelineFailedError(
+            f"pipeline {self.name!r} stopped because a stage worker failed ({'; '.join(reasons)})",
+            self.name,
+            stages,
+            names,
+        )
+        error.__cause__ = by_name[names[0]].exception
+        return error
 
     def _drain_dead_letters(self) -> None:
         dead = self._dead_letter_queue
@@ -1379,43 +1583,111 @@ class Pipeline:
             if server is not None:
                 server.join_all(0)  # reap, read the last status
             last = len(self._hops) - 1
-            # On a normal end every queue is empty (the end markers came behind every item);
-            # after a forced stop, a multiprocessing queue gets a moment for what is in transit.
-            wait = 0.0 if self._complete() else _PUMP_WAIT
+            complete = self._complete()
             for index, q in enumerate(self._hops):
-                for item in _drain(q, wait):
+                # On a normal end every queue is empty (the end markers came behind every item).
+                # Else only this process's feeder thread (put() and feeds use it) may still hold
+                # items for a queue: stage workers write into the pipe itself (see QueueWriter).
+                wait = _PUMP_WAIT if not complete and _feeds_here(q) else 0.0
+                # Only stage workers read a queue before the results; once all of them are gone,
+                # its read lock may be ignored (one killed while holding it leaves it taken).
+                readers_gone = index < last and not any(w.is_alive() for w in self._stages[index].instances)
+                for item in _drain(q, wait, readers_gone):
                     if item is END_OF_STREAM:
                         if index == last:
                             self._markers_seen += 1
                     elif index == last:
                         self._results.append(item)
+                        self._emitted += 1
                     else:
-                        stage = self._stages[index].name
-                        error = PipelineStoppedError(
-                            f"pipeline {self.name!r} stopped while the item waited for stage {stage!r}"
-                        )
-                        self._dead_letters.append(DeadLetter(stage=stage, item=item, error=error))
-                        self._drained += 1
+                        self._queued_dead_letter(index, item)
             self._collect_last_dead_letters()
             for q in [*self._hops, self._dead_letter_queue]:
                 if is_process_queue(q):
                     q.close()
                     q.join_thread()
             self._finished = True
+            self._close_latch()
         lost = self.stats().lost
         if lost:
             logger.error("pipeline %r: %d item(s) were lost with a killed process", self.name, lost)
 
 
-def _drain(q: Any, wait: float) -> list[Any]:
-    """Everything ``q`` still holds (a multiprocessing queue: until it stays empty ``wait`` seconds)."""
+def _drain(q: Any, wait: float, readers_gone: bool = False) -> list[Any]:
+    """Everything ``q`` still holds (a multiprocessing queue: until it stays empty ``wait`` seconds).
+
+    ``readers_gone``: nobody else reads ``q`` any more; a read lock that stays
+    taken then belongs to a reader that was killed, and the pipe is read without it.
+    """
     items: list[Any] = []
     if q is None:
         return items
     if not is_process_queue(q):
         wait = 0.0
+    elif readers_gone and _read_lock_lost(q):
+        return _read_pipe(q, wait)
     while True:
         try:
             items.append(q.get(True, wait) if wait else q.get_nowait())
         except (queue.Empty, OSError, ValueError, EOFError):
             return items
+
+
+def _feeds_here(q: Any) -> bool:
+    """A multiprocessing queue whose feeder thread runs in this process."""
+    return is_process_queue(q) and q._thread is not None
+
+
+def _read_lock_lost(q: Any) -> bool:
+    if q._rlock.acquire(True, _PUMP_WAIT):
+        q._rlock.release()
+        return False
+    return True
+
+
+def _read_pipe(q: Any, wait: float) -> list[Any]:
+    """The items in a multiprocessing queue's pipe, read without its lock and without blocking.
+
+    A SIGKILL is delivered as a system call returns, so the killed reader
+    has often just read a message's 4-byte length, not its body: the pipe
+    then begins with that body, a bare pickle (whose first byte, 0x80, no
+    length has). That item is read too. Anything else unreadable is logged
+    and stays unaccounted for (``lost``).
+    """
+    reader = q._reader
+    fd = reader.fileno()
+    data = bytearray()
+    try:
+        os.set_blocking(fd, False)
+        while reader.poll(wait):
+            try:
+                chunk = os.read(fd, 1 << 16)
+            except BlockingIOError:
+                continue
+            if not chunk:
+                break
+            data += chunk
+    except OSError as exc:
+        logger.error("could not read a queue whose reader was killed: %r", exc)
+    items: list[Any] = []
+    stream = io.BytesIO(data)
+    try:
+        if data[:1] == b"\x80":  # the body of a message whose length the killed reader took
+            items.append(pickle.Unpickler(stream).load())
+        while stream.tell() < len(data):
+            header = stream.read(4)
+            size = struct.unpack("!i", header)[0] if len(header) == 4 else -1
+            body = stream.read(size) if size >= 0 else b""
+            if size < 0 or len(body) < size:
+                raise ValueError(f"{len(data) - stream.tell()} bytes left that are no whole message")
+            items.append(ForkingPickler.loads(body))
+    except Exception as exc:
+        logger.error("could not read the rest of a queue whose reader was killed: %r", exc)
+    return items
+
+
+def _describe(exc: BaseException | None) -> str:
+    if exc is None:
+        return "no exception recorded"
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

@@ -27,6 +27,12 @@ Writers block while the queue is full (back-pressure) and check for a stop
 every :data:`PUT_POLL` seconds; after a stop they keep trying for a grace
 period (a downstream stage may still be draining) and then give up, so that
 the caller can report the item instead of losing it or hanging.
+
+A :class:`QueueWriter` writes into a plain :mod:`multiprocessing` queue
+itself, not through the queue's feeder thread: when ``put`` returns, the
+item is in the queue's pipe, where it outlives the writer. Through the
+feeder, a process SIGKILLed after ``put`` returned would take every item
+still in its feeder's buffer with it (up to the queue's ``maxsize``).
 """
 
 from __future__ import annotations
@@ -301,6 +307,8 @@ class QueueWriter:
     def __init__(self, q: Any) -> None:
         self.queue = q
         self.crosses_processes = is_process_queue(q)
+        # A JoinableQueue counts unfinished tasks in put(): it goes through put().
+        self._direct = type(q) is multiprocessing.queues.Queue
 
     def check_picklable(self, item: Any) -> None:
         """Raise now, in the caller, what a multiprocessing queue's feeder thread would only log.
@@ -316,6 +324,8 @@ class QueueWriter:
 
     def put_nowait(self, item: Any) -> bool:
         """Put ``item`` if there is room at once; False when the queue is full."""
+        if self._writes_pipe():
+            return self._write(item, None)
         try:
             self.queue.put_nowait(item)
         except queue.Full:
@@ -332,21 +342,59 @@ class QueueWriter:
             True when the item was put, False when the worker gave up.
         """
         q = self.queue
+        direct = self._writes_pipe()
         give_up_at: float | None = None
         while True:
             worker.heartbeat()  # back-pressure is no hang
-            try:
-                q.put(item, True, PUT_POLL)
-            except queue.Full:
-                pass
+            if direct:
+                if self._write(item, PUT_POLL):
+                    return True
             else:
-                return True
+                try:
+                    q.put(item, True, PUT_POLL)
+                except queue.Full:
+                    pass
+                else:
+                    return True
             if not worker.is_running:
                 now = time.monotonic()
                 if give_up_at is None:
                     give_up_at = now + grace
                 elif now >= give_up_at:
                     return False
+
+    def _writes_pipe(self) -> bool:
+        """Write into the pipe here, unless this process's feeder thread already carries items:
+        it would write them after ours (a stage's items stay in order)."""
+        return self._direct and self.queue._thread is None
+
+    def _write(self, item: Any, timeout: float | None) -> bool:
+        """What ``multiprocessing.Queue.put`` and its feeder do, in this thread: take a place
+        (the queue's semaphore), pickle, write under the queue's write lock. False when
+        ``timeout`` (None: no wait) passed first; nothing was written then."""
+        q = self.queue
+        if q._closed:
+            raise ValueError(f"Queue {q!r} is closed")
+        deadline = None if timeout is None else time.monotonic() + timeout
+        if not (q._sem.acquire(False) if timeout is None else q._sem.acquire(True, timeout)):
+            return False
+        try:
+            data = ForkingPickler.dumps(item)
+            lock = q._wlock  # None on Windows, where a pipe write is atomic
+            if lock is not None:
+                wait = 0.0 if deadline is None else max(0.0, deadline - time.monotonic())
+                if not (lock.acquire(True, wait) if wait else lock.acquire(False)):
+                    q._sem.release()
+                    return False
+            try:
+                q._writer.send_bytes(data)
+            finally:
+                if lock is not None:
+                    lock.release()
+        except BaseException:
+            q._sem.release()
+            raise
+        return True
 
     def flush(self) -> None:
         """In a child process, push what this process buffered into the pipe before going on.
