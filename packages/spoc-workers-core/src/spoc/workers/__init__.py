@@ -24,7 +24,7 @@ from ._errors import (
     WorkerNotPicklableError,
     WorkerRemoteError,
 )
-from ._events import RestartPolicy, Strategy, WorkerEvent
+from ._events import RestartPolicy, RestartReason, Strategy, WorkerEvent
 from ._process import START_METHOD_ENV, ProcessWorker
 from ._server import Server
 from ._state import WorkerState
@@ -46,6 +46,7 @@ __all__ = [
     "ProcessWorker",
     "RemoteTraceback",
     "RestartPolicy",
+    "RestartReason",
     "Server",
     "Strategy",
     "ThreadWorker",
