@@ -3,7 +3,8 @@
 The public API, importable from ``spoc.workers``:
 
 * :class:`ThreadWorker`, :class:`ProcessWorker` and their base :class:`AbstractWorker`;
-* :class:`Server`, which runs many workers and handles SIGINT/SIGTERM;
+* :class:`Server`, which runs many workers and handles SIGINT/SIGTERM, and
+  :class:`Recycle`, its limits for replacing a worker's run with a fresh one;
 * :func:`run_async_safely` and :func:`set_uvloop_if_available` (from ``spoc.workers.aio``).
 """
 
@@ -26,6 +27,7 @@ from ._errors import (
 )
 from ._events import RestartPolicy, RestartReason, Strategy, WorkerEvent
 from ._process import START_METHOD_ENV, ProcessWorker
+from ._recycle import Recycle
 from ._server import Server
 from ._state import WorkerState
 from ._thread import ThreadWorker
@@ -44,6 +46,7 @@ __all__ = [
     "AbstractWorker",
     "Backoff",
     "ProcessWorker",
+    "Recycle",
     "RemoteTraceback",
     "RestartPolicy",
     "RestartReason",

@@ -45,6 +45,7 @@ from urllib.parse import unquote, urlsplit
 
 from prometheus_client.exposition import choose_encoder
 
+from ._errors import HttpBindError
 from ._metrics import build_registry
 from ._statuspage import PAGE_HEADERS, render_page
 
@@ -155,7 +156,7 @@ class HttpEndpoint:
     """One server's HTTP endpoint: bound at construction, served by :meth:`serve`, ended by :meth:`close`.
 
     Raises:
-        OSError: the address cannot be bound (in use, not local), with the server and address named.
+        HttpBindError: the address cannot be bound (in use, not local), with the server and address named.
     """
 
     def __init__(self, server: Server, address: tuple[str, int], token: str | None) -> None:
@@ -170,7 +171,7 @@ class HttpEndpoint:
             self._httpd = _HttpServer(sockaddr, family, self)
         except OSError as exc:
             why = exc.strerror or str(exc)
-            raise OSError(exc.errno, f"{owner}: cannot serve HTTP on {host}:{port}: {why}") from exc
+            raise HttpBindError(exc.errno, f"{owner}: cannot serve HTTP on {host}:{port}: {why}") from exc
         self._listener = self._httpd.socket
         self._listener.setblocking(False)
         bound = self._listener.getsockname()

@@ -162,7 +162,7 @@ class Server:
         try:
             from ._http import check_token, parse_address  # noqa: PLC0415 (only when asked for)
         except ModuleNotFoundError as exc:
-            if exc.name != "prometheus_client":
+            if (exc.name or "").partition(".")[0] != "prometheus_client":
                 raise
             raise ImportError(f"{owner}: {HTTP_EXTRA_MISSING}") from None
         self._http_address = parse_address(owner, address)
@@ -301,7 +301,11 @@ class Server:
 
         Process workers start first, so that under ``fork`` they are forked
         before any thread of this server exists. If one fails to start, those
-        already started are stopped and the error is raised.
+        already started are stopped and the error is raised. The HTTP endpoint,
+        when configured, is bound first and serves once the workers are started.
+
+        Raises:
+            HttpBindError: the HTTP endpoint cannot be bound (nothing was started).
         """
         with self._lock:
             self._running = True
