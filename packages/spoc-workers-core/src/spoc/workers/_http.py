@@ -73,6 +73,10 @@ MAX_BODY = 1024
 """The largest request body accepted (the control requests need none)."""
 JOIN_GRACE = 2.0
 """Seconds :meth:`HttpEndpoint.close` waits, in all, for the request threads to end."""
+LINGER = 0.5
+"""Seconds a connection is read from after its response, before it is closed (see :func:`_linger`)."""
+LINGER_BYTES = 1024 * 1024
+"""The most bytes read from a connection after its response."""
 
 _CONTROL = re.compile(r"/workers/(?P<name>[^/]+)/(?P<action>restart|stop)")
 _GET_PATHS = ("/", "/healthz", "/readyz", "/status", "/metrics")
@@ -321,11 +325,32 @@ class HttpEndpoint:
         except Exception:
             logger.exception("server %r: HTTP request from %s failed", self.server.name, client)
         finally:
-            self._httpd.shutdown_request(connection)
+            _linger(connection)
+            self._httpd.close_request(connection)
             with self._lock:
                 self._open.pop(connection, None)
                 self._threads.discard(threading.current_thread())
             self._wake()
+
+
+def _linger(connection: socket.socket) -> None:
+    """Say we are done (FIN), then read what the client still sends, for a bounded while.
+
+    Closing a socket with unread input makes the kernel answer with a reset,
+    which may destroy the response before the client has read it: the reply
+    to a request refused for its size (413, 414, 431) would be lost.
+    """
+    try:
+        connection.shutdown(socket.SHUT_WR)
+        connection.settimeout(LINGER)
+        drained = 0
+        while drained < LINGER_BYTES:
+            chunk = connection.recv(65536)
+            if not chunk:
+                return
+            drained += len(chunk)
+    except OSError:
+        pass
 
 
 def _shut(connection: socket.socket) -> None:
@@ -349,6 +374,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
     server: _HttpServer
     protocol_version = "HTTP/1.0"
+    default_request_version = "HTTP/1.0"  # a refusal of garbage has a status line too
     server_version = "spoc-workers"
     sys_version = ""
     error_content_type = "text/plain; charset=utf-8"

@@ -338,25 +338,33 @@ class Supervisor:
         while self._requests:
             record, action = self._requests.popleft()
             worker = record.worker
-            if worker.state not in TERMINAL_STATES:
+            running = worker.state not in TERMINAL_STATES
+            if running:
                 record.stop_intended = True
-                worker.stop()
+            # The record is set before the stop: whoever sees the worker stopped sees why.
             # An operator's act: logged at WARNING, shown at the default levels.
             if action == "restart":
                 record.held = False
                 self._schedule(record, now, 0.0, reason="manual", why="(on request)", level=logging.WARNING)
-                continue
-            record.held = True
-            record.restart_at = None
-            record.restart_reason = None
-            message = f"worker {worker.name!r} stopped on request; it is not restarted until asked"
-            logger.warning(
-                "server %r: %s",
-                self.server_name,
-                message,
-                extra={"spoc_server": self.server_name, "spoc_worker": worker.name, "spoc_reason": "manual"},
-            )
-            self._emit(self._event("stop", record, None, message, reason="manual"))
+            else:
+                record.held = True
+                record.restart_at = None
+                record.restart_reason = None
+            if running:
+                worker.stop()
+            if action == "stop":
+                message = f"worker {worker.name!r} stopped on request; it is not restarted until asked"
+                logger.warning(
+                    "server %r: %s",
+                    self.server_name,
+                    message,
+                    extra={
+                        "spoc_server": self.server_name,
+                        "spoc_worker": worker.name,
+                        "spoc_reason": "manual",
+                    },
+                )
+                self._emit(self._event("stop", record, None, message, reason="manual"))
 
     def _recycle(self, record: Supervised, why: str, now: float) -> None:
         """Stop the worker gracefully and start it again at once: a ``"recycled"`` event."""
@@ -370,8 +378,8 @@ class Supervisor:
         )
         self._emit(self._event("recycled", record, None, message, reason="recycle"))
         record.stop_intended = True
-        worker.stop()
         self._schedule(record, now, 0.0, reason="recycle", why=f"(recycled: {why})")
+        worker.stop()
 
     def _check_recycles(self, records: list[Supervised], now: float) -> float | None:
         """Recycle the runs that reached a limit; return the next moment worth a look."""
