@@ -750,3 +750,26 @@ def test_a_token_without_an_address_is_a_usage_error() -> None:
     proc = _spoc_workers("--http-token", TOKEN, "ops_targets:cli_server", env={"SPOC_WORKERS_HTTP": ""})
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 2 and "--http-token (or $SPOC_WORKERS_HTTP_TOKEN) needs --http" in err
+
+
+def test_a_child_started_while_serving_holds_no_copy_of_the_endpoint_sockets() -> None:
+    server = Server("forks", http="127.0.0.1:0", http_token=TOKEN)
+    child = server.add_worker(ProcessIdle("child"), restart="always")
+    with server:
+        server.start()
+        wait_for(lambda: server.readiness()["ready"], timeout=30)
+        endpoint = server._http
+        assert endpoint is not None
+        ours = {os.fstat(endpoint._listener.fileno()).st_ino}
+        ours |= {os.fstat(fd).st_ino for fd in (endpoint._wake_read, endpoint._wake_write)}
+        # Restarted while the endpoint serves (and during a request): under fork, a copy of us.
+        status, _, _ = request(server, "/workers/child/restart", "POST", {"Authorization": f"Bearer {TOKEN}"})
+        assert status == 202
+        wait_for(lambda: server.status()[0]["restarts"] == 1 and server.readiness()["ready"], timeout=30)
+        held = set()
+        for entry in Path(f"/proc/{child.pid}/fd").iterdir():
+            try:
+                held.add(os.stat(entry).st_ino)
+            except OSError:
+                pass
+        assert not ours & held
