@@ -123,7 +123,8 @@ function render(workers) {
     const reasons = Object.entries(w.restart_reasons || {}).map(([k, v]) => v + " " + k).join(", ");
     cell(row, "Restarts", withNote(String(w.restarts), reasons), "num");
     cell(row, "Memory", bytes(w.rss_bytes), "num");
-    cell(row, "Heartbeat", w.last_heartbeat === null ? "" : duration(w.last_heartbeat) + " ago", "num");
+    const beat = w.last_heartbeat;
+    cell(row, "Heartbeat", beat === null ? "" : beat < 0.1 ? "now" : duration(beat) + " ago", "num");
     cell(row, "Last error", w.last_error || "", "error");
     rows.push(row);
   }
