@@ -18,6 +18,7 @@ from spoc.workers.aio import run_async_safely, set_uvloop_if_available
 
 from ._backoff import Backoff
 from ._errors import (
+    HttpBindError,
     RemoteTraceback,
     WorkerError,
     WorkerExitedError,
@@ -45,6 +46,7 @@ __all__ = [
     "START_METHOD_ENV",
     "AbstractWorker",
     "Backoff",
+    "HttpBindError",
     "ProcessWorker",
     "Recycle",
     "RemoteTraceback",
