@@ -65,7 +65,8 @@ def install_project(session: nox.Session, *, uvloop: bool = True) -> None:
     """Editable installs of every package, in one installer call (see README)."""
     first = PACKAGE_DIRS[0] + ("[uvloop]" if uvloop else "")
     args: list[str] = []
-    for path in [first, *PACKAGE_DIRS[1:]]:
+    # core's http extra (prometheus_client): the HTTP endpoint's tests, types and docs need it.
+    for path in [first, PACKAGE_DIRS[1] + "[http]", *PACKAGE_DIRS[2:]]:
         args += ["-e", path]
     session.install(*args)
 

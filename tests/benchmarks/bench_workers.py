@@ -210,6 +210,38 @@ class GuidePeriodic(ThreadWorker):
             self.stop()
 
 
+# -- 11. the HTTP endpoint's cost ----------------------------------------------------------
+
+
+class CountingThread(ThreadWorker):
+    """Counts rounds of a ``while self.is_running`` loop with a heartbeat: a worker's own pace."""
+
+    def __init__(self, name: str = "counting-thread") -> None:
+        super().__init__(name)
+        self.count = 0
+        self.entered = threading.Event()
+
+    def main(self) -> None:
+        self.entered.set()
+        while self.is_running:
+            self.heartbeat()
+            self.count += 1
+
+
+def scrape(address: tuple[str, int], stop: threading.Event, every: float = 1.0) -> None:
+    """What Prometheus and a kubelet do: GET /metrics, /healthz and /readyz every ``every`` seconds."""
+    import http.client
+
+    while not stop.wait(every):
+        for path in ("/metrics", "/healthz", "/readyz"):
+            connection = http.client.HTTPConnection(*address, timeout=10)
+            try:
+                connection.request("GET", path)
+                connection.getresponse().read()
+            finally:
+                connection.close()
+
+
 # -- 7. failure repair ---------------------------------------------------------------------
 
 

@@ -36,6 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_workers import (
     BusyPeriodic,
+    CountingThread,
     CrashingProcess,
     CrashingThread,
     GuideHealthMonitor,
@@ -53,6 +54,7 @@ from bench_workers import (
     floor_thread_stage,
     increment,
     quiet_logs,
+    scrape,
 )
 
 from spoc.workers import START_METHOD_ENV, Backoff, Server, WorkerState
@@ -910,6 +912,83 @@ def redis_throughput(sizes: Sizes) -> list[Figure]:
     ]
 
 
+# -- 11. the HTTP endpoint's cost ------------------------------------------------------------
+
+
+def _ops_sample(http: bool, window: float) -> tuple[float, float]:
+    """(stop latency, loop rounds/s) of thread workers in a Server, with the endpoint on or off.
+
+    With it on, a scraper asks for /metrics, /healthz and /readyz every second
+    meanwhile, as Prometheus and a kubelet would. The loop rate is measured
+    first; the stop of an idle worker after the busy loop has ended.
+    """
+    server = Server("bench-ops", http="127.0.0.1:0" if http else None)
+    idle = IdleThread()
+    counting = CountingThread()
+    server.add_worker(idle)
+    server.add_worker(counting)
+    server.start()
+    stop_scraping = threading.Event()
+    scraper: threading.Thread | None = None
+    try:
+        idle.entered.wait(10)
+        counting.entered.wait(10)
+        if http:
+            address = server.http_address
+            assert address is not None
+            scraper = threading.Thread(target=scrape, args=(address, stop_scraping), daemon=True)
+            scraper.start()
+        before, begun = counting.count, time.perf_counter()
+        time.sleep(window)
+        rate = (counting.count - before) / (time.perf_counter() - begun)
+        counting.stop()  # its busy loop would make the stop below wait for the GIL
+        counting.join(10)
+        time.sleep(random.uniform(0, 1.0))  # stop at a random point of the scrape period
+        begun = time.perf_counter()
+        idle.stop()
+        idle.join(10)
+        stopped = time.perf_counter() - begun
+    finally:
+        stop_scraping.set()
+        if scraper is not None:
+            scraper.join(10)
+        server.stop()
+        server.join_all(10)
+    return stopped, rate
+
+
+def http_endpoint_cost(sizes: Sizes) -> list[Figure]:
+    """Figure 11: stop latency and a thread worker's loop rate, HTTP endpoint on and scraped vs off."""
+    name_stop = "stop: thread in a Server, HTTP endpoint scraped 1/s"
+    name_rate = "loop rate: thread in a Server, HTTP endpoint scraped 1/s"
+    if importlib.util.find_spec("prometheus_client") is None:
+        note = "prometheus_client (the http extra) is not installed"
+        return [
+            Figure(name_stop, None, "endpoint off", None, status="skipped", note=note),
+            Figure(name_rate, None, "endpoint off", None, unit=RATE, status="skipped", note=note),
+        ]
+    reps, window = (2, 1.0) if sizes.quick else (8, 3.0)
+    on: list[tuple[float, float]] = []
+    off: list[tuple[float, float]] = []
+    for _ in range(reps):  # interleaved, so that both sides see the same machine
+        on.append(_ops_sample(True, window))
+        off.append(_ops_sample(False, window))
+    note = f"{window:g} s windows; GET /metrics, /healthz, /readyz every second while on"
+    return [
+        Figure(
+            name_stop, Stat.of([s for s, _ in on]), "endpoint off", Stat.of([s for s, _ in off]), note=note
+        ),
+        Figure(
+            name_rate,
+            Stat.of([r for _, r in on]),
+            "endpoint off",
+            Stat.of([r for _, r in off]),
+            unit=RATE,
+            note=note,
+        ).aim(">= 0.95x off", lambda f: (f.ratio or 0) >= 0.95),
+    ]
+
+
 FIGURES: list[Callable[[Sizes], list[Figure]]] = [
     stop_latency,
     signal_to_exit,
@@ -921,6 +1000,7 @@ FIGURES: list[Callable[[Sizes], list[Figure]]] = [
     uvloop_ratio,
     memory,
     redis_throughput,
+    http_endpoint_cost,
 ]
 
 

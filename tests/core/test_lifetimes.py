@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import gc
+import http.client
+import importlib.util
 import os
 import subprocess
 import sys
@@ -29,8 +31,11 @@ def _run_and_join(server: Server) -> None:
     assert server.join_all(10) == []
 
 
-def _server(*, process: bool) -> Server:
-    server = Server("lifetime")
+HAS_HTTP = importlib.util.find_spec("prometheus_client") is not None
+
+
+def _server(*, process: bool, http: bool = False) -> Server:
+    server = Server("lifetime", http="127.0.0.1:0" if http else None)
     server.add_worker(Idle("idle"))
     if process:
         server.add_worker(ProcessIdle("pidle"))
@@ -44,6 +49,30 @@ def test_a_joined_server_holds_no_file_descriptor(process: bool) -> None:
     servers = [_server(process=process) for _ in range(10)]  # kept alive: no help from gc
     for server in servers:
         _run_and_join(server)
+    assert _open_fds() == before
+
+
+def _run_serve_and_join(server: Server) -> None:
+    server.start()
+    address = server.http_address
+    assert address is not None
+    for path in ("/healthz", "/metrics", "/"):  # each request opens a connection and a thread
+        connection = http.client.HTTPConnection(*address, timeout=10)
+        connection.request("GET", path)
+        assert connection.getresponse().status == 200
+        connection.close()
+    server.stop()
+    assert server.join_all(10) == []
+
+
+@pytest.mark.skipif(not HAS_HTTP, reason="the http extra (prometheus_client) is not installed")
+@pytest.mark.parametrize("process", [False, True], ids=["thread", "process"])
+def test_a_joined_server_with_http_holds_no_file_descriptor(process: bool) -> None:
+    _run_serve_and_join(_server(process=process, http=True))  # imports, the reaper's pipe...
+    before = _open_fds()
+    servers = [_server(process=process, http=True) for _ in range(10)]
+    for server in servers:
+        _run_serve_and_join(server)
     assert _open_fds() == before
 
 

@@ -19,8 +19,9 @@ spoc-workers-redis (``spoc.workers.redis``, which also needs ``redis`` from PyPI
    local wheelhouse; the package index is a local server that records what it is asked.
 2. Each sdist and wheel: name, version (== the ``VERSION`` file), the exact sibling pins,
    the third-party requirements (``redis`` for spoc-workers-redis, none for the others),
-   the ``uvloop`` extra, and the file list (no ``spoc/__init__.py`` anywhere, only core
-   ships ``spoc/workers/__init__.py``, each ships its ``py.typed``, no file in two wheels).
+   the extras (``uvloop`` of async, ``http`` of core), and the file list (no
+   ``spoc/__init__.py`` anywhere, only core ships ``spoc/workers/__init__.py``, each ships
+   its ``py.typed``, no file in two wheels).
 3. Installs of each subset from the dist directory (``--no-index``) in fresh venvs:
    async; core (which must pull async); patterns (which must pull both); redis (which
    must pull the other three, and finds ``redis`` in the wheelhouse, which holds no
@@ -118,7 +119,7 @@ class Package:
 
 
 ASYNC = Package("spoc-workers-async", "spoc/workers/aio/", extras=("uvloop",))
-CORE = Package("spoc-workers-core", "spoc/workers/", pins=("spoc-workers-async",))
+CORE = Package("spoc-workers-core", "spoc/workers/", pins=("spoc-workers-async",), extras=("http",))
 PATTERNS = Package("spoc-workers-patterns", "spoc/workers/patterns/", pins=("spoc-workers-core",))
 REDIS = Package(
     "spoc-workers-redis", "spoc/workers/redis/", pins=("spoc-workers-patterns",), requires=("redis",)

@@ -22,6 +22,7 @@ import argparse
 import asyncio
 import importlib
 import importlib.metadata
+import importlib.util
 import pickle
 import socket
 import sys
@@ -325,6 +326,19 @@ def smoke_thread_worker() -> None:
     expect(not worker.is_alive(), "the worker is still alive after join(5)")
 
 
+def check_http_extra_missing() -> None:
+    """Without prometheus_client (the http extra), ``Server(http=...)`` fails at once, naming the extra."""
+    from spoc.workers import Server
+
+    try:
+        Server("probe", http="127.0.0.1:0")
+    except ImportError as exc:
+        expect("spoc-workers-core[http]" in str(exc), f"the error does not name the extra: {exc}")
+        expect("\n" not in str(exc), f"the error is not one line: {exc!r}")
+        return
+    raise CheckError("Server(http=...) worked without prometheus_client")
+
+
 def run_checks(subset: str, version: str | None, mode: str) -> list[str]:
     """Run every check that applies to ``subset``; return the titles of the failed ones."""
     installed = DISTRIBUTIONS[: SUBSETS[subset]]
@@ -339,6 +353,8 @@ def run_checks(subset: str, version: str | None, mode: str) -> list[str]:
     elif check(f"from spoc.workers import {', '.join(CORE_NAMES)}", lambda: check_core_api(mode)):
         check("spoc.workers.__version__ matches", lambda: check_core_version(version))
         check("smoke: a ThreadWorker runs main and stops", smoke_thread_worker)
+        if importlib.util.find_spec("prometheus_client") is None:
+            check("without the http extra, Server(http=...) names it", check_http_extra_missing)
     if subset == "core":
         check("spoc.workers.patterns is not importable", check_no_patterns)
     if subset in ("all", "redis"):

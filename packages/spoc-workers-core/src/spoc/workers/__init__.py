@@ -3,7 +3,8 @@
 The public API, importable from ``spoc.workers``:
 
 * :class:`ThreadWorker`, :class:`ProcessWorker` and their base :class:`AbstractWorker`;
-* :class:`Server`, which runs many workers and handles SIGINT/SIGTERM;
+* :class:`Server`, which runs many workers and handles SIGINT/SIGTERM, and
+  :class:`Recycle`, its limits for replacing a worker's run with a fresh one;
 * :func:`run_async_safely` and :func:`set_uvloop_if_available` (from ``spoc.workers.aio``).
 """
 
@@ -17,6 +18,7 @@ from spoc.workers.aio import run_async_safely, set_uvloop_if_available
 
 from ._backoff import Backoff
 from ._errors import (
+    HttpBindError,
     RemoteTraceback,
     WorkerError,
     WorkerExitedError,
@@ -24,8 +26,9 @@ from ._errors import (
     WorkerNotPicklableError,
     WorkerRemoteError,
 )
-from ._events import RestartPolicy, Strategy, WorkerEvent
+from ._events import RestartPolicy, RestartReason, Strategy, WorkerEvent
 from ._process import START_METHOD_ENV, ProcessWorker
+from ._recycle import Recycle
 from ._server import Server
 from ._state import WorkerState
 from ._thread import ThreadWorker
@@ -43,9 +46,12 @@ __all__ = [
     "START_METHOD_ENV",
     "AbstractWorker",
     "Backoff",
+    "HttpBindError",
     "ProcessWorker",
+    "Recycle",
     "RemoteTraceback",
     "RestartPolicy",
+    "RestartReason",
     "Server",
     "Strategy",
     "ThreadWorker",

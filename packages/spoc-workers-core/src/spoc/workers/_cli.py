@@ -7,7 +7,11 @@ SIGINT and SIGTERM stop it gracefully (a second one cuts the shutdown short),
 SIGUSR1 logs its status and every thread's stack, and the exit status is the
 server's: 0 when every worker ended cleanly. Problems with the target exit
 with status 2 and a one-line message; ``--traceback`` adds the traceback.
-The command is documented on the Supervision page of the documentation.
+``--http ADDRESS`` serves the server's HTTP endpoint (probes, metrics, a
+status page; ``--http-token`` enables its remote control), and
+``--log-format json`` logs one JSON object per line. The command is
+documented on the Supervision page of the documentation, its operating
+options on the "Operating spoc-workers" page.
 """
 
 from __future__ import annotations
@@ -24,15 +28,19 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from ._errors import HttpBindError
+from ._jsonlog import JsonFormatter
 from ._pickling import find_unpicklable
 from ._process import START_METHOD_ENV, ProcessWorker
-from ._server import Server
+from ._server import HTTP_ENV, HTTP_TOKEN_ENV, Server
 from ._worker import AbstractWorker
 
 __all__ = ["TargetError", "load_server", "main"]
 
 EXIT_USAGE = 2
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+LOG_FORMATS = ("text", "json")
+TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
 class TargetError(Exception):
@@ -176,6 +184,28 @@ def _parser() -> argparse.ArgumentParser:
         "(a factory function or a worker class, called without arguments)",
     )
     run.add_argument("--log-level", default="info", choices=LOG_LEVELS, help="default: info")
+    run.add_argument(
+        "--log-format",
+        default="text",
+        choices=LOG_FORMATS,
+        help="text (default) or json: one JSON object per line, with the framework's fields "
+        "(spoc_server, spoc_worker, spoc_state...)",
+    )
+    run.add_argument(
+        "--http",
+        metavar="ADDRESS",
+        default=os.environ.get(HTTP_ENV) or None,
+        help="serve health and readiness probes, status, Prometheus metrics and a status page on "
+        f"HOST:PORT (e.g. 127.0.0.1:9000; a bare port binds to loopback; default: ${HTTP_ENV}); "
+        "needs the http extra (prometheus_client)",
+    )
+    run.add_argument(
+        "--http-token",
+        metavar="TOKEN",
+        default=os.environ.get(HTTP_TOKEN_ENV) or None,
+        help="enable remote control (POST /workers/NAME/restart and /stop) with this Bearer token "
+        f"(default: ${HTTP_TOKEN_ENV}, which keeps it out of the process list)",
+    )
     run.add_argument("--shutdown-timeout", type=float, metavar="SECONDS", help="override the server's")
     run.add_argument(
         "--start-method",
@@ -205,9 +235,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         2 when the target cannot be run.
     """
     args = _parser().parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    handler = logging.StreamHandler()
+    handler.setFormatter(JsonFormatter() if args.log_format == "json" else logging.Formatter(TEXT_FORMAT))
+    logging.basicConfig(level=args.log_level.upper(), handlers=[handler])
     debug = args.log_level == "debug"
     if args.start_method:
         os.environ[START_METHOD_ENV] = args.start_method
@@ -217,6 +247,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             if not args.shutdown_timeout >= 0:
                 raise TargetError("--shutdown-timeout must be >= 0")
             server.shutdown_timeout = args.shutdown_timeout
+        if args.http_token is not None and args.http is None:
+            raise TargetError(f"--http-token (or ${HTTP_TOKEN_ENV}) needs --http (or ${HTTP_ENV})")
+        if args.http is not None:
+            try:
+                server.set_http(args.http, token=args.http_token)
+            except (ValueError, TypeError, ImportError) as exc:
+                raise TargetError(str(exc)) from None
         check_server(server)
     except TargetError as exc:
         message = str(exc)
@@ -232,4 +269,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         names = ", ".join(f"{w.name} ({w.kind})" for w in server.workers)
         print(f"ok: server {server.name!r} with {len(server.workers)} worker(s): {names}")
         return 0
-    return server.run_forever()
+    try:
+        return server.run_forever()
+    except HttpBindError as exc:  # nothing was started
+        print(f"spoc-workers: error: {exc.strerror}", file=sys.stderr)
+        return EXIT_USAGE

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 __all__ = [
+    "HttpBindError",
     "RemoteTraceback",
     "WorkerError",
     "WorkerExitedError",
@@ -14,6 +15,11 @@ __all__ = [
 
 class WorkerError(Exception):
     """Base class of the errors spoc-workers raises itself."""
+
+
+class HttpBindError(OSError):
+    """:meth:`Server.start <spoc.workers.Server.start>` cannot bind the server's HTTP endpoint
+    (the port is taken, the address is not this machine's); its message names both."""
 
 
 class WorkerNotPicklableError(WorkerError, TypeError):

@@ -9,7 +9,16 @@ from typing import Literal
 
 from ._state import WorkerState
 
-__all__ = ["RESTART_POLICIES", "STRATEGIES", "EventListener", "RestartPolicy", "Strategy", "WorkerEvent"]
+__all__ = [
+    "RESTART_POLICIES",
+    "RESTART_REASONS",
+    "STRATEGIES",
+    "EventListener",
+    "RestartPolicy",
+    "RestartReason",
+    "Strategy",
+    "WorkerEvent",
+]
 
 RestartPolicy = Literal["never", "on-failure", "always"]
 """When a Server restarts an ended worker (OTP's temporary, transient, permanent)."""
@@ -19,6 +28,15 @@ Strategy = Literal["one_for_one", "one_for_all", "rest_for_one"]
 """Which workers a Server restarts with a failed one."""
 STRATEGIES: tuple[Strategy, ...] = ("one_for_one", "one_for_all", "rest_for_one")
 
+RestartReason = Literal["crash", "hang", "exit", "group", "recycle", "manual"]
+"""Why a Server restarts a worker: it failed (``"crash"``: an exception, a
+non-zero exit, a signal), it was declared hung (``"hang"``), it ended cleanly
+under the ``"always"`` policy (``"exit"``), it went down with a sibling under
+``one_for_all``/``rest_for_one`` (``"group"``), it reached a
+:class:`~spoc.workers.Recycle` limit (``"recycle"``), or an operator asked
+(``"manual"``). Only the first four count toward the restart intensity."""
+RESTART_REASONS: tuple[RestartReason, ...] = ("crash", "hang", "exit", "group", "recycle", "manual")
+
 
 @dataclass(frozen=True)
 class WorkerEvent:
@@ -26,9 +44,14 @@ class WorkerEvent:
 
     Attributes:
         kind: ``"state"`` (a state change, processes included), ``"restart"``
-            (a restart was scheduled, after ``delay`` seconds), ``"hung"`` (no
-            heartbeat within ``heartbeat_timeout``) or ``"gave_up"`` (the
-            restart intensity was exceeded; the server stops everything).
+            (a restart was scheduled, after ``delay`` seconds, for ``reason``),
+            ``"hung"`` (no heartbeat within ``heartbeat_timeout``),
+            ``"recycled"`` (a :class:`~spoc.workers.Recycle` limit was reached:
+            the worker is stopped gracefully and restarted at once),
+            ``"stop"`` (stopped on an operator's request, through
+            :meth:`Server.stop_worker <spoc.workers.Server.stop_worker>`) or
+            ``"gave_up"`` (the restart intensity was exceeded; the server
+            stops everything).
         server: the server's name.
         worker: the worker's name.
         state: the worker's new state (``"state"`` events) or current state.
@@ -38,6 +61,8 @@ class WorkerEvent:
         signal: the name of the signal that killed a process worker (``"SIGKILL"``).
         restarts: how many times the server has restarted this worker.
         delay: seconds until the scheduled restart (``"restart"`` events).
+        reason: why (see :data:`RestartReason`): ``"restart"`` events, and
+            ``"recycle"``/``"manual"`` for ``"recycled"``/``"stop"`` events.
         message: a one-line description, the same as the log line.
         time: ``time.time()`` when it happened.
     """
@@ -52,6 +77,7 @@ class WorkerEvent:
     signal: str | None = None
     restarts: int = 0
     delay: float | None = None
+    reason: str | None = None
     message: str = ""
     time: float = field(default_factory=time.time)
 

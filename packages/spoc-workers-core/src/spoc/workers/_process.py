@@ -33,7 +33,7 @@ from ._stop import StopToken
 from ._supervision import HUNG_KILL_AFTER, Supervision
 from ._worker import DEFAULT_STOP_TIMEOUT, AbstractWorker
 
-__all__ = ["START_METHOD_ENV", "ProcessWorker", "describe_exitcode", "signal_name"]
+__all__ = ["START_METHOD_ENV", "ProcessWorker", "describe_exitcode", "resident_bytes", "signal_name"]
 
 logger = logging.getLogger("spoc.workers.worker")
 
@@ -401,6 +401,10 @@ class _ProcessSupervision(Supervision):
 
     _worker: ProcessWorker
     start_first = True
+    measures_memory = True
+
+    def rss_bytes(self) -> int | None:
+        return resident_bytes(self._worker.pid) if self._worker.is_alive() else None
 
     def waitables(self) -> list[Any]:
         return self._worker._waitables()
@@ -465,6 +469,20 @@ def _pid_running(pid: int | None) -> bool:
             return True
         return True
     return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+
+
+_PAGE_SIZE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+
+
+def resident_bytes(pid: int | None) -> int | None:
+    """The resident set size of process ``pid`` in bytes (``/proc/PID/statm``); None when unreadable."""
+    if pid is None:
+        return None
+    try:
+        fields = Path(f"/proc/{pid}/statm").read_text().split()
+        return int(fields[1]) * _PAGE_SIZE
+    except (OSError, IndexError, ValueError):
+        return None
 
 
 def signal_name(exitcode: int | None) -> str | None:

@@ -9,19 +9,23 @@ import time
 from collections.abc import Callable
 from multiprocessing.connection import wait
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._backoff import Backoff
 from ._checks import check_count, check_number
 from ._events import RESTART_POLICIES, STRATEGIES, EventListener, RestartPolicy, Strategy, WorkerEvent
 from ._process import wait_for_change
+from ._recycle import Recycle, RecycleWatch
 from ._signals import SignalHandlers, WakeupPipe
 from ._stacks import all_stacks
 from ._state import TERMINAL_STATES, WorkerState
-from ._supervisor import Supervised, Supervisor, outcome_of
+from ._supervisor import Control, Supervised, Supervisor, outcome_of
 from ._worker import AbstractWorker, check_initialised
 
-__all__ = ["Server"]
+if TYPE_CHECKING:  # the HTTP endpoint is imported only when it is asked for
+    from ._http import HttpEndpoint
+
+__all__ = ["HTTP_ENV", "HTTP_EXTRA_MISSING", "HTTP_TOKEN_ENV", "Server"]
 
 logger = logging.getLogger("spoc.workers.server")
 
@@ -30,6 +34,17 @@ TERMINATE_GRACE = 0.5  # after terminate(), before kill()
 KILL_GRACE = 0.4  # after kill(), for the kernel to reap
 POLL = 0.05  # the longest wait when a worker offers nothing to wait on
 LEAVING_GRACE = 1.0  # how long a worker that reported its end may take to leave its thread or process
+LIVENESS_TIMEOUT = 1.0  # how long the supervisor thread may take to answer a liveness ping
+
+HTTP_ENV = "SPOC_WORKERS_HTTP"
+"""Environment variable the ``spoc-workers`` command reads its ``--http`` address from."""
+HTTP_TOKEN_ENV = "SPOC_WORKERS_HTTP_TOKEN"
+"""Environment variable the ``spoc-workers`` command reads its ``--http-token`` from."""
+HTTP_EXTRA_MISSING = (
+    "the HTTP endpoint needs prometheus_client, which is not installed: install the http extra, "
+    "pip install 'spoc-workers-core[http]' (from a checkout: './packages/spoc-workers-core[http]'), "
+    "or pip install prometheus_client"
+)
 
 
 class Server:
@@ -53,6 +68,17 @@ class Server:
         stable_after: seconds a worker must have been running for its
             backoff to start over at its first delay.
         on_event: a listener for every :class:`WorkerEvent` (see :meth:`add_listener`).
+        http: serve the HTTP endpoint on this address (``"127.0.0.1:9000"``,
+            ``"[::1]:9000"``, ``"0.0.0.0:9000"``, a bare port for loopback,
+            or a ``(host, port)`` pair; port 0 picks a free one, see
+            :attr:`http_address`): health and readiness probes, ``status()``
+            as JSON, Prometheus metrics and a status page, from
+            :meth:`start` until the server has been stopped and joined. It
+            needs the ``http`` extra (prometheus_client). See the
+            "Operating spoc-workers" page of the documentation.
+        http_token: enables the endpoint's remote control (``POST
+            /workers/NAME/restart`` and ``/stop``), which then requires it as
+            a Bearer token. Without one there is no remote control.
 
     Constructing a server touches no signal handler and no global state;
     several servers in one process do not interfere. :meth:`run_forever`
@@ -71,6 +97,8 @@ class Server:
         backoff: Backoff | None = None,
         stable_after: float = 10.0,
         on_event: EventListener | None = None,
+        http: str | tuple[str, int] | None = None,
+        http_token: str | None = None,
     ) -> None:
         if not isinstance(name, str):
             raise TypeError(f"Server name must be a str, got {type(name).__name__} {name!r}")
@@ -105,6 +133,46 @@ class Server:
             backoff=backoff or Backoff(),
             stable_after=float(stable_after),
         )
+        self._http_address: tuple[str, int] | None = None
+        self._http_token: str | None = None
+        self._http: HttpEndpoint | None = None
+        if http is not None or http_token is not None:
+            self.set_http(http, token=http_token)
+
+    # -- the HTTP endpoint ----------------------------------------------------
+
+    def set_http(self, address: str | tuple[str, int] | None, *, token: str | None = None) -> None:
+        """Serve the HTTP endpoint on ``address`` from the next :meth:`start` (None: no endpoint).
+
+        See the ``http`` and ``http_token`` arguments of the class.
+
+        Raises:
+            ImportError: prometheus_client is not installed (the ``http`` extra).
+            ValueError: a malformed address or token, or a token without an address.
+            RuntimeError: the server is running.
+        """
+        owner = f"server {self.name!r}"
+        if self._running:
+            raise RuntimeError(f"{owner}: set_http() must be called before start()")
+        if address is None:
+            if token is not None:
+                raise ValueError(f"{owner}: http_token needs an http address to serve on")
+            self._http_address = self._http_token = None
+            return
+        try:
+            from ._http import check_token, parse_address  # noqa: PLC0415 (only when asked for)
+        except ModuleNotFoundError as exc:
+            if (exc.name or "").partition(".")[0] != "prometheus_client":
+                raise
+            raise ImportError(f"{owner}: {HTTP_EXTRA_MISSING}") from None
+        self._http_address = parse_address(owner, address)
+        self._http_token = None if token is None else check_token(owner, token)
+
+    @property
+    def http_address(self) -> tuple[str, int] | None:
+        """The ``(host, port)`` the HTTP endpoint is bound to while it serves (port 0 resolved); else None."""
+        endpoint = self._http
+        return None if endpoint is None else endpoint.address
 
     # -- membership -----------------------------------------------------------
 
@@ -125,6 +193,7 @@ class Server:
         *,
         restart: RestartPolicy | None = None,
         heartbeat_timeout: float | None = None,
+        recycle: Recycle | None = None,
     ) -> AbstractWorker:
         """Add ``worker``; if the server is running, start it at once.
 
@@ -135,6 +204,9 @@ class Server:
             heartbeat_timeout: seconds of silence after which the worker is
                 declared hung (see :meth:`AbstractWorker.heartbeat`); default:
                 the class's ``heartbeat_timeout`` (None: not watched).
+            recycle: replace the worker's run with a fresh one when it reaches
+                an age, a memory size or a number of jobs (see
+                :class:`Recycle`); default: never.
 
         Returns:
             the worker, for chaining.
@@ -142,8 +214,10 @@ class Server:
         Raises:
             TypeError: ``worker`` is not a worker.
             ValueError: a worker of that name is already here, this worker
-                was already added to this or another server, or a bad
-                ``restart``/``heartbeat_timeout``.
+                was already added to this or another server, a bad
+                ``restart``/``heartbeat_timeout``, or a ``recycle`` limit the
+                worker cannot be measured by (``rss_mb`` for a thread worker,
+                ``jobs`` for a worker that does not count jobs).
         """
         if not isinstance(worker, AbstractWorker):
             raise TypeError(
@@ -162,6 +236,7 @@ class Server:
             check_number(
                 f"server {self.name!r}: worker {worker.name!r}", "heartbeat_timeout", timeout, strict=True
             )
+        watch = None if recycle is None else self._recycle_watch(worker, recycle)
         with self._lock:
             owner = worker.supervision.owner
             if owner is self:
@@ -174,7 +249,7 @@ class Server:
             if any(r.worker.name == worker.name for r in self._records):
                 raise ValueError(f"server {self.name!r}: a worker named {worker.name!r} was already added")
             worker.supervision.attach(self, on_state=self._state_changed, on_exit=self._worker_exited)
-            record = Supervised(worker, policy, None if timeout is None else float(timeout))
+            record = Supervised(worker, policy, None if timeout is None else float(timeout), recycle=watch)
             record.handled_run = worker.supervision.run
             self._records.append(record)
             start_now = self._running and not self._stop_requested
@@ -182,6 +257,22 @@ class Server:
             worker.start()
             self._supervisor.ensure_running()
         return worker
+
+    def _recycle_watch(self, worker: AbstractWorker, recycle: Recycle) -> RecycleWatch:
+        owner = f"server {self.name!r}: worker {worker.name!r}"
+        if not isinstance(recycle, Recycle):
+            raise TypeError(f"{owner}: recycle must be a Recycle, got {type(recycle).__name__}")
+        if recycle.rss_mb is not None and not worker.supervision.measures_memory:
+            raise ValueError(
+                f"{owner}: Recycle(rss_mb=...) needs a process worker: a {worker.kind} worker shares "
+                "its memory with the whole process, so its own cannot be measured; use seconds or jobs"
+            )
+        if recycle.jobs is not None and worker.supervision.jobs_done() is None:
+            raise ValueError(
+                f"{owner}: Recycle(jobs=...) needs a worker that counts its jobs "
+                f"({type(worker).__name__}.jobs_done() returns None; job processors count them)"
+            )
+        return RecycleWatch(recycle)
 
     def add_listener(self, listener: EventListener) -> Callable[[], None]:
         """Call ``listener`` with every :class:`WorkerEvent` of this server.
@@ -210,15 +301,22 @@ class Server:
 
         Process workers start first, so that under ``fork`` they are forked
         before any thread of this server exists. If one fails to start, those
-        already started are stopped and the error is raised.
+        already started are stopped and the error is raised. The HTTP endpoint,
+        when configured, is bound first and serves once the workers are started.
+
+        Raises:
+            HttpBindError: the HTTP endpoint cannot be bound (nothing was started).
         """
         with self._lock:
             self._running = True
             self._stop_requested = False
             self._supervisor.reset()
             records = sorted(self._records, key=lambda r: not r.worker.supervision.start_first)
+            for record in records:
+                record.held = False
         started: list[AbstractWorker] = []
         try:
+            self._open_http()  # bound before any worker starts: a taken port fails at once
             for record in records:
                 worker = record.worker
                 if worker.state is WorkerState.NEW or worker.state in TERMINAL_STATES:
@@ -228,11 +326,14 @@ class Server:
             for worker in reversed(started):
                 worker.stop()
             self._join(started, self.shutdown_timeout)
+            self._close_http()
             with self._lock:
                 self._running = False
             raise
         logger.info("server %r started %d worker(s)", self.name, len(started))
         self._supervisor.ensure_running()
+        if self._http is not None:
+            self._http.serve()  # its threads only now, after the first forks
 
     def stop(self) -> None:
         """Ask every worker to stop, in the reverse order of adding; returns at once.
@@ -259,6 +360,7 @@ class Server:
         still_alive = self._join(self.workers, timeout)
         if self._stop_requested:
             self._supervisor.join(1.0)
+            self._close_http()
         with self._lock:
             if not any(w.is_alive() for w in self.workers):
                 self._running = False
@@ -322,11 +424,17 @@ class Server:
         """A JSON-serialisable snapshot: one entry per worker, in the order added.
 
         Each entry has ``name``, ``kind`` (``"thread"``/``"process"``),
-        ``state``, ``pid``, ``restart`` (the policy), ``restarts``,
-        ``last_error``, ``uptime`` (seconds since it started running; None
-        when not running), ``last_heartbeat`` (seconds since its last sign of
-        life; 0 while it waits in the framework; None when not running) and
-        ``exitcode``.
+        ``state``, ``pid``, ``restart`` (the policy), ``restarts`` (every
+        restart the server made), ``restart_reasons`` (those restarts by
+        reason, see :data:`~spoc.workers.RestartReason`: only the reasons
+        that happened), ``restart_in`` (seconds until a scheduled restart,
+        else None), ``held`` (stopped through :meth:`stop_worker`, not
+        restarted until :meth:`restart_worker`), ``last_error``, ``uptime``
+        (seconds since it started running; None when not running),
+        ``last_heartbeat`` (seconds since its last sign of life; 0 while it
+        waits in the framework; None when not running), ``rss_bytes`` (the
+        resident memory of a process worker's child while it is alive, else
+        None) and ``exitcode``.
         """
         now = time.monotonic()
         entries = []
@@ -334,6 +442,7 @@ class Server:
             worker = record.worker
             state = worker.state
             running = state is WorkerState.RUNNING and record.running_since is not None
+            restart_at = record.restart_at
             entries.append(
                 {
                     "name": worker.name,
@@ -342,15 +451,107 @@ class Server:
                     "pid": worker.pid,
                     "restart": record.restart,
                     "restarts": record.restarts,
+                    "restart_reasons": dict(record.reasons),
+                    "restart_in": None if restart_at is None else round(max(0.0, restart_at - now), 3),
+                    "held": record.held,
                     "last_error": record.last_error,
                     "uptime": round(now - record.running_since, 3)
                     if running and record.running_since is not None
                     else None,
                     "last_heartbeat": round(worker.supervision.silent_for(now), 3) if running else None,
+                    "rss_bytes": worker.supervision.rss_bytes(),
                     "exitcode": worker.exitcode,
                 }
             )
         return entries
+
+    def liveness(self, timeout: float = LIVENESS_TIMEOUT) -> dict[str, Any]:
+        """Whether this server's supervision is alive and responsive (the ``/healthz`` probe).
+
+        Responsive means: the supervisor thread, woken through its self-pipe,
+        begins a new look at the workers within ``timeout`` seconds. When no
+        supervisor thread is needed (every worker has ended for good, or the
+        server is stopping or not started) the server is alive too. It is
+        not alive when the supervisor thread failed, or did not answer in
+        time. Worker crashes, restarts and outages of whatever the workers
+        talk to never make it fail: restarting the process would not help.
+
+        Returns:
+            ``{"alive": bool, "detail": str}``, and ``"answered_in"`` (seconds) when pinged.
+        """
+        supervisor = self._supervisor
+        if supervisor.active and supervisor.failed is None:
+            answered = supervisor.ping(timeout)
+            if answered is not None:
+                return {"alive": True, "detail": "the supervisor answered", "answered_in": round(answered, 6)}
+            if supervisor.active and supervisor.failed is None:
+                return {"alive": False, "detail": f"the supervisor did not answer within {timeout:g}s"}
+        if supervisor.failed is not None:  # (it may also have left meanwhile: then see below)
+            return {"alive": False, "detail": f"the supervisor thread failed: {supervisor.failed!r}"}
+        if self._stop_requested:
+            return {"alive": True, "detail": "stopping"}
+        if not self._running:
+            return {"alive": True, "detail": "not started"}
+        return {"alive": True, "detail": "nothing to supervise: every worker has ended for good"}
+
+    def readiness(self) -> dict[str, Any]:
+        """Whether every worker that should run is RUNNING (the ``/readyz`` probe).
+
+        A worker should run unless it ended cleanly for good (nothing will
+        restart it) or was stopped through :meth:`stop_worker`. A server that
+        is not started, or stopping, is not ready.
+
+        Returns:
+            ``{"ready": bool, "not_running": [{"name", "state", "restart_in"}...]}``,
+            and ``"reason"`` when the whole server is not ready.
+        """
+        if not self._running or self._stop_requested:
+            reason = "stopping" if self._stop_requested else "not started"
+            return {"ready": False, "reason": reason, "not_running": []}
+        missing = [
+            {"name": entry["name"], "state": entry["state"], "restart_in": entry["restart_in"]}
+            for entry in self.status()
+            if entry["state"] != WorkerState.RUNNING.value
+            and not entry["held"]
+            and not (entry["state"] == WorkerState.STOPPED.value and entry["restart_in"] is None)
+        ]
+        return {"ready": not missing, "not_running": missing}
+
+    def restart_worker(self, name: str) -> None:
+        """Stop the worker ``name`` gracefully and start it again; returns at once.
+
+        It is an operator's restart: a ``"restart"`` event with reason
+        ``"manual"``, never counted toward the restart intensity, and only
+        this worker, whatever the strategy. A worker held by
+        :meth:`stop_worker`, or ended for good, is started again.
+
+        Raises:
+            KeyError: no worker of that name.
+            RuntimeError: the server is not running, or stopping.
+        """
+        self._control(name, "restart")
+
+    def stop_worker(self, name: str) -> None:
+        """Stop the worker ``name`` gracefully, for good: its policy does not restart it; returns at once.
+
+        It stays stopped (``held`` in :meth:`status`, not counted by
+        :meth:`readiness`, and the server keeps running) until
+        :meth:`restart_worker` or the next :meth:`start`.
+
+        Raises:
+            KeyError: no worker of that name.
+            RuntimeError: the server is not running, or stopping.
+        """
+        self._control(name, "stop")
+
+    def _control(self, name: str, action: Control) -> None:
+        record = next((r for r in self._snapshot() if r.worker.name == name), None)
+        if record is None:
+            raise KeyError(f"server {self.name!r} has no worker named {name!r}")
+        if not self._running or self._stop_requested:
+            state = "stopping" if self._stop_requested else "not running"
+            raise RuntimeError(f"server {self.name!r} is {state}: cannot {action} worker {name!r}")
+        self._supervisor.request(record, action)
 
     def __enter__(self) -> Server:
         return self
@@ -393,10 +594,29 @@ class Server:
         self._supervisor.poke()
         self._wakeup.wake()
 
+    def _open_http(self) -> None:
+        """Bind the HTTP endpoint, when one is configured and not bound yet."""
+        if self._http_address is None or self._http is not None:
+            return
+        from ._http import HttpEndpoint  # noqa: PLC0415 (only when asked for)
+
+        self._http = HttpEndpoint(self, self._http_address, self._http_token)
+
+    def _close_http(self) -> None:
+        """Stop serving and release every socket and thread of the endpoint."""
+        endpoint, self._http = self._http, None
+        if endpoint is not None:
+            endpoint.close()
+
     def _state_changed(self, worker: AbstractWorker, old: WorkerState, new: WorkerState) -> None:
         record = self._record_of(worker)
         if record is not None and new is WorkerState.RUNNING:
-            record.running_since = time.monotonic()
+            now = time.monotonic()
+            record.running_since = now
+            watch = record.recycle
+            if watch is not None:
+                jobs = worker.supervision.jobs_done() if watch.recycle.jobs is not None else None
+                watch.begin(worker.supervision.run, now, jobs)
         outcome: dict[str, Any] = outcome_of(worker) if new in TERMINAL_STATES else {}
         detail = ""
         if outcome.get("signal"):
@@ -414,6 +634,8 @@ class Server:
                 "spoc_kind": worker.kind,
                 "spoc_state": new.value,
                 "spoc_previous": old.value,
+                "spoc_pid": worker.pid,
+                "spoc_restarts": record.restarts if record is not None else 0,
             },
         )
         self._emit(

@@ -39,6 +39,9 @@ class Supervision:
     """Start this worker before thread workers (under ``fork`` a child is a copy of
     this process: best made before the supervisor's threads exist)."""
 
+    measures_memory = False
+    """Whether :meth:`rss_bytes` can tell the worker's own resident memory (a process's)."""
+
     def __init__(self, worker: AbstractWorker) -> None:
         self._worker = worker
         self._owner: object | None = None
@@ -85,6 +88,15 @@ class Supervision:
         Empty for a thread worker: it tells its listeners itself.
         """
         return []
+
+    def rss_bytes(self) -> int | None:
+        """The resident memory of the worker's own process, in bytes; None when it has none of its own
+        (a thread) or it is not alive."""
+        return None
+
+    def jobs_done(self) -> int | None:
+        """The jobs the worker has finished over all its runs (see :meth:`AbstractWorker.jobs_done`)."""
+        return self._worker.jobs_done()
 
     def stack(self) -> str | None:
         """The worker's current stack, when it can be read from here (a thread); else None."""

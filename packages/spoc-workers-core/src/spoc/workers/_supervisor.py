@@ -22,20 +22,28 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
 from ._backoff import Backoff
 from ._errors import WorkerHungError
-from ._events import RestartPolicy, Strategy, WorkerEvent
+from ._events import RestartPolicy, RestartReason, Strategy, WorkerEvent
 from ._process import signal_name, wait_for_change
+from ._recycle import RecycleWatch
 from ._signals import WakeupPipe
 from ._state import TERMINAL_STATES, WorkerState
 from ._worker import AbstractWorker
 
-__all__ = ["Supervised", "Supervisor", "outcome_of"]
+__all__ = ["Control", "Supervised", "Supervisor", "outcome_of"]
 
 logger = logging.getLogger("spoc.workers.server")
+
+LEAVING_POLL = 0.005
+"""Seconds between looks at a worker that has ended but not yet left its thread or process,
+while its restart is due (its leaving wakes nobody for sure)."""
+
+Control = Literal["restart", "stop"]
+"""What an operator may ask of one worker (:meth:`Supervisor.request`)."""
 
 
 @dataclass(eq=False)
@@ -56,14 +64,19 @@ class Supervised:
     declared_hung: bool = False  # until its restart: the end is a crash, though its thread was told to stop
     kill_at: float | None = None
     last_error: str | None = None
+    restart_reason: RestartReason | None = None  # why the scheduled restart happens
+    reasons: dict[str, int] = field(default_factory=dict)  # restarts so far, by reason
+    recycle: RecycleWatch | None = None
+    held: bool = False  # stopped on request: not restarted until asked
 
     def settled(self) -> bool:
-        """Ended, its end dealt with, and no restart pending."""
+        """Ended, its end dealt with, no restart pending, and not waiting for an operator."""
         worker = self.worker
         return (
             worker.state in TERMINAL_STATES
             and self.handled_run == worker.supervision.run
             and self.restart_at is None
+            and not self.held
         )
 
 
@@ -124,11 +137,15 @@ class Supervisor:
         self.stable_after = stable_after
         self.gave_up = False
         self.stopping = False
+        self.failed: BaseException | None = None  # what ended the monitor thread by surprise
         self._restart_times: deque[float] = deque()
         self._wakeup = WakeupPipe()
         self._thread: threading.Thread | None = None
         self._active = False  # a monitor thread runs and has not decided to leave
         self._lock = threading.Lock()
+        self._requests: deque[tuple[Supervised, Control]] = deque()
+        self._rounds = 0  # looks the monitor thread has begun
+        self._round_done = threading.Condition()
 
     # -- control (any thread) --------------------------------------------------
 
@@ -141,6 +158,35 @@ class Supervisor:
     def poke(self) -> None:
         """Make the monitor look again now (safe from a signal handler)."""
         self._wakeup.wake()
+
+    def request(self, record: Supervised, action: Control) -> None:
+        """Have the monitor thread restart or stop ``record``'s worker (an operator's request).
+
+        Neither counts toward the restart intensity; ``"stop"`` holds the
+        worker (no restart by its policy) until a ``"restart"``.
+        """
+        self._requests.append((record, action))
+        self.ensure_running()
+
+    def ping(self, timeout: float) -> float | None:
+        """Wake the monitor thread and wait until it begins a new look.
+
+        Returns:
+            the seconds it took, or None when no answer came within
+            ``timeout`` (or no monitor thread runs: see :attr:`active`).
+        """
+        begun = time.monotonic()
+        with self._round_done:
+            target = self._rounds + 1
+            self.poke()
+            answered = self._round_done.wait_for(lambda: self._rounds >= target, timeout)
+        return time.monotonic() - begun if answered else None
+
+    @property
+    def active(self) -> bool:
+        """Whether a monitor thread runs (it leaves when nothing can happen until a start)."""
+        with self._lock:
+            return self._active
 
     def ensure_running(self) -> None:
         """Start the monitor thread unless it runs."""
@@ -185,9 +231,10 @@ class Supervisor:
         with self._wakeup.held():
             try:
                 self._watch()
-            except Exception:  # a bug here must not go unnoticed
+            except Exception as exc:  # a bug here must not go unnoticed
                 with self._lock:
                     self._active = False
+                    self.failed = exc
                 logger.exception("%s: the supervisor failed", self.label)
                 raise
 
@@ -204,9 +251,11 @@ class Supervisor:
         for record in records:
             self._check_end(record, now)
         if self.stopping:  # re-read: another thread may have set it meanwhile
+            self._requests.clear()
             return None
+        self._apply_requests(now)
         self._start_due(records, now)
-        return self._check_liveness(records, now)
+        return _sooner(self._check_liveness(records, now), self._check_recycles(records, now))
 
     def worker_waitables(self) -> list[Any]:
         """What to wait on to see a worker change (process workers' pipes and sentinels)."""
@@ -217,6 +266,9 @@ class Supervisor:
 
     def _watch(self) -> None:
         while True:
+            with self._round_done:
+                self._rounds += 1
+                self._round_done.notify_all()
             deadline = self.look()
             if self.stopping:
                 if self._may_leave(self._records()):
@@ -252,8 +304,15 @@ class Supervisor:
             record.last_error = _describe(outcome)
         if self.stopping or record.stop_intended or self.stopped_on_purpose(record):
             return
-        if not _should_restart(record.restart, state):
+        if record.held or not _should_restart(record.restart, state):
             return
+        reason: RestartReason = (
+            "hang"
+            if isinstance(worker.exception, WorkerHungError)
+            else "crash"
+            if state is WorkerState.FAILED
+            else "exit"
+        )
         if record.running_since is not None and now - record.running_since >= self.stable_after:
             record.attempt = 0  # it was stable: the backoff starts over
         self._restart_times.append(now)
@@ -268,26 +327,134 @@ class Supervisor:
             if member is not record and member.worker.state not in TERMINAL_STATES:
                 member.stop_intended = True
                 member.worker.stop()
-            if member is not record and member.restart == "never":
+            if member is not record and (member.restart == "never" or member.held):
                 continue  # OTP: a temporary worker goes down with its group, for good
-            member.restart_at = now + delay
-            member.restart_delay = delay
-            message = f"worker {member.worker.name!r} restarts in {delay:.3f}s" + (
-                f" ({_describe(outcome)})" if member is record else f" with {worker.name!r}"
+            self._schedule(
+                member,
+                now,
+                delay,
+                reason=reason if member is record else "group",
+                why=f"({_describe(outcome)})" if member is record else f"with {worker.name!r}",
+                outcome=outcome if member is record else None,
             )
-            logger.info("%s: %s", self.label, message)
-            self._emit(
-                WorkerEvent(
-                    kind="restart",
-                    server=self.server_name,
-                    worker=member.worker.name,
-                    state=member.worker.state,
-                    restarts=member.restarts,
-                    delay=delay,
-                    message=message,
-                    **(outcome if member is record else {}),
+
+    def _schedule(
+        self,
+        record: Supervised,
+        now: float,
+        delay: float,
+        *,
+        reason: RestartReason,
+        why: str,
+        outcome: dict[str, Any] | None = None,
+        level: int = logging.INFO,
+    ) -> None:
+        """Restart ``record``'s worker ``delay`` seconds after ``now`` (once it has ended), and say so."""
+        record.restart_at = now + delay
+        record.restart_delay = delay
+        record.restart_reason = reason
+        message = f"worker {record.worker.name!r} restarts in {delay:.3f}s {why}"
+        logger.log(
+            level,
+            "%s: %s",
+            self.label,
+            message,
+            extra={
+                "spoc_server": self.server_name,
+                "spoc_worker": record.worker.name,
+                "spoc_reason": reason,
+                "spoc_restarts": record.restarts,
+                "spoc_delay": round(delay, 3),
+            },
+        )
+        self._emit(
+            WorkerEvent(
+                kind="restart",
+                server=self.server_name,
+                worker=record.worker.name,
+                state=record.worker.state,
+                restarts=record.restarts,
+                delay=delay,
+                reason=reason,
+                message=message,
+                **(outcome or {}),
+            )
+        )
+
+    def _apply_requests(self, now: float) -> None:
+        """Carry out the operators' requests (see :meth:`request`), oldest first."""
+        while self._requests:
+            record, action = self._requests.popleft()
+            worker = record.worker
+            running = worker.state not in TERMINAL_STATES
+            if running:
+                record.stop_intended = True
+            # The record is set before the stop: whoever sees the worker stopped sees why.
+            # An operator's act: logged at WARNING, shown at the default levels.
+            if action == "restart":
+                record.held = False
+                self._schedule(record, now, 0.0, reason="manual", why="(on request)", level=logging.WARNING)
+            else:
+                record.held = True
+                record.restart_at = None
+                record.restart_reason = None
+            if running:
+                worker.stop()
+            if action == "stop":
+                message = f"worker {worker.name!r} stopped on request; it is not restarted until asked"
+                logger.warning(
+                    "%s: %s",
+                    self.label,
+                    message,
+                    extra={
+                        "spoc_server": self.server_name,
+                        "spoc_worker": worker.name,
+                        "spoc_reason": "manual",
+                    },
                 )
-            )
+                self._emit(self._event("stop", record, None, message, reason="manual"))
+
+    def _recycle(self, record: Supervised, why: str, now: float) -> None:
+        """Stop the worker gracefully and start it again at once: a ``"recycled"`` event."""
+        worker = record.worker
+        message = f"worker {worker.name!r} is recycled: {why}"
+        logger.info(
+            "%s: %s",
+            self.label,
+            message,
+            extra={"spoc_server": self.server_name, "spoc_worker": worker.name, "spoc_reason": "recycle"},
+        )
+        self._emit(self._event("recycled", record, None, message, reason="recycle"))
+        record.stop_intended = True
+        self._schedule(record, now, 0.0, reason="recycle", why=f"(recycled: {why})")
+        worker.stop()
+
+    def _check_recycles(self, records: list[Supervised], now: float) -> float | None:
+        """Recycle the runs that reached a limit; return the next moment worth a look."""
+        deadline: float | None = None
+        for record in records:
+            watch = record.recycle
+            worker = record.worker
+            if (
+                watch is None
+                or watch.recycled_run == watch.run
+                or watch.run != worker.supervision.run
+                or worker.state is not WorkerState.RUNNING
+            ):
+                continue
+            rss = jobs = None
+            if watch.poll_due(now):
+                if watch.rss_bytes is not None:
+                    rss = worker.supervision.rss_bytes()
+                if watch.jobs is not None:
+                    jobs = worker.supervision.jobs_done()
+            why = watch.due(now, rss, jobs)
+            if why is not None:
+                watch.recycled_run = watch.run
+                self._recycle(record, why, now)
+            else:
+                deadline = _sooner(deadline, watch.next_moment())
+        return deadline
 
     def _group(self, failed: Supervised) -> list[Supervised]:
         """The records stopped and restarted with ``failed``: itself and, per strategy,
@@ -316,6 +483,9 @@ class Supervisor:
             record.declared_hung = False
             record.running_since = None
             record.restarts += 1
+            reason = record.restart_reason or "crash"
+            record.reasons[reason] = record.reasons.get(reason, 0) + 1
+            record.restart_reason = None
             try:
                 record.worker.start()
             except Exception as exc:
@@ -336,8 +506,12 @@ class Supervisor:
 
         for record in records:
             worker = record.worker
-            if record.restart_at is not None:
-                sooner(record.restart_at)
+            # A restart due of a worker still running (a group restart, a recycle)
+            # waits for its end, which wakes us. Ended but not yet gone from its
+            # thread or process: look again soon.
+            if record.restart_at is not None and worker.state in TERMINAL_STATES:
+                alive = worker.is_alive()
+                sooner(max(record.restart_at, now + LEAVING_POLL) if alive else record.restart_at)
             if record.kill_at is not None:
                 if record.kill_at <= now and worker.is_alive():
                     logger.warning("%s: killing hung worker %r", self.label, worker.name)
@@ -394,7 +568,14 @@ class Supervisor:
         self._emit(self._event("gave_up", record, record.worker.exception, message))
         self._on_give_up()
 
-    def _event(self, kind: str, record: Supervised, exc: BaseException | None, message: str) -> WorkerEvent:
+    def _event(
+        self,
+        kind: str,
+        record: Supervised,
+        exc: BaseException | None,
+        message: str,
+        reason: RestartReason | None = None,
+    ) -> WorkerEvent:
         return WorkerEvent(
             kind=kind,
             server=self.server_name,
@@ -402,8 +583,18 @@ class Supervisor:
             state=record.worker.state,
             exception=exc,
             restarts=record.restarts,
+            reason=reason,
             message=message,
         )
+
+
+def _sooner(first: float | None, second: float | None) -> float | None:
+    """The earlier of two moments, either of which may be None (no moment)."""
+    if first is None:
+        return second
+    if second is None:
+        return first
+    return min(first, second)
 
 
 def _should_restart(policy: RestartPolicy, state: WorkerState) -> bool:

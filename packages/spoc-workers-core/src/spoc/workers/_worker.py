@@ -168,6 +168,21 @@ class AbstractWorker(ABC):
         """
         return None
 
+    def jobs_done(self) -> int | None:
+        """How many jobs this worker has finished, successfully or not, over all its runs.
+
+        None (the default) means it does not count jobs. Workers that process
+        jobs (the patterns' job processors) override it; a
+        :class:`~spoc.workers.Server` reads it for
+        :class:`Recycle(jobs=...) <spoc.workers.Recycle>`, taking the
+        difference since the run reached RUNNING, so the count must never
+        decrease. It is called in the parent process, from the server's
+        supervisor thread: a process worker must answer without asking its
+        child (keep the count in shared memory, such as a
+        ``multiprocessing.Value`` made in ``__init__``), and quickly.
+        """
+        return None
+
     # -- inside the worker ----------------------------------------------------
 
     @property
