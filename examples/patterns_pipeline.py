@@ -66,7 +66,7 @@ def main() -> int:
         # Run pipeline (until every item has passed)
         leftovers = list(pipeline.results())
 
-    stats = pipeline.stats()
+    stats = pipeline.stats
     for stage in stats.stages:
         counts = f"in={stage.items_in} out={stage.items_out} dropped={stage.dropped} failed={stage.failed}"
         print(f"stage {stage.name} ({stage.kind}): {counts}")

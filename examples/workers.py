@@ -375,7 +375,7 @@ def patterns() -> None:
         pipeline.start()
         pipeline.feed(range(10))
         pipeline.join()
-    stats = pipeline.stats()
+    stats = pipeline.stats
     say(f"  pipeline: accepted={stats.accepted} saved={stats.dropped} failed={stats.failed}")
     assert (stats.accepted, stats.dropped, stats.failed) == (10, 10, 0)
 

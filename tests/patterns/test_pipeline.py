@@ -34,7 +34,7 @@ JOIN = 20.0
 
 
 def check_conservation(pipeline: Pipeline) -> None:
-    stats = pipeline.stats()
+    stats = pipeline.stats
     assert stats.ended
     assert stats.accepted == stats.emitted + stats.failed + stats.dropped, stats
     assert stats.in_flight == 0 and stats.lost == 0, stats
@@ -56,7 +56,7 @@ def test_thread_process_thread_10000_items_each_exactly_once_within_the_bounds(s
         pipeline.feed(range(10_000))
         results = list(pipeline.results())
     assert sorted(results) == sorted(("r", (i + 1) ** 2) for i in range(10_000))
-    stats = pipeline.stats()
+    stats = pipeline.stats
     assert (stats.accepted, stats.emitted, stats.failed) == (10_000, 10_000, 0)
     assert [s.items_in for s in stats.stages] == [10_000] * 3
     assert [s.kind for s in stats.stages] == ["thread", "process", "thread"]
@@ -97,7 +97,7 @@ def test_stop_in_the_middle_drains_every_accepted_item(start_method: str) -> Non
             results.append(result)
             if len(results) == 2_000:
                 assert pipeline.stop(timeout=JOIN)  # drained without forcing
-    stats = pipeline.stats()
+    stats = pipeline.stats
     assert 2_000 <= stats.accepted < 10_000
     assert stats.failed == 0 and pipeline.dead_letters == []
     assert stats.accepted == stats.emitted == len(results)
@@ -175,7 +175,7 @@ def test_many_workers_per_stage_end_by_themselves(start_method: str) -> None:
     finally:
         pipeline.stop()
     assert sorted(results) == sorted(x for x in ((i + 1) ** 2 for i in range(120)) if x % 2 == 0)
-    stats = pipeline.stats()
+    stats = pipeline.stats
     assert stats.dropped == 60 and stats.emitted == 60
     assert all(w.state is WorkerState.STOPPED for w in pipeline.workers)
     check_conservation(pipeline)
@@ -222,7 +222,7 @@ def test_past_its_budget_stop_turns_queued_items_into_dead_letters(start_method:
         results = list(pipeline.results())
     finally:
         pipeline.stop()
-    stats = pipeline.stats()
+    stats = pipeline.stats
     letters = pipeline.dead_letters
     assert stats.failed == len(letters) > 0
     assert all(isinstance(d.error, PipelineStoppedError) for d in letters)
@@ -245,7 +245,7 @@ def test_a_failed_stage_worker_stops_the_pipeline_without_losing_items(start_met
         assert pipeline.join(JOIN)
     finally:
         pipeline.stop()
-    stats = pipeline.stats()
+    stats = pipeline.stats
     assert stats.failed_workers == ("broken.FailingSetup",)
     assert stats.emitted == 0 and stats.accepted == accepted == stats.failed
     # Items queued for increment kept their value; those past it (queued for, or not passed on
@@ -303,7 +303,7 @@ def test_every_waiter_returns_promptly_once_a_stage_fails(
                 first: Any = pipeline.workers[0]
                 pt.wait_for(first.input_queue.full, JOIN)
             else:
-                pt.wait_for(lambda: pipeline.stats().emitted >= 5, JOIN)
+                pt.wait_for(lambda: pipeline.stats.emitted >= 5, JOIN)
         finally:
             gate.set()
 
@@ -341,7 +341,7 @@ def test_every_waiter_returns_promptly_once_a_stage_fails(
         assert isinstance(error, PipelineFailedError)
         assert (error.stages, error.workers) == (("Failing",), ("failing.Failing",))
         assert "stage 'Failing'" in str(error) and error.__cause__ is not None
-    stats = pipeline.stats()
+    stats = pipeline.stats
     assert stats.ended and stats.failed_workers == ("failing.Failing",)
     assert stats.accepted == stats.emitted + stats.failed + stats.dropped + stats.lost, stats
     assert (stats.emitted, stats.failed) == (len(results), len(pipeline.dead_letters))
@@ -382,7 +382,7 @@ def test_a_killed_process_stage_loses_at_most_the_item_it_held(start_method: str
                         victim.kill()  # SIGKILL, wherever the child is in its loop
         finally:
             pipeline.stop()
-        stats = pipeline.stats()
+        stats = pipeline.stats
         assert stats.failed_workers == ("killed.Square",)
         assert stats.lost <= 1, (run, stats)
         assert stats.accepted == stats.emitted + stats.failed + stats.dropped + stats.lost, (run, stats)
@@ -421,7 +421,7 @@ def test_the_guides_pattern_3_with_the_builder(monkeypatch: pytest.MonkeyPatch, 
     saved = sorted(line for line in printed.lines if line.startswith("Saved: "))
     expected = sorted(f"Saved: {{'id': {i}, 'raw_data': 'data-{i}', 'transformed': True}}" for i in range(10))
     assert saved == expected
-    assert pipeline.stats().dropped == 10
+    assert pipeline.stats.dropped == 10
     check_conservation(pipeline)
 
 
@@ -571,7 +571,7 @@ def test_feed_from_a_queue_until_stop_conserves_every_item(start_method: str) ->
         results += list(pipeline.results())
     finally:
         pipeline.stop()
-    stats = pipeline.stats()
+    stats = pipeline.stats
     # Every item the pipeline took came out; the rest are still in the source queue.
     assert stats.accepted == len(results) and stats.failed == 0 and stats.in_flight == 0
     left = []
@@ -585,3 +585,15 @@ def test_feed_from_refuses_what_is_no_queue() -> None:
     pipeline.add_stage(pt.increment)
     with pytest.raises(TypeError, match="cannot read"):
         pipeline.feed_from(42)
+
+
+def test_stats_called_as_a_method_still_works_with_a_deprecation_warning() -> None:
+    pipeline = Pipeline("old-spelling", maxsize=4)
+    pipeline.add_stage(abs)
+    with pipeline:
+        pipeline.start()
+        pipeline.feed([-1, -2])
+        assert sorted(pipeline.results()) == [1, 2]
+    with pytest.warns(DeprecationWarning, match=r"Pipeline\.stats\(\).*Pipeline\.stats"):
+        old = pipeline.stats()
+    assert old == pipeline.stats and old.emitted == 2

@@ -322,4 +322,4 @@ def test_a_pipeline_fed_from_a_stream_acknowledges_what_it_accepted(stream: Redi
     finally:
         assert pipeline.stop(10)
     assert sorted(results) == [i * 2 for i in range(100)]
-    assert stream.pending() == 0 and pipeline.stats().accepted == 100
+    assert stream.pending() == 0 and pipeline.stats.accepted == 100

@@ -13,7 +13,7 @@ Subclass one and override one method, as ``def`` or ``async def``:
 
 :class:`Pipeline` wires stage workers (thread and process stages mixed) with
 bounded queues of the right type. Statistics (``worker.stats``,
-``pipeline.stats()``) are frozen snapshots, correct in the parent for
+``pipeline.stats``) are frozen snapshots, correct in the parent for
 process workers too.
 
 A *job source* other than a queue (such as ``spoc-workers-redis``'s

@@ -68,6 +68,7 @@ from spoc.workers import (
     WorkerState,
     run_async_safely,
 )
+from spoc.workers._deprecation import renamed
 
 from ._queues import (
     QueueReader,
@@ -255,6 +256,11 @@ class PipelineStats:
     ended: bool
     failed_workers: tuple[str, ...]
     stages: tuple[StageStats, ...]
+
+    def __call__(self) -> PipelineStats:
+        """``pipeline.stats()``, the spelling before ``stats`` became a property: deprecated."""
+        renamed("Pipeline.stats()", "Pipeline.stats")
+        return self
 
 
 class _Hop(queue.Queue):  # type: ignore[type-arg]
@@ -1179,7 +1185,7 @@ class Pipeline:
         """Wait until every stage worker has ended (after :meth:`close`, or a failure), collecting results.
 
         After a stage worker failed, it returns (True) once the other workers
-        have stopped; it does not raise: see ``stats().failed_workers``.
+        have stopped; it does not raise: see ``stats.failed_workers``.
 
         Returns:
             True when the pipeline has ended.
@@ -1251,8 +1257,12 @@ class Pipeline:
         with self._lock:
             return list(self._dead_letters)
 
+    @property
     def stats(self) -> PipelineStats:
-        """A snapshot of the pipeline's and every stage's counters."""
+        """A snapshot of the pipeline's and every stage's counters.
+
+        ``pipeline.stats()`` (a method until now) still works, with a ``DeprecationWarning``.
+        """
         self._drain_dead_letters()
         stages = tuple(_stage_stats(s.name, s.kind, s.instances) for s in self._stages)
         with self._lock:
@@ -1608,7 +1618,7 @@ class Pipeline:
                     q.join_thread()
             self._finished = True
             self._close_latch()
-        lost = self.stats().lost
+        lost = self.stats.lost
         if lost:
             logger.error("pipeline %r: %d item(s) were lost with a killed process", self.name, lost)
 
