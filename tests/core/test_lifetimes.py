@@ -112,3 +112,20 @@ def test_ten_thousand_servers_one_after_another_under_ulimit_256(kind: str, cycl
     assert done.returncode == 0, done.stdout + done.stderr
     _, before, after = done.stdout.split()
     assert before == after, done.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("kind", "cycles"), [("thread", 10_000), ("process", PROCESS_CYCLES)], ids=["thread", "process"]
+)
+def test_ten_thousand_pipelines_one_after_another_under_ulimit_256(kind: str, cycles: int) -> None:
+    done = subprocess.run(
+        [sys.executable, str(SCRIPTS / "lifetimes.py"), "pipeline", kind, str(cycles), "256"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    _, before, after = done.stdout.split()
+    assert before == after, done.stdout

@@ -78,6 +78,8 @@ from ._queues import (
     check_shareable,
     is_process_queue,
     reader_for,
+    release_process_queue,
+    release_semaphores,
     writer_for,
 )
 from ._support import aemit, awaitable, check_number, emit, has_async, log_failure, new_counters
@@ -858,6 +860,7 @@ class Pipeline:
         self._put_lock = threading.Lock()
         self._server: Server | None = None
         self._hops: list[Any] = []
+        self._shared_counts: list[Any] = []  # multiprocessing.Value marker counts of process stages
         self._dead_letter_queue: Any = None
         self._dead_letters: list[DeadLetter] = []
         self._results: collections.deque[Any] = collections.deque()
@@ -1006,10 +1009,7 @@ class Pipeline:
                 self._stage_of.clear()
                 for stage in stages:
                     stage.instances.clear()
-                for q in [*self._hops, self._dead_letter_queue]:
-                    if is_process_queue(q):
-                        q.close()
-                        q.join_thread()
+                self._release_shared()
                 self._close_latch()
                 raise
             self._started = True
@@ -1017,11 +1017,21 @@ class Pipeline:
         for items, close, is_source in pending:
             self._start_feeder(items, close, is_source)
 
+    def _release_shared(self) -> None:
+        """Close this process's ends of the multiprocessing queues and release their semaphores
+        (and those of the stages' marker counts) now: nothing is left for the garbage collector."""
+        for q in [*self._hops, self._dead_letter_queue]:
+            if is_process_queue(q):
+                release_process_queue(q)
+        release_semaphores(*(count.get_lock() for count in self._shared_counts))
+
     def _build_stage(self, index: int, stage: _Stage, context: Any, method: str, server: Server) -> None:
         stages = self._stages
         upstream = 1 if index == 0 else stages[index - 1].workers
         total = upstream + stage.workers - 1  # end markers this stage will take (see the module notes)
         markers: Any = context.Value("i", total) if stage.kind == "process" else _LocalCount(total)
+        if stage.kind == "process":
+            self._shared_counts.append(markers)
         link = _StageLink(
             stage=stage.name,
             next_stage=stages[index + 1].name if index + 1 < len(stages) else "results",
@@ -1612,10 +1622,7 @@ class Pipeline:
                     else:
                         self._queued_dead_letter(index, item)
             self._collect_last_dead_letters()
-            for q in [*self._hops, self._dead_letter_queue]:
-                if is_process_queue(q):
-                    q.close()
-                    q.join_thread()
+            self._release_shared()
             self._finished = True
             self._close_latch()
         lost = self.stats.lost

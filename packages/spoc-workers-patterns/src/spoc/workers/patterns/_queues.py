@@ -83,6 +83,38 @@ def is_process_queue(q: object) -> bool:
     return isinstance(q, multiprocessing.queues.Queue)
 
 
+def release_process_queue(q: Any) -> None:
+    """Release, now, what a :mod:`multiprocessing` queue holds in this process.
+
+    Its feeder thread is joined, both ends of its pipe are closed (``close()``
+    alone leaves the reader open, and the writer too when no feeder ever
+    ran), and its semaphores are released at once (see :func:`release_semaphores`).
+    For a queue nobody in this process uses any more.
+    """
+    q.close()
+    q.join_thread()
+    for connection in (q._reader, q._writer):
+        connection.close()
+    release_semaphores(q._rlock, q._wlock, q._sem)
+
+
+def release_semaphores(*objects: Any) -> None:
+    """Run, now, the clean-up multiprocessing would run when these semaphores are collected.
+
+    Under ``spawn`` and ``forkserver`` a semaphore's clean-up tells the
+    resource tracker; run by the garbage collector in the middle of another
+    call into the tracker, it fails (gh-109629: ``ReentrantCallError`` on
+    3.11+) or deadlocks (3.10). Run here, in plain code, it cannot; the
+    semaphores stay usable, and nothing is left for the collector to do.
+    """
+    wanted = {id(obj) for obj in objects if obj is not None}
+    for finalizer in list(multiprocessing.util._finalizer_registry.values()):  # type: ignore[attr-defined]
+        ref = getattr(finalizer, "_weakref", None)  # None: not tied to an object, or already run
+        target = ref() if ref is not None else None
+        if target is not None and id(target) in wanted:
+            finalizer()
+
+
 def describe_queue(q: object) -> str:
     """The queue's type as a reader would write it, e.g. ``queue.Queue``."""
     cls = type(q)
