@@ -355,6 +355,33 @@ def test_every_waiter_returns_promptly_once_a_stage_fails(
         assert any(isinstance(d.error, SystemExit) for d in pipeline.dead_letters)
 
 
+def test_results_waiting_on_a_process_stages_queue_end_when_another_stage_fails(start_method: str) -> None:
+    """Failing (a thread, setup raises) -> Square (a process): results() waits on a multiprocessing
+    queue, which nothing will fill; it raises PipelineFailedError within PROMPT seconds."""
+    context = multiprocessing.get_context(start_method)
+    gate, failed_at = context.Event(), context.Value("d", 0.0)
+    pipeline = Pipeline("last-is-process", maxsize=4)
+    pipeline.add_stage(pt.FailingThreadStage, name="Failing", how="setup", gate=gate, failed_at=failed_at)
+    pipeline.add_stage(pt.Square)
+    pipeline.start()
+    try:
+        pt.wait_for(lambda: pipeline.workers[1].state is WorkerState.RUNNING, JOIN)
+        pipeline.put(3)
+        timer = threading.Timer(0.2, gate.set)  # results() below is waiting by then, or soon after
+        timer.start()
+        with pytest.raises(PipelineFailedError, match="stage 'Failing'"):
+            list(pipeline.results())
+        returned = time.monotonic()
+        timer.join(JOIN)
+    finally:
+        gate.set()
+        pipeline.stop()
+    assert 0 < returned - failed_at.value < PROMPT
+    stats = pipeline.stats()
+    assert (stats.accepted, stats.emitted, stats.failed, stats.lost) == (1, 0, 1, 0), stats
+    assert [(d.stage, d.item) for d in pipeline.dead_letters] == [("Failing", 3)]
+
+
 def test_a_killed_process_stage_loses_at_most_the_item_it_held(start_method: str) -> None:
     """SIGKILL the process stage of thread -> process -> thread mid-flow, 25 times.
 

@@ -1401,10 +1401,13 @@ class Pipeline:
                 item = final.get_nowait()
             elif isinstance(final, _Hop):
                 item = final.get_unless(wait, self._has_failed)
-            else:  # a multiprocessing queue: its pipe, or the latch a failure writes to
-                latch = self._latch  # None once a concurrent _finish() closed it
-                wait_for_handles([final._reader, *(latch[:1] if latch else ())], wait)
-                item = final.get_nowait()
+            else:  # a multiprocessing queue: wait on its pipe and on the latch a failure writes to
+                try:
+                    item = final.get_nowait()
+                except queue.Empty:
+                    latch = self._latch  # None once a concurrent _finish() closed it
+                    wait_for_handles([final._reader, *(latch[:1] if latch else ())], wait)
+                    item = final.get_nowait()
         except queue.Empty:
             return False, None
         except (OSError, ValueError, EOFError):  # closed by a concurrent _finish()
