@@ -377,7 +377,7 @@ def test_results_waiting_on_a_process_stages_queue_end_when_another_stage_fails(
         gate.set()
         pipeline.stop()
     assert 0 < returned - failed_at.value < PROMPT
-    stats = pipeline.stats()
+    stats = pipeline.stats
     assert (stats.accepted, stats.emitted, stats.failed, stats.lost) == (1, 0, 1, 0), stats
     assert [(d.stage, d.item) for d in pipeline.dead_letters] == [("Failing", 3)]
 
