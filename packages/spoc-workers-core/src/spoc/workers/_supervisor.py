@@ -64,6 +64,8 @@ class Supervised:
     declared_hung: bool = False  # until its restart: the end is a crash, though its thread was told to stop
     kill_at: float | None = None
     last_error: str | None = None
+    ended_state: WorkerState | None = None  # how the run dealt with last ended, read as it was dealt with
+    ended_exception: BaseException | None = None  # (a restart at once may already have begun a new run)
     restart_reason: RestartReason | None = None  # why the scheduled restart happens
     reasons: dict[str, int] = field(default_factory=dict)  # restarts so far, by reason
     recycle: RecycleWatch | None = None
@@ -287,6 +289,7 @@ class Supervisor:
         run = worker.supervision.run
         if state not in TERMINAL_STATES or record.handled_run == run:
             return
+        record.ended_state, record.ended_exception = state, worker.exception
         try:
             self._ended(record, state, now)
         finally:

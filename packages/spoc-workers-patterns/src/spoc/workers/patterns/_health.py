@@ -245,11 +245,12 @@ class _Watch:
         for record in self.current:
             worker, seen = record.worker, before[id(record)]
             restarted = worker.supervision.run != seen.run
-            if record.handled_run != seen.handled_run and not seen.on_purpose:  # a run's end was dealt with
-                # Restarted at once (no delay): what ended is what was seen just before.
-                state, error = (seen.state, seen.exception) if restarted else (worker.state, worker.exception)
-                if state is WorkerState.FAILED:
-                    failures.append(("error", {"exception": error, "phase": "worker", "worker": worker.name}))
+            # A run's end was dealt with: as the supervisor saw it then (a restart at
+            # once may already have begun a new run).
+            ended = record.handled_run != seen.handled_run and not seen.on_purpose
+            if ended and record.ended_state is WorkerState.FAILED:
+                error = {"exception": record.ended_exception, "phase": "worker", "worker": worker.name}
+                failures.append(("error", error))
             if record.restarts != seen.restarts and restarted:  # the supervisor restarted it, and it started
                 data = {"worker": worker.name, "attempt": record.attempt, "delay": record.restart_delay}
                 restarts.append(("restart", data))
@@ -293,7 +294,7 @@ class _Watch:
 class _Before:
     """What a record looked like just before a look of the supervisor."""
 
-    __slots__ = ("exception", "handled_run", "on_purpose", "restarts", "run", "state")
+    __slots__ = ("handled_run", "on_purpose", "restarts", "run")
 
     def __init__(self, supervisor: Supervisor, record: Supervised) -> None:
         worker = record.worker
@@ -301,8 +302,6 @@ class _Before:
         self.restarts = record.restarts
         self.run = worker.supervision.run
         self.on_purpose = supervisor.stopped_on_purpose(record)
-        self.state = worker.state
-        self.exception = worker.exception
 
 
 def _nothing() -> None:
