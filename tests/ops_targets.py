@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from spoc.workers import ProcessWorker, Server, ThreadWorker
+from targets import Idle, ProcessIdle
 
 
 def request(
@@ -173,22 +174,6 @@ class Pacer(ThreadWorker):
         """The rounds recorded in [begun, ended]."""
         with self.lock:
             return sum(1 for moment in self.rounds if begun <= moment <= ended)
-
-
-class Idle(ThreadWorker):
-    """Waits in the framework's sleep until stopped."""
-
-    def main(self) -> None:
-        while self.sleep(3600):
-            pass
-
-
-class ProcessIdle(ProcessWorker):
-    """The same, in a process."""
-
-    def main(self) -> None:
-        while self.sleep(3600):
-            pass
 
 
 def cli_server() -> Server:

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from spoc.workers import AbstractWorker, ProcessWorker, ThreadWorker
+from spoc.workers import AbstractWorker, ProcessWorker, ThreadWorker, WorkerEvent
 
 UVLOOP_INSTALLED = importlib.util.find_spec("uvloop") is not None
 """Whether uvloop is importable here, so whether async hooks get it by default."""
@@ -438,3 +438,20 @@ class ProcessIdle(ProcessWorker):
     def main(self) -> None:
         while self.sleep(3600):
             pass
+
+
+class Events:
+    """Collects a server's events (listeners run in other threads)."""
+
+    def __init__(self) -> None:
+        self.items: list[WorkerEvent] = []
+        self._lock = threading.Lock()
+
+    def __call__(self, event: WorkerEvent) -> None:
+        with self._lock:
+            self.items.append(event)
+
+    def of(self, kind: str, worker: str | None = None) -> list[WorkerEvent]:
+        """The events of ``kind`` so far (about ``worker`` only, when given)."""
+        with self._lock:
+            return [e for e in self.items if e.kind == kind and (worker is None or e.worker == worker)]

@@ -28,27 +28,11 @@ from ops_targets import CrashesSoon, Idle, Pacer, ProcessIdle, get_json, request
 from spoc.workers import Backoff, Server, ThreadWorker, WorkerEvent, _http
 from spoc.workers._errors import HttpBindError
 from spoc.workers._http import MAX_BODY, MAX_CONNECTIONS, parse_address
-from targets import wait_for
+from targets import Events, wait_for
 
 TESTS = Path(__file__).resolve().parents[1]
 TOKEN = "s3cret-token"
 FAST = Backoff(base=0.01, factor=1.0, cap=0.01, jitter=0.0)
-
-
-class Events:
-    """Collects a server's events (listeners run in other threads)."""
-
-    def __init__(self) -> None:
-        self.items: list[WorkerEvent] = []
-        self._lock = threading.Lock()
-
-    def __call__(self, event: WorkerEvent) -> None:
-        with self._lock:
-            self.items.append(event)
-
-    def of(self, kind: str) -> list[WorkerEvent]:
-        with self._lock:
-            return [e for e in self.items if e.kind == kind]
 
 
 @pytest.fixture

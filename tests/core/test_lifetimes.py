@@ -98,29 +98,14 @@ def test_a_dropped_server_is_garbage_collected(started: bool) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("what", ["server", "pipeline"])
 @pytest.mark.parametrize(
     ("kind", "cycles"), [("thread", 10_000), ("process", PROCESS_CYCLES)], ids=["thread", "process"]
 )
-def test_ten_thousand_servers_one_after_another_under_ulimit_256(kind: str, cycles: int) -> None:
+def test_ten_thousand_lifetimes_one_after_another_under_ulimit_256(what: str, kind: str, cycles: int) -> None:
+    """Servers or pipelines (thread or process workers) built, run and joined one after another."""
     done = subprocess.run(
-        [sys.executable, str(SCRIPTS / "lifetimes.py"), "server", kind, str(cycles), "256"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
-    _, before, after = done.stdout.split()
-    assert before == after, done.stdout
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize(
-    ("kind", "cycles"), [("thread", 10_000), ("process", PROCESS_CYCLES)], ids=["thread", "process"]
-)
-def test_ten_thousand_pipelines_one_after_another_under_ulimit_256(kind: str, cycles: int) -> None:
-    done = subprocess.run(
-        [sys.executable, str(SCRIPTS / "lifetimes.py"), "pipeline", kind, str(cycles), "256"],
+        [sys.executable, str(SCRIPTS / "lifetimes.py"), what, kind, str(cycles), "256"],
         capture_output=True,
         text=True,
         timeout=600,
@@ -128,4 +113,6 @@ def test_ten_thousand_pipelines_one_after_another_under_ulimit_256(kind: str, cy
     )
     assert done.returncode == 0, done.stdout + done.stderr
     _, before, after = done.stdout.split()
-    assert before == after, done.stdout
+    # A leak only grows the count (and 10,000 cycles of it would pass the limit);
+    # the first count may still hold a thread's pipe of the cycle before, on its way out.
+    assert int(after) <= int(before), done.stdout

@@ -13,28 +13,12 @@ from typing import Any
 import pytest
 
 from ops_targets import Grows, ProcessIdle, ProcessJobs, ProcessSleeper, Sleeper, ThreadJobs, teardowns
-from spoc.workers import Backoff, Recycle, Server, ThreadWorker, WorkerEvent
+from spoc.workers import Backoff, Recycle, Server, ThreadWorker
 from spoc.workers._process import resident_bytes
 from spoc.workers._recycle import MIB, RecycleWatch
-from targets import wait_for
+from targets import Events, wait_for
 
 THREAD_ONLY = pytest.mark.no_processes
-
-
-class Events:
-    """Collects a server's events (listeners run in other threads)."""
-
-    def __init__(self) -> None:
-        self.items: list[WorkerEvent] = []
-        self._lock = threading.Lock()
-
-    def __call__(self, event: WorkerEvent) -> None:
-        with self._lock:
-            self.items.append(event)
-
-    def of(self, kind: str) -> list[WorkerEvent]:
-        with self._lock:
-            return [e for e in self.items if e.kind == kind]
 
 
 def _recycles(server: Server) -> int:

@@ -14,9 +14,10 @@ from typing import Any
 
 import pytest
 
-from spoc.workers import Backoff, Server, ThreadWorker, WorkerEvent, WorkerHungError, WorkerState
+from spoc.workers import Backoff, Server, ThreadWorker, WorkerHungError, WorkerState
 from targets import (
     CrashesOnStart,
+    Events,
     HangsFirstTime,
     HoldsGilFirstTime,
     MarkingSleeper,
@@ -26,22 +27,6 @@ from targets import (
 )
 
 NO_JITTER = Backoff(base=0.1, factor=2.0, cap=1.0, jitter=0.0)
-
-
-class Events:
-    """Collects a server's events (listeners run in other threads)."""
-
-    def __init__(self) -> None:
-        self.items: list[WorkerEvent] = []
-        self._lock = threading.Lock()
-
-    def __call__(self, event: WorkerEvent) -> None:
-        with self._lock:
-            self.items.append(event)
-
-    def of(self, kind: str, worker: str | None = None) -> list[WorkerEvent]:
-        with self._lock:
-            return [e for e in self.items if e.kind == kind and (worker is None or e.worker == worker)]
 
 
 class CrashingSetup(ThreadWorker):
