@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from spoc.workers import ProcessWorker, Server, ThreadWorker
+from spoc.workers import AbstractWorker, ProcessWorker, Server, ThreadWorker
 from targets import Idle, ProcessIdle
 
 
@@ -93,34 +93,27 @@ class ProcessJobs(_CountsJobs, ProcessWorker):
         self._init_jobs(multiprocessing.get_context(self.start_method), every, directory)
 
 
-class Sleeper(ThreadWorker):
+class _RecordsTeardowns(AbstractWorker):
+    """Sleeps in the framework until stopped; records its teardowns in ``directory``."""
+
+    def __init__(self, name: str, directory: str) -> None:
+        super().__init__(name)
+        self.directory = directory
+
+    def main(self) -> None:
+        while self.sleep(3600):
+            pass
+
+    def teardown(self) -> None:
+        _record_teardown(self.directory, self.name)
+
+
+class Sleeper(_RecordsTeardowns, ThreadWorker):
     """Sleeps in the framework until stopped; records its teardowns."""
 
-    def __init__(self, name: str, directory: str) -> None:
-        super().__init__(name)
-        self.directory = directory
 
-    def main(self) -> None:
-        while self.sleep(3600):
-            pass
-
-    def teardown(self) -> None:
-        _record_teardown(self.directory, self.name)
-
-
-class ProcessSleeper(ProcessWorker):
+class ProcessSleeper(_RecordsTeardowns, ProcessWorker):
     """The same, in a process."""
-
-    def __init__(self, name: str, directory: str) -> None:
-        super().__init__(name)
-        self.directory = directory
-
-    def main(self) -> None:
-        while self.sleep(3600):
-            pass
-
-    def teardown(self) -> None:
-        _record_teardown(self.directory, self.name)
 
 
 class Grows(ProcessWorker):
