@@ -498,6 +498,11 @@ class Supervisor:
                 self._give_up(record, f"worker {record.worker.name!r} could not be restarted ({exc!r})")
                 return
             record.restart_at = None  # only now: the new run keeps the server from settling
+            if self.stopping:
+                # The server began to stop while this restart was under way; its stop()
+                # sets the flag before it stops each worker, so either it stopped this
+                # new run or this check sees the flag. Either way, the run stops.
+                record.worker.stop()
 
     def _check_liveness(self, records: list[Supervised], now: float) -> float | None:
         """Declare silent workers hung; return the next moment worth a look."""
