@@ -48,6 +48,18 @@ def stream(redis_url: str, stream_name: str) -> Iterator[RedisStream]:
 # -- entries that are no jobs ------------------------------------------------------------------
 
 
+def process_all(name: str, stream: RedisStream, jobs: list[str]) -> GatedProcessor:
+    """Run a processor on ``stream`` until it has processed ``jobs`` and nothing is pending; stop it."""
+    worker = GatedProcessor(name, stream)
+    worker.start()
+    try:
+        wait_for(lambda: worker.jobs == jobs and stream.pending() == 0, WAIT)
+    finally:
+        worker.stop()
+        assert worker.join(JOIN)
+    return worker
+
+
 def test_an_entry_without_a_job_field_is_dead_lettered_with_its_fields_and_reported(
     stream: RedisStream, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -55,13 +67,7 @@ def test_an_entry_without_a_job_field_is_dead_lettered_with_its_fields_and_repor
     stream.enqueue("ok-1")
     bad = text(stream.client().xadd(stream.stream, {"payload": "[1, 2]", "error": "the producer's own"}))
     stream.enqueue("ok-2")
-    worker = GatedProcessor("no-job-field", stream)
-    worker.start()
-    try:
-        wait_for(lambda: worker.jobs == ["ok-1", "ok-2"] and stream.pending() == 0, WAIT)
-    finally:
-        worker.stop()
-        assert worker.join(JOIN)
+    worker = process_all("no-job-field", stream, ["ok-1", "ok-2"])
     [dead] = stream.dead_letters()
     assert (dead.id, dead.job, dead.data, dead.deliveries) == (bad, None, b"", 1)
     assert "no 'job' field" in dead.error
@@ -107,13 +113,7 @@ def test_an_entry_the_codec_cannot_decode_is_dead_lettered_and_reported(
         stream.enqueue("ok-1")
         bad_id = text(stream.client().xadd(stream.stream, {"job": bad, "trace": "t-1"}))
         stream.enqueue("ok-2")
-        worker = GatedProcessor("decoder", stream)
-        worker.start()
-        try:
-            wait_for(lambda: worker.jobs == ["ok-1", "ok-2"] and stream.pending() == 0, WAIT)
-        finally:
-            worker.stop()
-            assert worker.join(JOIN)
+        worker = process_all("decoder", stream, ["ok-1", "ok-2"])
         [dead] = stream.dead_letters()
         assert (dead.id, dead.job, dead.data, dead.deliveries) == (bad_id, None, bad, 1)
         assert dead.error.startswith("cannot be decoded: ") and error in dead.error
@@ -250,13 +250,7 @@ def test_a_pending_entry_deleted_from_the_stream_is_logged_when_taken_over(
         # A consumer that read both and died; then the first was deleted (maxlen trims the same way).
         stream.client().xreadgroup(stream.group, "dead-consumer", {stream.stream: ">"}, count=2)
         stream.client().xdel(stream.stream, gone)
-        worker = GatedProcessor("taker", stream)
-        worker.start()
-        try:
-            wait_for(lambda: worker.jobs == ["kept"] and stream.pending() == 0, WAIT)
-        finally:
-            worker.stop()
-            assert worker.join(JOIN)
+        process_all("taker", stream, ["kept"])
         [record] = reports(caplog)
         assert (
             record.levelno == logging.WARNING
