@@ -344,3 +344,19 @@ def test_a_pipeline_fed_from_a_stream_acknowledges_what_it_accepted(stream: Redi
         assert pipeline.stop(10)
     assert sorted(results) == [i * 2 for i in range(100)]
     assert stream.pending() == 0 and pipeline.stats.accepted == 100
+
+
+def test_a_process_forked_while_a_thread_opens_its_client_can_open_its_own(stream: RedisStream) -> None:
+    # Under fork, the child inherits this process's locks in the state they had: a thread that was
+    # opening the stream's client (holding the lock that guards it) at that moment would leave the
+    # child's first client() blocked for ever. The lock is held here as that thread would hold it.
+    stream.enqueue_many(range(20))
+    worker = ProcessCountingProcessor("forked", stream)
+    with stream._local._lock:
+        worker.start()
+    try:
+        wait_for(lambda: len(seen(stream)) == 20 and stream.pending() == 0, WAIT)
+    finally:
+        worker.stop()
+        assert worker.join(JOIN)
+    assert set(seen(stream).values()) == {1}

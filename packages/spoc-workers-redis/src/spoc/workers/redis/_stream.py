@@ -312,6 +312,10 @@ class _Connections:
     """The clients of one process: one sync client, one async client per event loop."""
 
     def __init__(self) -> None:
+        self._forget()
+        _ALL_CONNECTIONS.add(self)
+
+    def _forget(self) -> None:
         self._lock = threading.Lock()
         self._pid = os.getpid()
         self._sync: Any = None
@@ -319,9 +323,7 @@ class _Connections:
 
     def _check_pid(self) -> None:
         if self._pid != os.getpid():  # a forked child: the parent's sockets are not ours
-            self._pid = os.getpid()
-            self._sync = None
-            self._by_loop = weakref.WeakKeyDictionary()
+            self._forget()
 
     def sync(self, stream: RedisStream) -> Any:
         with self._lock:
@@ -351,3 +353,16 @@ class _Connections:
                 client = redis.asyncio.Redis.from_url(stream.url, **stream._options())
                 self._by_loop[loop] = client
             return client
+
+
+_ALL_CONNECTIONS: weakref.WeakSet[_Connections] = weakref.WeakSet()
+
+
+def _forget_connections_in_child() -> None:
+    # A forked child inherits the lock as it was at the fork: held, if a thread of the
+    # parent was opening a client then, and nobody in the child would ever release it.
+    for connections in list(_ALL_CONNECTIONS):
+        connections._forget()
+
+
+os.register_at_fork(after_in_child=_forget_connections_in_child)
