@@ -7,7 +7,6 @@ import importlib.util
 import multiprocessing
 import multiprocessing.process
 import os
-import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -16,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from marks import PROCESS_FREE_SITE
 from spoc.workers import START_METHOD_ENV
 from spoc.workers.aio import LOOP_ENV
 
@@ -38,25 +38,19 @@ LOOP_ENV_GIVEN = os.environ.pop(LOOP_ENV, None)
 
 
 class _ProcessStarts:
-    """Counts processes and subprocesses started, to hold ``no_processes`` tests to their word."""
+    """Counts the processes started here, to hold ``no_processes`` tests to their word."""
 
     count = 0
 
     @classmethod
     def install(cls) -> None:
         process_start = multiprocessing.process.BaseProcess.start
-        popen_init = subprocess.Popen.__init__
 
         def start(self: Any, *args: Any, **kwargs: Any) -> None:
             cls.count += 1
             process_start(self, *args, **kwargs)
 
-        def init(self: Any, *args: Any, **kwargs: Any) -> None:
-            cls.count += 1
-            popen_init(self, *args, **kwargs)
-
         multiprocessing.process.BaseProcess.start = start  # type: ignore[method-assign]
-        subprocess.Popen.__init__ = init  # type: ignore[method-assign]
 
 
 _ProcessStarts.install()
@@ -76,8 +70,14 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 def starts_no_process_if_marked(request: pytest.FixtureRequest) -> Iterator[None]:
     """A ``no_processes`` test that starts a process fails: it would skip start methods it needs."""
     before = _ProcessStarts.count
+    marked = request.node.get_closest_marker("no_processes") is not None
+    if marked:  # its subprocesses are held to it by process_free_site's sitecustomize
+        monkeypatch = request.getfixturevalue("monkeypatch")
+        monkeypatch.setenv("SPOC_WORKERS_TEST_NO_PROCESSES", "1")
+        paths = [str(PROCESS_FREE_SITE), *filter(None, [os.environ.get("PYTHONPATH")])]
+        monkeypatch.setenv("PYTHONPATH", os.pathsep.join(paths))
     yield
-    if request.node.get_closest_marker("no_processes") is not None and _ProcessStarts.count != before:
+    if marked and _ProcessStarts.count != before:
         pytest.fail(
             "this test is marked no_processes but started a process: remove the mark "
             "(it must run under every start method)",

@@ -18,6 +18,7 @@ import pytest
 
 from docs_blocks import Block, python_blocks
 from guide_workers import ScriptRun
+from marks import process_free
 
 ROOT = Path(__file__).resolve().parent.parent
 PAGE = ROOT / "docs" / "from-the-guide.md"
@@ -45,7 +46,7 @@ def test_fragment_is_valid_python(block: Block) -> None:
     compile(block.code, block.label, "exec")
 
 
-@pytest.mark.parametrize("block", PROGRAMS, ids=lambda b: b.label)
+@pytest.mark.parametrize("block", [process_free(b, b.code, b.label) for b in PROGRAMS])
 def test_example_runs(block: Block, tmp_path: Path) -> None:
     with ScriptRun(
         [str(RUNNER), str(PAGE), "--blocks", str(block.number)],

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from guide_workers import ScriptRun
+from marks import process_free
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = sorted((ROOT / "examples").glob("*.py"))
@@ -38,7 +39,7 @@ def test_there_are_examples() -> None:
 NEEDS_REDIS = {"redis_scale_out.py"}
 
 
-@pytest.mark.parametrize("example", EXAMPLES, ids=[p.name for p in EXAMPLES])
+@pytest.mark.parametrize("example", [process_free(p, p.read_text(), p.name) for p in EXAMPLES])
 def test_example_ends_by_itself(example: Path, tmp_path: Path) -> None:
     if example.name in NEEDS_REDIS and not shutil.which("redis-server"):
         if os.environ.get("SPOC_WORKERS_REQUIRE_REDIS") == "1":

@@ -21,6 +21,7 @@ import pytest
 
 from docs_blocks import python_blocks
 from guide_workers import ScriptRun
+from marks import process_free
 from spoc.workers.redis import local_redis_server
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -117,7 +118,9 @@ def test_every_distribution_has_a_real_readme() -> None:
         assert len(python_blocks(path)) == 1, path  # one example, which the test below runs
 
 
-@pytest.mark.parametrize("readme", PACKAGE_READMES, ids=[path.parent.name for path in PACKAGE_READMES])
+@pytest.mark.parametrize(
+    "readme", [process_free(p, python_blocks(p)[0].code, p.parent.name) for p in PACKAGE_READMES]
+)
 def test_distribution_readme_example_runs(readme: Path, tmp_path: Path) -> None:
     (block,) = python_blocks(readme)
     if "redis" in block.options:

@@ -59,6 +59,7 @@ def test_the_real_version_file_holds_a_valid_version() -> None:
     assert tool.read(ROOT / "VERSION") == (ROOT / "VERSION").read_text().strip()
 
 
+@pytest.mark.no_processes
 def test_no_argument_shows_the_version(version_file: Path) -> None:
     proc = _run(version_file)
     assert (proc.returncode, proc.stdout, proc.stderr) == (0, "0.1.0\n", "")
@@ -69,6 +70,7 @@ def test_no_argument_shows_the_version(version_file: Path) -> None:
     ("bump", "new"),
     [("patch", "0.1.1"), ("minor", "0.2.0"), ("major", "1.0.0"), ("0.1.1rc1", "0.1.1rc1"), ("2.0", "2.0")],
 )
+@pytest.mark.no_processes
 def test_a_bump_rewrites_the_file(version_file: Path, bump: str, new: str) -> None:
     proc = _run(version_file, bump)
     assert proc.returncode == 0, proc.stderr
@@ -101,6 +103,7 @@ def test_bump_rules(current: str, bump: str, new: str) -> None:
         ("0.1.0rc1", "not higher"),
     ],
 )
+@pytest.mark.no_processes
 def test_a_bad_bump_is_refused_and_changes_nothing(version_file: Path, bump: str, message: str) -> None:
     proc = _run(version_file, bump)
     assert proc.returncode == 2
@@ -109,6 +112,7 @@ def test_a_bad_bump_is_refused_and_changes_nothing(version_file: Path, bump: str
     assert version_file.read_text() == "0.1.0\n"
 
 
+@pytest.mark.no_processes
 def test_a_broken_version_file_is_reported(version_file: Path) -> None:
     version_file.write_text("0.1.0 0.2.0\n")
     proc = _run(version_file)

@@ -26,6 +26,7 @@ def spoc_workers(*args: str, cwd: Path = TESTS, timeout: float = 60) -> subproce
     )
 
 
+@pytest.mark.no_processes
 def test_the_console_script_is_installed() -> None:
     script = Path(sys.executable).parent / "spoc-workers"
     assert script.exists()
@@ -44,6 +45,7 @@ def test_the_console_script_is_installed() -> None:
         ("cli_targets:NeedsArgs", "calling 'cli_targets:NeedsArgs' failed (a worker class is called without"),
     ],
 )
+@pytest.mark.no_processes
 def test_a_bad_target_exits_2_with_one_line(target: str, message: str) -> None:
     proc = spoc_workers("run", target)
     assert proc.returncode == 2
@@ -54,12 +56,14 @@ def test_a_bad_target_exits_2_with_one_line(target: str, message: str) -> None:
     assert "Traceback" not in proc.stderr
 
 
+@pytest.mark.no_processes
 def test_debug_logging_shows_the_traceback() -> None:
     proc = spoc_workers("run", "--log-level", "debug", "cli_broken:server")
     assert proc.returncode == 2
     assert "Traceback" in proc.stderr and "broken at import time" in proc.stderr
 
 
+@pytest.mark.no_processes
 def test_the_version() -> None:
     from importlib.metadata import version
 
@@ -77,6 +81,7 @@ def test_the_version() -> None:
         ("cli_targets:NeedsArgs", "calling 'cli_targets:NeedsArgs' failed"),
     ],
 )
+@pytest.mark.no_processes
 def test_an_import_error_says_how_to_see_the_traceback(target: str, message: str) -> None:
     proc = spoc_workers("run", target)
     assert proc.returncode == 2
@@ -85,6 +90,7 @@ def test_an_import_error_says_how_to_see_the_traceback(target: str, message: str
     assert "Traceback" not in proc.stderr
 
 
+@pytest.mark.no_processes
 def test_traceback_shows_the_full_traceback() -> None:
     proc = spoc_workers("run", "--traceback", "cli_broken:server")
     assert proc.returncode == 2
@@ -94,6 +100,7 @@ def test_traceback_shows_the_full_traceback() -> None:
     assert last == "spoc-workers: error: importing 'cli_broken' failed: RuntimeError: broken at import time"
 
 
+@pytest.mark.no_processes
 def test_no_traceback_hint_when_there_is_no_traceback_to_see() -> None:
     proc = spoc_workers("run", "cli_targets:missing")
     assert proc.returncode == 2
@@ -110,6 +117,7 @@ def test_no_traceback_hint_when_there_is_no_traceback_to_see() -> None:
         ("examples.supervised.py:server", "examples.supervised:server"),
     ],
 )
+@pytest.mark.no_processes
 def test_a_target_written_as_a_path_gets_a_hint(target: str, hint: str) -> None:
     proc = spoc_workers("run", "--check", target, cwd=ROOT)
     assert proc.returncode == 2
@@ -119,18 +127,21 @@ def test_a_target_written_as_a_path_gets_a_hint(target: str, hint: str) -> None:
     assert spoc_workers("run", "--check", hint, cwd=ROOT).returncode == 0  # and the hint works
 
 
+@pytest.mark.no_processes
 def test_a_path_outside_the_current_directory_gets_the_general_hint(tmp_path: Path) -> None:
     proc = spoc_workers("run", f"{tmp_path}/service.py:server")
     assert proc.returncode == 2
     assert "names a file; name its module with dots (package.module:attribute)" in proc.stderr
 
 
+@pytest.mark.no_processes
 def test_a_worker_class_is_called_without_arguments() -> None:
     proc = spoc_workers("run", "--check", "cli_targets:Idle")
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "ok: server 'Idle' with 1 worker(s): Idle (thread)"
 
 
+@pytest.mark.no_processes
 def test_check_calls_the_factory_but_starts_nothing(tmp_path: Path) -> None:
     proc = subprocess.run(
         [sys.executable, "-m", "spoc.workers", "run", "--check", "cli_targets:checked"],
@@ -154,6 +165,7 @@ def test_check_calls_the_factory_but_starts_nothing(tmp_path: Path) -> None:
         ("cli_targets:make_server", "ok: server 'made' with 1 worker(s): made-idle (thread)"),
     ],
 )
+@pytest.mark.no_processes
 def test_check_validates_without_starting(target: str, expected: str) -> None:
     proc = spoc_workers("run", "--check", target)
     assert proc.returncode == 0, proc.stderr

@@ -127,6 +127,7 @@ def database() -> Iterator[gw._Database]:
 # ---------------------------------------------------------------------------
 
 
+@pytest.mark.no_processes
 def test_log_watcher_reports_only_new_error_lines(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     stdout = record_stdout(monkeypatch)
     log = tmp_path / "app.log"
@@ -186,6 +187,7 @@ def test_hash_calculator_hashes_files_in_a_child_process(tmp_path: Path, start_m
 # ---------------------------------------------------------------------------
 
 
+@pytest.mark.no_processes
 def test_basic_worker_structure_runs_setup_main_teardown(monkeypatch: pytest.MonkeyPatch) -> None:
     stdout = record_stdout(monkeypatch)
     worker = gw.ConnectedWorker(name="MyWorker")
@@ -202,6 +204,7 @@ def test_basic_worker_structure_runs_setup_main_teardown(monkeypatch: pytest.Mon
     assert worker.state is WorkerState.STOPPED
 
 
+@pytest.mark.no_processes
 def test_monitored_worker_reports_startup_then_shutdown(monkeypatch: pytest.MonkeyPatch) -> None:
     stdout = record_stdout(monkeypatch)
     worker = gw.MonitoredWorker(name="Monitored")
@@ -219,6 +222,7 @@ def test_monitored_worker_reports_startup_then_shutdown(monkeypatch: pytest.Monk
     assert worker.state is WorkerState.STOPPED
 
 
+@pytest.mark.no_processes
 def test_monitored_worker_reports_an_error_between_startup_and_shutdown(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -326,6 +330,7 @@ class IdleWorker(ThreadWorker):
             pass
 
 
+@pytest.mark.no_processes
 def test_server_join_all_returns_once_the_workers_have_finished() -> None:
     """``server.stop(); server.join_all(timeout=...)`` returns when the workers end, not at the timeout.
 
@@ -345,6 +350,7 @@ def test_server_join_all_returns_once_the_workers_have_finished() -> None:
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+@pytest.mark.no_processes
 def test_graceful_worker_run_forever_stops_on_a_signal(tmp_path: Path, signum: signal.Signals) -> None:
     with ScriptRun([str(GUIDE_WORKERS), "graceful"], stderr_path=tmp_path / "stderr.txt") as script:
         script.read_until("Worker-1 is processing\n")
@@ -381,6 +387,7 @@ def test_basic_server_usage_runs_until_interrupted(tmp_path: Path) -> None:
 # ---------------------------------------------------------------------------
 
 
+@pytest.mark.no_processes
 def test_async_api_worker_runs_every_hook_on_one_loop(monkeypatch: pytest.MonkeyPatch) -> None:
     stdout = record_stdout(monkeypatch)
     worker = gw.RecordingAsyncAPIWorker(name="AsyncAPI")
@@ -400,6 +407,7 @@ def test_async_api_worker_runs_every_hook_on_one_loop(monkeypatch: pytest.Monkey
     assert lines[1:-1] == ["Processed: {'status': 'ok'}"] * len(worker.processed)
 
 
+@pytest.mark.no_processes
 def test_async_api_worker_as_written_fails_in_teardown(monkeypatch: pytest.MonkeyPatch) -> None:
     """The guide's placeholder session is ``object()``, which has no ``close()``: the error is reported."""
 
@@ -427,11 +435,13 @@ async def my_coroutine():
     return "Done"
 
 
+@pytest.mark.no_processes
 def test_run_async_safely_without_a_running_loop() -> None:
     # Safely run coroutine (creates event loop if needed)
     assert run_async_safely(my_coroutine()) == "Done"
 
 
+@pytest.mark.no_processes
 def test_run_async_safely_inside_a_running_loop_returns_a_task() -> None:
     async def quick() -> str:
         await asyncio.sleep(0.01)
@@ -446,6 +456,7 @@ def test_run_async_safely_inside_a_running_loop_returns_a_task() -> None:
     assert asyncio.run(caller()) == "Done"
 
 
+@pytest.mark.no_processes
 def test_set_uvloop_if_available_makes_async_workers_use_uvloop() -> None:
     was_enabled = uvloop_enabled()
     installed = importlib.util.find_spec("uvloop") is not None
@@ -478,6 +489,7 @@ def test_set_uvloop_if_available_makes_async_workers_use_uvloop() -> None:
 # ---------------------------------------------------------------------------
 
 
+@pytest.mark.no_processes
 def test_job_processor_pattern_processes_every_job_once(monkeypatch: pytest.MonkeyPatch) -> None:
     stdout = record_stdout(monkeypatch)
     server, job_queue = gw.make_job_server()
@@ -503,6 +515,7 @@ def test_job_processor_pattern_processes_every_job_once(monkeypatch: pytest.Monk
 # ---------------------------------------------------------------------------
 
 
+@pytest.mark.no_processes
 def test_good_loop_checks_is_running_and_stops() -> None:
     worker = gw.GoodLoopWorker(name="Good")
     worker.start()
@@ -533,6 +546,7 @@ def test_bad_loop_never_stops_gracefully_so_its_process_is_ended(tmp_path: Path)
     assert "teardown" not in child_events(tmp_path)
 
 
+@pytest.mark.no_processes
 def test_clean_up_resources_in_teardown(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, database) -> None:
     monkeypatch.chdir(tmp_path)  # the guide opens "data.txt" in the current directory
     worker = gw.ResourceWorker(name="Resources")
@@ -549,6 +563,7 @@ def test_clean_up_resources_in_teardown(tmp_path: Path, monkeypatch: pytest.Monk
     assert worker.state is WorkerState.STOPPED
 
 
+@pytest.mark.no_processes
 def test_clean_up_after_setup_failed_before_any_resource(tmp_path: Path, monkeypatch, database) -> None:
     monkeypatch.chdir(tmp_path)
     database.fail_next = True
@@ -566,6 +581,7 @@ def test_clean_up_after_setup_failed_before_any_resource(tmp_path: Path, monkeyp
     assert not (tmp_path / "data.txt").exists()
 
 
+@pytest.mark.no_processes
 def test_clean_up_after_setup_failed_half_way(tmp_path: Path, monkeypatch, database) -> None:
     monkeypatch.chdir(tmp_path)
     (tmp_path / "data.txt").mkdir()  # open("data.txt", "w") fails after the connection was made
@@ -583,6 +599,7 @@ def test_clean_up_after_setup_failed_half_way(tmp_path: Path, monkeypatch, datab
     assert worker.state is WorkerState.FAILED
 
 
+@pytest.mark.no_processes
 def test_errors_propagate_to_the_lifecycle_handler_in_a_thread(monkeypatch: pytest.MonkeyPatch) -> None:
     stdout = record_stdout(monkeypatch)
     worker = gw.RiskyThreadWorker(name="Risky")
@@ -625,6 +642,7 @@ def test_errors_propagate_to_the_lifecycle_handler_in_a_process(tmp_path: Path) 
     assert "do_risky_operation" in str(exc.__cause__)  # where in the child it was raised
 
 
+@pytest.mark.no_processes
 def test_lifecycle_events_for_monitoring(caplog: pytest.LogCaptureFixture) -> None:
     gw.metrics.counts.clear()
     caplog.set_level(logging.ERROR, logger="guide_workers")
@@ -643,6 +661,7 @@ def test_lifecycle_events_for_monitoring(caplog: pytest.LogCaptureFixture) -> No
     assert (good.state, bad.state) == (WorkerState.STOPPED, WorkerState.FAILED)
 
 
+@pytest.mark.no_processes
 def test_context_for_shared_state_in_a_thread(monkeypatch: pytest.MonkeyPatch) -> None:
     stdout = record_stdout(monkeypatch)
     worker = gw.ContextThreadWorker(name="Context")
@@ -677,6 +696,7 @@ def test_process_data():
     assert gw.DataWorker.process_data("hello") == "HELLO"
 
 
+@pytest.mark.no_processes
 def test_data_worker_runs_its_tested_logic() -> None:
     worker = gw.ListDataWorker(name="Data", items=["a", "bc"])
     worker.start()

@@ -100,7 +100,11 @@ def test_a_dropped_server_is_garbage_collected(started: bool) -> None:
 @pytest.mark.slow
 @pytest.mark.parametrize("what", ["server", "pipeline"])
 @pytest.mark.parametrize(
-    ("kind", "cycles"), [("thread", 10_000), ("process", PROCESS_CYCLES)], ids=["thread", "process"]
+    ("kind", "cycles"),
+    [
+        pytest.param("thread", 10_000, id="thread", marks=pytest.mark.no_processes),  # in a subprocess
+        pytest.param("process", PROCESS_CYCLES, id="process"),
+    ],
 )
 def test_ten_thousand_lifetimes_one_after_another_under_ulimit_256(what: str, kind: str, cycles: int) -> None:
     """Servers or pipelines (thread or process workers) built, run and joined one after another."""

@@ -16,6 +16,7 @@ import pytest
 
 from docs_blocks import Block, python_blocks
 from guide_workers import ScriptRun
+from marks import process_free
 
 ROOT = Path(__file__).resolve().parents[2]
 PAGE = ROOT / "docs" / "guide" / "redis.md"
@@ -33,7 +34,7 @@ def test_the_page_runs_what_it_shows() -> None:
         assert "redis.internal" not in block.code, block.label  # no placeholder host
 
 
-@pytest.mark.parametrize("block", PROGRAMS, ids=lambda b: b.label)
+@pytest.mark.parametrize("block", [process_free(b, b.code, b.label) for b in PROGRAMS])
 def test_example_runs(block: Block, redis_url: str, tmp_path: Path) -> None:
     with ScriptRun(
         [str(RUNNER), str(PAGE), "--blocks", str(block.number), "--replace", f"{LOCAL_URL}={redis_url}"],

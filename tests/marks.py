@@ -1,0 +1,31 @@
+"""Marks for tests that run scripts in a subprocess: which of them start no process.
+
+A test marked ``no_processes`` runs under the primary start method only (see
+``conftest.py``). For a test that runs a script (an example, a docs block),
+whether it starts a process is read from the script's source here; while the
+test runs, ``process_free_site``'s ``sitecustomize`` makes any process start in
+its subprocesses raise, so a wrong mark fails loudly instead of skipping the
+start methods the script needs.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+PROCESS_FREE_SITE = Path(__file__).resolve().parent / "process_free_site"
+"""Put first on ``PYTHONPATH`` for the subprocesses of a ``no_processes`` test."""
+
+
+def uses_processes(code: str) -> bool:
+    """Whether a script's source may start a process; errs on the side of yes."""
+    return re.search(r"[Pp]rocess|multiprocessing", code) is not None
+
+
+def process_free(value: Any, code: str, id: str | None = None) -> Any:
+    """``value`` as a test parameter, marked ``no_processes`` when ``code`` starts no process."""
+    marks = [] if uses_processes(code) else [pytest.mark.no_processes]
+    return pytest.param(value, marks=marks, id=id)
