@@ -19,7 +19,8 @@ from ._recycle import Recycle, RecycleWatch
 from ._signals import SignalHandlers, WakeupPipe
 from ._stacks import all_stacks
 from ._state import TERMINAL_STATES, WorkerState
-from ._supervisor import Control, Supervised, Supervisor, outcome_of
+from ._supervised import Supervised, outcome_of
+from ._supervisor import Control, Supervisor
 from ._worker import AbstractWorker, check_initialised
 
 if TYPE_CHECKING:  # the HTTP endpoint is imported only when it is asked for
@@ -232,11 +233,10 @@ class Server:
                 f"{RESTART_POLICIES}, got {policy!r}"
             )
         timeout = worker.heartbeat_timeout if heartbeat_timeout is None else heartbeat_timeout
+        who = f"server {self.name!r}: worker {worker.name!r}"
         if timeout is not None:
-            check_number(
-                f"server {self.name!r}: worker {worker.name!r}", "heartbeat_timeout", timeout, strict=True
-            )
-        watch = None if recycle is None else self._recycle_watch(worker, recycle)
+            check_number(who, "heartbeat_timeout", timeout, strict=True)
+        watch = None if recycle is None else RecycleWatch.for_worker(who, worker, recycle)
         with self._lock:
             owner = worker.supervision.owner
             if owner is self:
@@ -257,22 +257,6 @@ class Server:
             worker.start()
             self._supervisor.ensure_running()
         return worker
-
-    def _recycle_watch(self, worker: AbstractWorker, recycle: Recycle) -> RecycleWatch:
-        owner = f"server {self.name!r}: worker {worker.name!r}"
-        if not isinstance(recycle, Recycle):
-            raise TypeError(f"{owner}: recycle must be a Recycle, got {type(recycle).__name__}")
-        if recycle.rss_mb is not None and not worker.supervision.measures_memory:
-            raise ValueError(
-                f"{owner}: Recycle(rss_mb=...) needs a process worker: a {worker.kind} worker shares "
-                "its memory with the whole process, so its own cannot be measured; use seconds or jobs"
-            )
-        if recycle.jobs is not None and worker.supervision.jobs_done() is None:
-            raise ValueError(
-                f"{owner}: Recycle(jobs=...) needs a worker that counts its jobs "
-                f"({type(worker).__name__}.jobs_done() returns None; job processors count them)"
-            )
-        return RecycleWatch(recycle)
 
     def add_listener(self, listener: EventListener) -> Callable[[], None]:
         """Call ``listener`` with every :class:`WorkerEvent` of this server.
@@ -613,10 +597,8 @@ class Server:
         if record is not None and new is WorkerState.RUNNING:
             now = time.monotonic()
             record.running_since = now
-            watch = record.recycle
-            if watch is not None:
-                jobs = worker.supervision.jobs_done() if watch.recycle.jobs is not None else None
-                watch.begin(worker.supervision.run, now, jobs)
+            if record.recycle is not None:
+                record.recycle.start_run(worker, now)
         outcome: dict[str, Any] = outcome_of(worker) if new in TERMINAL_STATES else {}
         detail = ""
         if outcome.get("signal"):
