@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -14,6 +15,7 @@ __all__ = [
     "RESTART_REASONS",
     "STRATEGIES",
     "EventListener",
+    "Listeners",
     "RestartPolicy",
     "RestartReason",
     "Strategy",
@@ -84,3 +86,37 @@ class WorkerEvent:
 
 EventListener = Callable[[WorkerEvent], None]
 """A callable receiving every :class:`WorkerEvent` of a server."""
+
+
+class Listeners:
+    """The event listeners of one server, called in turn with each event.
+
+    A listener's exception is logged (naming ``owner``) and ignored: one
+    faulty listener neither stops the others nor whoever emits.
+    """
+
+    def __init__(self, owner: str, first: EventListener | None = None) -> None:
+        self.owner = owner
+        self._listeners: list[EventListener] = [first] if first is not None else []
+
+    def add(self, listener: EventListener) -> Callable[[], None]:
+        """Call ``listener`` with every later event; returns a function that removes it."""
+        self._listeners.append(listener)
+
+        def remove() -> None:
+            try:
+                self._listeners.remove(listener)
+            except ValueError:
+                pass
+
+        return remove
+
+    def emit(self, event: WorkerEvent) -> None:
+        """Call every listener with ``event``."""
+        for listener in tuple(self._listeners):
+            try:
+                listener(event)
+            except Exception:
+                logging.getLogger("spoc.workers.server").exception(
+                    "%s: event listener %r raised", self.owner, listener
+                )

@@ -13,8 +13,13 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from ._checks import check_count, check_number
+from ._state import WorkerState
+
+if TYPE_CHECKING:
+    from ._worker import AbstractWorker
 
 __all__ = ["DEFAULT_RECYCLE_INTERVAL", "MIB", "Recycle", "RecycleWatch"]
 
@@ -81,7 +86,11 @@ class Recycle:
 
 
 class RecycleWatch:
-    """One worker's limits for its current run, as the supervisor checks them."""
+    """One worker's limits for its current run, as the supervisor checks them.
+
+    Made by :meth:`for_worker`; the Server calls :meth:`start_run` as each
+    run reaches RUNNING, its supervisor :meth:`check` on each look.
+    """
 
     def __init__(self, recycle: Recycle, rng: random.Random | None = None) -> None:
         self.recycle = recycle
@@ -94,6 +103,59 @@ class RecycleWatch:
         self.jobs: int | None = None
         self.recycled_run = 0  # the run a recycle was asked of (each run is recycled once)
         self.next_poll = 0.0
+
+    @classmethod
+    def for_worker(cls, owner: str, worker: AbstractWorker, recycle: Recycle) -> RecycleWatch:
+        """A watch of ``recycle``'s limits on ``worker``, checked to be ones it can be measured by.
+
+        Raises:
+            TypeError: ``recycle`` is not a :class:`Recycle`.
+            ValueError: ``rss_mb`` for a thread worker, ``jobs`` for a worker that does not count jobs.
+        """
+        if not isinstance(recycle, Recycle):
+            raise TypeError(f"{owner}: recycle must be a Recycle, got {type(recycle).__name__}")
+        if recycle.rss_mb is not None and not worker.supervision.measures_memory:
+            raise ValueError(
+                f"{owner}: Recycle(rss_mb=...) needs a process worker: a {worker.kind} worker shares "
+                "its memory with the whole process, so its own cannot be measured; use seconds or jobs"
+            )
+        if recycle.jobs is not None and worker.supervision.jobs_done() is None:
+            raise ValueError(
+                f"{owner}: Recycle(jobs=...) needs a worker that counts its jobs "
+                f"({type(worker).__name__}.jobs_done() returns None; job processors count them)"
+            )
+        return cls(recycle)
+
+    def start_run(self, worker: AbstractWorker, now: float) -> None:
+        """``worker``'s new run reached RUNNING: draw its limits (see :meth:`begin`)."""
+        jobs = worker.supervision.jobs_done() if self.recycle.jobs is not None else None
+        self.begin(worker.supervision.run, now, jobs)
+
+    def watches(self, worker: AbstractWorker) -> bool:
+        """Whether ``worker``'s current run is running, under these limits, and not yet recycled."""
+        return (
+            self.recycled_run != self.run
+            and self.run == worker.supervision.run
+            and worker.state is WorkerState.RUNNING
+        )
+
+    def check(self, worker: AbstractWorker, now: float) -> str | None:
+        """Why ``worker``'s run (see :meth:`watches`) must be recycled now, or None.
+
+        Reads its memory and job count when a poll is due. A run is recycled
+        once: after a reason was returned, :meth:`watches` is False until the
+        next run.
+        """
+        rss = jobs = None
+        if self.poll_due(now):
+            if self.rss_bytes is not None:
+                rss = worker.supervision.rss_bytes()
+            if self.jobs is not None:
+                jobs = worker.supervision.jobs_done()
+        why = self.due(now, rss, jobs)
+        if why is not None:
+            self.recycled_run = self.run
+        return why
 
     def begin(self, run: int, now: float, jobs_done: int | None) -> None:
         """A new run reached RUNNING: draw its limits."""

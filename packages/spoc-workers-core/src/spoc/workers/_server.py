@@ -13,13 +13,22 @@ from typing import TYPE_CHECKING, Any
 
 from ._backoff import Backoff
 from ._checks import check_count, check_number
-from ._events import RESTART_POLICIES, STRATEGIES, EventListener, RestartPolicy, Strategy, WorkerEvent
-from ._process import wait_for_change
+from ._events import (
+    RESTART_POLICIES,
+    STRATEGIES,
+    EventListener,
+    Listeners,
+    RestartPolicy,
+    Strategy,
+    WorkerEvent,
+)
+from ._join import join_workers
 from ._recycle import Recycle, RecycleWatch
 from ._signals import SignalHandlers, WakeupPipe
-from ._stacks import all_stacks
 from ._state import TERMINAL_STATES, WorkerState
-from ._supervisor import Control, Supervised, Supervisor, outcome_of
+from ._status import liveness, readiness, status_entries, status_report
+from ._supervised import Supervised, outcome_of
+from ._supervisor import Control, Supervisor
 from ._worker import AbstractWorker, check_initialised
 
 if TYPE_CHECKING:  # the HTTP endpoint is imported only when it is asked for
@@ -30,10 +39,6 @@ __all__ = ["HTTP_ENV", "HTTP_EXTRA_MISSING", "HTTP_TOKEN_ENV", "Server"]
 logger = logging.getLogger("spoc.workers.server")
 
 DEFAULT_SHUTDOWN_TIMEOUT = 10.0
-TERMINATE_GRACE = 0.5  # after terminate(), before kill()
-KILL_GRACE = 0.4  # after kill(), for the kernel to reap
-POLL = 0.05  # the longest wait when a worker offers nothing to wait on
-LEAVING_GRACE = 1.0  # how long a worker that reported its end may take to leave its thread or process
 LIVENESS_TIMEOUT = 1.0  # how long the supervisor thread may take to answer a liveness ping
 
 HTTP_ENV = "SPOC_WORKERS_HTTP"
@@ -114,7 +119,7 @@ class Server:
         self.name = name
         self.shutdown_timeout = float(shutdown_timeout)
         self._records: list[Supervised] = []
-        self._listeners: list[EventListener] = [on_event] if on_event is not None else []
+        self._listeners = Listeners(f"server {name!r}", on_event)
         self._lock = threading.RLock()
         self._running = False
         self._stop_requested = False
@@ -124,7 +129,7 @@ class Server:
         self._supervisor = Supervisor(
             name,
             self._snapshot,
-            self._emit,
+            self._listeners.emit,
             self.stop,
             self._wakeup.wake,
             strategy=strategy,
@@ -232,11 +237,10 @@ class Server:
                 f"{RESTART_POLICIES}, got {policy!r}"
             )
         timeout = worker.heartbeat_timeout if heartbeat_timeout is None else heartbeat_timeout
+        who = f"server {self.name!r}: worker {worker.name!r}"
         if timeout is not None:
-            check_number(
-                f"server {self.name!r}: worker {worker.name!r}", "heartbeat_timeout", timeout, strict=True
-            )
-        watch = None if recycle is None else self._recycle_watch(worker, recycle)
+            check_number(who, "heartbeat_timeout", timeout, strict=True)
+        watch = None if recycle is None else RecycleWatch.for_worker(who, worker, recycle)
         with self._lock:
             owner = worker.supervision.owner
             if owner is self:
@@ -258,22 +262,6 @@ class Server:
             self._supervisor.ensure_running()
         return worker
 
-    def _recycle_watch(self, worker: AbstractWorker, recycle: Recycle) -> RecycleWatch:
-        owner = f"server {self.name!r}: worker {worker.name!r}"
-        if not isinstance(recycle, Recycle):
-            raise TypeError(f"{owner}: recycle must be a Recycle, got {type(recycle).__name__}")
-        if recycle.rss_mb is not None and not worker.supervision.measures_memory:
-            raise ValueError(
-                f"{owner}: Recycle(rss_mb=...) needs a process worker: a {worker.kind} worker shares "
-                "its memory with the whole process, so its own cannot be measured; use seconds or jobs"
-            )
-        if recycle.jobs is not None and worker.supervision.jobs_done() is None:
-            raise ValueError(
-                f"{owner}: Recycle(jobs=...) needs a worker that counts its jobs "
-                f"({type(worker).__name__}.jobs_done() returns None; job processors count them)"
-            )
-        return RecycleWatch(recycle)
-
     def add_listener(self, listener: EventListener) -> Callable[[], None]:
         """Call ``listener`` with every :class:`WorkerEvent` of this server.
 
@@ -284,15 +272,7 @@ class Server:
         Returns:
             a function that removes the listener.
         """
-        self._listeners.append(listener)
-
-        def remove() -> None:
-            try:
-                self._listeners.remove(listener)
-            except ValueError:
-                pass
-
-        return remove
+        return self._listeners.add(listener)
 
     # -- running --------------------------------------------------------------
 
@@ -325,7 +305,7 @@ class Server:
         except BaseException:
             for worker in reversed(started):
                 worker.stop()
-            self._join(started, self.shutdown_timeout)
+            join_workers(self.name, started, self.shutdown_timeout, self._wakeup, self._escalation_requested)
             self._close_http()
             with self._lock:
                 self._running = False
@@ -357,7 +337,7 @@ class Server:
         Returns:
             the workers still alive (empty when all ended).
         """
-        still_alive = self._join(self.workers, timeout)
+        still_alive = join_workers(self.name, self.workers, timeout, self._wakeup, self._escalation_requested)
         if self._stop_requested:
             self._supervisor.join(1.0)
             self._close_http()
@@ -436,34 +416,7 @@ class Server:
         resident memory of a process worker's child while it is alive, else
         None) and ``exitcode``.
         """
-        now = time.monotonic()
-        entries = []
-        for record in self._snapshot():
-            worker = record.worker
-            state = worker.state
-            running = state is WorkerState.RUNNING and record.running_since is not None
-            restart_at = record.restart_at
-            entries.append(
-                {
-                    "name": worker.name,
-                    "kind": worker.kind,
-                    "state": state.value,
-                    "pid": worker.pid,
-                    "restart": record.restart,
-                    "restarts": record.restarts,
-                    "restart_reasons": dict(record.reasons),
-                    "restart_in": None if restart_at is None else round(max(0.0, restart_at - now), 3),
-                    "held": record.held,
-                    "last_error": record.last_error,
-                    "uptime": round(now - record.running_since, 3)
-                    if running and record.running_since is not None
-                    else None,
-                    "last_heartbeat": round(worker.supervision.silent_for(now), 3) if running else None,
-                    "rss_bytes": worker.supervision.rss_bytes(),
-                    "exitcode": worker.exitcode,
-                }
-            )
-        return entries
+        return status_entries(self._snapshot(), time.monotonic())
 
     def liveness(self, timeout: float = LIVENESS_TIMEOUT) -> dict[str, Any]:
         """Whether this server's supervision is alive and responsive (the ``/healthz`` probe).
@@ -479,20 +432,9 @@ class Server:
         Returns:
             ``{"alive": bool, "detail": str}``, and ``"answered_in"`` (seconds) when pinged.
         """
-        supervisor = self._supervisor
-        if supervisor.active and supervisor.failed is None:
-            answered = supervisor.ping(timeout)
-            if answered is not None:
-                return {"alive": True, "detail": "the supervisor answered", "answered_in": round(answered, 6)}
-            if supervisor.active and supervisor.failed is None:
-                return {"alive": False, "detail": f"the supervisor did not answer within {timeout:g}s"}
-        if supervisor.failed is not None:  # (it may also have left meanwhile: then see below)
-            return {"alive": False, "detail": f"the supervisor thread failed: {supervisor.failed!r}"}
-        if self._stop_requested:
-            return {"alive": True, "detail": "stopping"}
-        if not self._running:
-            return {"alive": True, "detail": "not started"}
-        return {"alive": True, "detail": "nothing to supervise: every worker has ended for good"}
+        return liveness(
+            self._supervisor, running=self._running, stopping=self._stop_requested, timeout=timeout
+        )
 
     def readiness(self) -> dict[str, Any]:
         """Whether every worker that should run is RUNNING (the ``/readyz`` probe).
@@ -505,17 +447,7 @@ class Server:
             ``{"ready": bool, "not_running": [{"name", "state", "restart_in"}...]}``,
             and ``"reason"`` when the whole server is not ready.
         """
-        if not self._running or self._stop_requested:
-            reason = "stopping" if self._stop_requested else "not started"
-            return {"ready": False, "reason": reason, "not_running": []}
-        missing = [
-            {"name": entry["name"], "state": entry["state"], "restart_in": entry["restart_in"]}
-            for entry in self.status()
-            if entry["state"] != WorkerState.RUNNING.value
-            and not entry["held"]
-            and not (entry["state"] == WorkerState.STOPPED.value and entry["restart_in"] is None)
-        ]
-        return {"ready": not missing, "not_running": missing}
+        return readiness(self.status, running=self._running, stopping=self._stop_requested)
 
     def restart_worker(self, name: str) -> None:
         """Stop the worker ``name`` gracefully and start it again; returns at once.
@@ -613,10 +545,8 @@ class Server:
         if record is not None and new is WorkerState.RUNNING:
             now = time.monotonic()
             record.running_since = now
-            watch = record.recycle
-            if watch is not None:
-                jobs = worker.supervision.jobs_done() if watch.recycle.jobs is not None else None
-                watch.begin(worker.supervision.run, now, jobs)
+            if record.recycle is not None:
+                record.recycle.start_run(worker, now)
         outcome: dict[str, Any] = outcome_of(worker) if new in TERMINAL_STATES else {}
         detail = ""
         if outcome.get("signal"):
@@ -638,7 +568,7 @@ class Server:
                 "spoc_restarts": record.restarts if record is not None else 0,
             },
         )
-        self._emit(
+        self._listeners.emit(
             WorkerEvent(
                 kind="state",
                 server=self.name,
@@ -653,89 +583,9 @@ class Server:
         self._supervisor.poke()
         self._wakeup.wake()
 
-    def _emit(self, event: WorkerEvent) -> None:
-        for listener in tuple(self._listeners):
-            try:
-                listener(event)
-            except Exception:
-                logger.exception("server %r: event listener %r raised", self.name, listener)
-
     def _log_status_and_stacks(self) -> None:
-        lines = [f"server {self.name!r} status:"]
-        lines += [f"  {entry}" for entry in self.status()]
-        lines.append(all_stacks().rstrip())
-        logger.warning("\n".join(lines))  # asked for by an operator: shown at the default levels
+        # asked for by an operator: shown at the default levels
+        logger.warning(status_report(self.name, self.status()))
 
     def _escalation_requested(self) -> bool:
         return len(self._signals) > 1
-
-    def _wait_for_change(self, workers: list[AbstractWorker], timeout: float | None) -> None:
-        """Block until a worker may have changed, a signal came, or ``timeout`` passed."""
-        waitables: list[Any] = [self._wakeup]
-        for worker in workers:
-            handles = worker.supervision.waitables()
-            if not handles and worker.supervision.start_first and worker.is_alive():
-                # rare: a process whose fork server died (see ProcessWorker._waitables)
-                timeout = POLL if timeout is None else min(timeout, POLL)
-            waitables += handles
-        wait_for_change(waitables, timeout)
-        self._wakeup.drain()
-
-    def _join(
-        self, workers: tuple[AbstractWorker, ...] | list[AbstractWorker], timeout: float | None
-    ) -> list[AbstractWorker]:
-        with self._wakeup.held():
-            return self._join_held(workers, timeout)
-
-    def _join_held(
-        self, workers: tuple[AbstractWorker, ...] | list[AbstractWorker], timeout: float | None
-    ) -> list[AbstractWorker]:
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
-            alive = [w for w in workers if w.is_alive()]
-            if not alive:
-                for worker in workers:
-                    worker.join(0)  # reap, read the last status
-                return []
-            remaining = None if deadline is None else deadline - time.monotonic()
-            if (remaining is not None and remaining <= 0) or self._escalation_requested():
-                break
-            leaving = [w for w in alive if w.state in TERMINAL_STATES]
-            if leaving:  # ended, their thread or process is on its way out: nothing left to wake us
-                for worker in leaving:
-                    worker.join(LEAVING_GRACE if remaining is None else min(remaining, LEAVING_GRACE))
-                continue
-            self._wait_for_change(alive, remaining)
-        return self._force_end(alive)
-
-    def _force_end(self, alive: list[AbstractWorker]) -> list[AbstractWorker]:
-        ended: list[AbstractWorker] = []  # those that can be ended from here: processes
-        for worker in alive:
-            if worker.supervision.terminate():
-                logger.warning(
-                    "server %r: process worker %r did not stop in time; terminated", self.name, worker.name
-                )
-                ended.append(worker)
-        if ended:
-            self._join_processes(ended, TERMINATE_GRACE)
-        for worker in ended:
-            if worker.is_alive():
-                logger.warning("server %r: process worker %r still alive; killing", self.name, worker.name)
-                worker.supervision.kill()
-        if ended:
-            self._join_processes(ended, KILL_GRACE)
-        for worker in alive:
-            if worker in ended or not worker.is_alive():
-                continue
-            logger.error(
-                "server %r: thread worker %r did not stop in time; it is left running. Its stack:\n%s",
-                self.name,
-                worker.name,
-                worker.supervision.stack() or "(no stack)\n",
-            )
-        return [w for w in alive if w.is_alive()]
-
-    def _join_processes(self, processes: list[AbstractWorker], timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        for worker in processes:
-            worker.join(max(0.0, deadline - time.monotonic()))

@@ -22,19 +22,18 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from ._backoff import Backoff
 from ._errors import WorkerHungError
-from ._events import RestartPolicy, RestartReason, Strategy, WorkerEvent
-from ._process import signal_name, wait_for_change
-from ._recycle import RecycleWatch
+from ._events import RestartReason, Strategy, WorkerEvent
+from ._intensity import RestartIntensity
+from ._process import wait_for_change
 from ._signals import WakeupPipe
 from ._state import TERMINAL_STATES, WorkerState
-from ._worker import AbstractWorker
+from ._supervised import Supervised, describe_outcome, outcome_of, should_restart
 
-__all__ = ["Control", "Supervised", "Supervisor", "outcome_of"]
+__all__ = ["Control", "Supervisor"]
 
 logger = logging.getLogger("spoc.workers.server")
 
@@ -44,48 +43,6 @@ while its restart is due (its leaving wakes nobody for sure)."""
 
 Control = Literal["restart", "stop"]
 """What an operator may ask of one worker (:meth:`Supervisor.request`)."""
-
-
-@dataclass(eq=False)
-class Supervised:
-    """What the supervisor knows about one worker."""
-
-    worker: AbstractWorker
-    restart: RestartPolicy
-    heartbeat_timeout: float | None
-    restarts: int = 0
-    attempt: int = 0  # position in the backoff schedule
-    running_since: float | None = None  # time.monotonic() of the last RUNNING
-    handled_run: int = 0  # the worker run whose end was dealt with
-    restart_at: float | None = None  # time.monotonic() of a scheduled restart
-    restart_delay: float = 0.0  # the delay of the restart scheduled last
-    stop_intended: bool = False  # stopped by the supervisor (a group restart): not a crash
-    hung_run: int = 0  # the worker run declared hung
-    declared_hung: bool = False  # until its restart: the end is a crash, though its thread was told to stop
-    kill_at: float | None = None
-    last_error: str | None = None
-    ended_state: WorkerState | None = None  # how the run dealt with last ended, read as it was dealt with
-    ended_exception: BaseException | None = None  # (a restart at once may already have begun a new run)
-    restart_reason: RestartReason | None = None  # why the scheduled restart happens
-    reasons: dict[str, int] = field(default_factory=dict)  # restarts so far, by reason
-    recycle: RecycleWatch | None = None
-    held: bool = False  # stopped on request: not restarted until asked
-
-    def settled(self) -> bool:
-        """Ended, its end dealt with, no restart pending, and not waiting for an operator."""
-        worker = self.worker
-        return (
-            worker.state in TERMINAL_STATES
-            and self.handled_run == worker.supervision.run
-            and self.restart_at is None
-            and not self.held
-        )
-
-
-def outcome_of(worker: AbstractWorker) -> dict[str, Any]:
-    """How ``worker``'s last run ended: exception, exit code, signal name."""
-    exitcode = worker.exitcode
-    return {"exception": worker.exception, "exitcode": exitcode, "signal": signal_name(exitcode)}
 
 
 class Supervisor:
@@ -133,14 +90,12 @@ class Supervisor:
         self._on_give_up = on_give_up
         self._on_change = on_change
         self.strategy = strategy
-        self.max_restarts = max_restarts
-        self.restart_window = restart_window
+        self.intensity = RestartIntensity(max_restarts, restart_window)
         self.backoff = backoff
         self.stable_after = stable_after
         self.gave_up = False
         self.stopping = False
         self.failed: BaseException | None = None  # what ended the monitor thread by surprise
-        self._restart_times: deque[float] = deque()
         self._wakeup = WakeupPipe()
         self._thread: threading.Thread | None = None
         self._active = False  # a monitor thread runs and has not decided to leave
@@ -155,7 +110,7 @@ class Supervisor:
         """Start afresh (the server starts again): forget past restarts and giving up."""
         self.gave_up = False
         self.stopping = False
-        self._restart_times.clear()
+        self.intensity.reset()
 
     def poke(self) -> None:
         """Make the monitor look again now (safe from a signal handler)."""
@@ -304,10 +259,10 @@ class Supervisor:
         record.kill_at = None
         outcome = outcome_of(worker)
         if state is WorkerState.FAILED:
-            record.last_error = _describe(outcome)
+            record.last_error = describe_outcome(outcome)
         if self.stopping or record.stop_intended or self.stopped_on_purpose(record):
             return
-        if record.held or not _should_restart(record.restart, state):
+        if record.held or not should_restart(record.restart, state):
             return
         reason: RestartReason = (
             "hang"
@@ -318,10 +273,7 @@ class Supervisor:
         )
         if record.running_since is not None and now - record.running_since >= self.stable_after:
             record.attempt = 0  # it was stable: the backoff starts over
-        self._restart_times.append(now)
-        while self._restart_times and self._restart_times[0] < now - self.restart_window:
-            self._restart_times.popleft()
-        if self.max_restarts is not None and len(self._restart_times) > self.max_restarts:
+        if self.intensity.exceeded(now):
             self._give_up(record)
             return
         delay = self.backoff.delay(record.attempt)
@@ -337,7 +289,7 @@ class Supervisor:
                 now,
                 delay,
                 reason=reason if member is record else "group",
-                why=f"({_describe(outcome)})" if member is record else f"with {worker.name!r}",
+                why=f"({describe_outcome(outcome)})" if member is record else f"with {worker.name!r}",
                 outcome=outcome if member is record else None,
             )
 
@@ -437,23 +389,10 @@ class Supervisor:
         deadline: float | None = None
         for record in records:
             watch = record.recycle
-            worker = record.worker
-            if (
-                watch is None
-                or watch.recycled_run == watch.run
-                or watch.run != worker.supervision.run
-                or worker.state is not WorkerState.RUNNING
-            ):
+            if watch is None or not watch.watches(record.worker):
                 continue
-            rss = jobs = None
-            if watch.poll_due(now):
-                if watch.rss_bytes is not None:
-                    rss = worker.supervision.rss_bytes()
-                if watch.jobs is not None:
-                    jobs = worker.supervision.jobs_done()
-            why = watch.due(now, rss, jobs)
+            why = watch.check(record.worker, now)
             if why is not None:
-                watch.recycled_run = watch.run
                 self._recycle(record, why, now)
             else:
                 deadline = _sooner(deadline, watch.next_moment())
@@ -567,10 +506,7 @@ class Supervisor:
             return
         self.gave_up = True
         if reason is None:
-            reason = (
-                f"more than {self.max_restarts} restarts within {self.restart_window:g}s "
-                f"(last: worker {record.worker.name!r}, {record.last_error})"
-            )
+            reason = f"{self.intensity} (last: worker {record.worker.name!r}, {record.last_error})"
         message = f"{reason}; giving up and stopping"
         logger.error("%s: %s", self.label, message)
         self._emit(self._event("gave_up", record, record.worker.exception, message))
@@ -603,17 +539,3 @@ def _sooner(first: float | None, second: float | None) -> float | None:
     if second is None:
         return first
     return min(first, second)
-
-
-def _should_restart(policy: RestartPolicy, state: WorkerState) -> bool:
-    return policy == "always" or (policy == "on-failure" and state is WorkerState.FAILED)
-
-
-def _describe(outcome: dict[str, Any]) -> str:
-    if outcome["signal"]:
-        return f"killed by {outcome['signal']}"
-    if outcome["exception"] is not None:
-        return f"failed: {outcome['exception']!r}"
-    if outcome["exitcode"]:
-        return f"exited with code {outcome['exitcode']}"
-    return "ended"

@@ -20,7 +20,8 @@ from typing import Any, Literal
 from spoc.workers import AbstractWorker, Backoff, ThreadWorker, WorkerEvent, WorkerState
 from spoc.workers._checks import check_count, check_number
 from spoc.workers._deprecation import renamed
-from spoc.workers._supervisor import Supervised, Supervisor
+from spoc.workers._supervised import Supervised
+from spoc.workers._supervisor import Supervisor
 
 from ._support import aemit, emit, has_async
 
