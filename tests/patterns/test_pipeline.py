@@ -255,6 +255,25 @@ def test_a_failed_stage_worker_stops_the_pipeline_without_losing_items(start_met
     check_conservation(pipeline)
 
 
+def test_close_after_a_stage_failed_raises_the_failure(start_method: str) -> None:
+    """The end marker cannot go in once a stage failed: close() says why, every time.
+
+    Before, it put the marker into the (emptied) first queue and returned
+    quietly, or, had that queue been a multiprocessing one, raised ValueError.
+    """
+    pipeline = Pipeline("close-after-failure", maxsize=4)
+    pipeline.add_stage(pt.increment).add_stage(pt.FailingSetup)
+    pipeline.start()
+    try:
+        assert pipeline.join(JOIN)  # the failure stopped it
+        for _ in range(2):
+            with pytest.raises(PipelineFailedError, match="stage 'FailingSetup'"):
+                pipeline.close()
+    finally:
+        pipeline.stop()
+    assert pipeline.stats.failed_workers == ("close-after-failure.FailingSetup",)
+
+
 PROMPT = 5.0  # seconds from a stage's failure to a waiter's return: a wide bound (measured: < 0.05 s)
 
 FAILURES = [

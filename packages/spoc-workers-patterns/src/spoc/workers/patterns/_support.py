@@ -33,6 +33,7 @@ __all__ = [
     "log_failure",
     "new_counters",
     "run_on_run_loop",
+    "short_repr",
 ]
 
 logger = logging.getLogger("spoc.workers.patterns")
@@ -180,3 +181,9 @@ def has_async(*functions: Callable[..., Any]) -> bool:
 def log_failure(worker: AbstractWorker, what: str, exc: BaseException) -> None:
     """Log a failure the worker survives (a task, job or item), with its traceback."""
     logger.error("worker %r: %s raised %r; going on", worker.name, what, exc, exc_info=exc)
+
+
+def short_repr(item: object) -> str:
+    """``repr(item)``, cut to 80 characters for a log line."""
+    text = repr(item)
+    return text if len(text) <= 80 else text[:77] + "..."

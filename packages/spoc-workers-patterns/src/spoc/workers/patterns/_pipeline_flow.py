@@ -1,0 +1,407 @@
+"""How items flow through a started pipeline, and how it ends: the engine under :class:`Pipeline`.
+
+An item goes in through :meth:`_PipelineFlow._accept` (from ``Pipeline.put``
+or a feeder) into the first queue, through the stage workers from hop to
+hop, and out of the last queue in :meth:`_PipelineFlow._take_result` (from
+``Pipeline.results`` and every wait, which collect results into a buffer
+meanwhile). The end marker goes in behind the last accepted item
+(:meth:`_PipelineFlow._close_input`); the end of stream is told in ``_stages``.
+
+Conservation
+    Every accepted item is emitted (put into the results), dropped on
+    purpose (``process_item`` returned None), or reported as failed: a
+    lifecycle ``"error"`` event with ``item=`` and a :class:`DeadLetter` in
+    ``Pipeline.dead_letters``. That holds on a normal end, when a stage
+    raises, and on ``Pipeline.stop``, which stops the input and lets the
+    accepted items drain stage by stage within its budget; only past the
+    budget are the workers stopped, and whatever is still queued becomes a
+    dead letter. Only a process killed while holding an item loses it; the
+    pipeline then reports it in ``PipelineStats.lost``. What a stage
+    passed on is in the next queue's pipe already (stage workers write into
+    a multiprocessing queue's pipe themselves: ``_queues.QueueWriter``), and
+    results and dead letters are counted where they arrive, so that count
+    is exact.
+
+Failure
+    A stage worker that ends FAILED (setup or main raised, its process
+    died) stops the pipeline as soon as its server sees it: every worker is
+    stopped, what waits between stages becomes a dead letter, and every
+    wait for a result, a blocked ``Pipeline.put`` included, ends with a
+    :class:`PipelineFailedError` (``Pipeline.join`` returns).
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from multiprocessing.connection import wait as wait_for_handles
+from typing import Any
+
+from spoc.workers import AbstractWorker, Server, WorkerEvent, WorkerState
+
+from ._feeders import Feeder, SourceFeeder
+from ._hops import END_OF_STREAM, Hop, drain, feeds_here
+from ._pipeline_build import StageSpec
+from ._pipeline_errors import DeadLetter, PipelineFailedError, PipelineStoppedError, stage_failure
+from ._pipeline_state import PipelineState, PipelineStatus
+
+__all__ = ["PUMP_WAIT"]
+
+logger = logging.getLogger("spoc.workers.patterns")
+
+PUMP_WAIT = 0.05
+"""The parent's longest wait before it looks at the workers again."""
+_CALLER_WAIT = 0.005  # a blocked put()/close() alternates this long between its put and the results
+_PEAK_SAMPLE = 16  # without back-pressure, the in-flight peak is sampled every this many items
+_S = PipelineState
+
+
+class _PipelineFlow:
+    """The state and the internals of a :class:`Pipeline`, which adds the public calls."""
+
+    name: str
+    maxsize: int
+
+    def __init__(self) -> None:
+        self._stages: list[StageSpec] = []
+        self._status = PipelineStatus()  # the state (see _pipeline_state) and the failure latch
+        # Locks, taken in this order, each guarding only what is named:
+        # - _put_lock: one writer into the first queue at a time, so the end marker goes in
+        #   behind every accepted item and nothing after it (the moves to CLOSING and ENDING).
+        # - _lock (re-entrant): the stages, the results buffer, the counts (accepted, emitted,
+        #   peak, markers seen, drained), the dead letters, the feeders and the pending feeds;
+        #   start(), stop() and feed() decide under it.
+        # - the status's own: the state and the failed workers; never held while calling out
+        #   (the server's listener takes it).
+        self._put_lock = threading.Lock()
+        self._lock = threading.RLock()
+        self._server: Server | None = None
+        self._hops: list[Any] = []  # _hops[i] feeds stage i; _hops[-1] holds the results
+        self._stage_of: dict[str, str] = {}  # stage worker name -> stage name
+        self._release: Callable[[], None] = _nothing  # releases the queues' handles, once started
+        self._dead_letter_queue: Any = None
+        self._dead_letters: list[DeadLetter] = []
+        self._results: collections.deque[Any] = collections.deque()
+        self._markers_seen = 0
+        self._pending_feeds: list[tuple[Any, bool, bool]] = []  # (items or source, close, is a source)
+        self._feeders: list[Feeder] = []
+        self._accepted = 0
+        self._emitted = 0  # results taken from the last queue: counted where they arrive
+        self._drained = 0  # dead letters the pipeline found in a queue (not reported by a worker)
+        self._peak = 0
+
+    def _stage_workers(self) -> tuple[AbstractWorker, ...]:
+        return tuple(w for stage in self._stages for w in stage.instances)
+
+    # -- in --------------------------------------------------------------------------
+
+    def _start_feeder(self, items: Any, close: bool, is_source: bool = False) -> None:
+        server = self._server
+        assert server is not None
+        kind = SourceFeeder if is_source else Feeder
+        with self._lock:
+            name = f"{self.name}.feed-{len(self._feeders) + 1}"
+            feeder = kind(name, items, self._feeder_accept, self._feeder_close, close)
+            self._feeders.append(feeder)
+        server.add_worker(feeder)
+
+    def _feeder_accept(self, item: Any, feeder: Feeder) -> bool:
+        return self._accept(item, feeder, None)
+
+    def _feeder_close(self, feeder: Feeder) -> bool:
+        return self._close_input(feeder=feeder)
+
+    def _accept(self, item: Any, feeder: Feeder | None, timeout: float | None) -> bool:
+        """Put ``item`` into the first queue; False when the input is closed or stopped.
+
+        A caller's own thread collects results while it waits (so that one
+        thread may put everything, then read the results); a feeder does not,
+        so that a slow reader of :meth:`results` slows the feed down.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        first = self._hops[0]
+        wait = PUMP_WAIT if feeder is not None else _CALLER_WAIT
+        waited = False
+        with self._put_lock:
+            while True:
+                if self._status.failed():
+                    if feeder is None:
+                        raise self._failure_error()
+                    return False
+                if not self._status.accepting() or (feeder is not None and not feeder.is_running):
+                    return False
+                try:
+                    first.put(item, True, wait)
+                    break
+                except queue.Full:
+                    waited = True
+                if feeder is None:
+                    self._pump(_CALLER_WAIT)
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise queue.Full
+            with self._lock:
+                self._accepted += 1
+                accepted = self._accepted
+        # Reading every worker's counters costs microseconds per item: sample the
+        # peak when the input pushed back (the queues are full: the likely peak)
+        # and every _PEAK_SAMPLE items otherwise.
+        if waited or accepted % _PEAK_SAMPLE == 0:
+            in_flight = accepted - self._accounted()
+            with self._lock:
+                self._peak = max(self._peak, in_flight)
+        return True
+
+    def _accounted(self) -> int:
+        """Items no longer in flight: emitted, failed (dead letters received) or dropped."""
+        total = self._emitted + len(self._dead_letters)
+        return total + sum(w.stats.dropped for s in self._stages for w in s.instances)
+
+    def _close_input(self, feeder: Feeder | None = None, deadline: float | None = None) -> bool:
+        """Wait for the other feeds to end, then put the end marker, once. False when it could not
+        (a failure, the deadline, the feeder's stop)."""
+        for other in list(self._feeders):
+            while other is not feeder and other.is_alive():
+                if deadline is not None and time.monotonic() >= deadline:
+                    return False
+                if feeder is None:
+                    self._pump(PUMP_WAIT)
+                else:
+                    other.join(PUMP_WAIT)
+        first = self._hops[0]
+        wait = PUMP_WAIT if feeder is not None else _CALLER_WAIT
+        status = self._status
+        with self._put_lock:
+            if status.failed() or status.ended() or status.state is _S.ENDING:
+                return not status.failed()  # the marker is in, or no longer needed; or a failure
+            status.refuse_input()  # OPEN -> CLOSING
+            while True:
+                try:
+                    first.put(END_OF_STREAM, True, wait)
+                except queue.Full:
+                    pass
+                else:
+                    status.move(_S.ENDING, only_from=frozenset({_S.CLOSING}))  # not after a failure
+                    return True
+                if status.failed() or status.ended():
+                    return False
+                if feeder is not None and not feeder.is_running:
+                    return False
+                if feeder is None:
+                    self._pump(_CALLER_WAIT)
+                if deadline is not None and time.monotonic() >= deadline:
+                    return False
+
+    # -- out, and the watch over the workers -------------------------------------------
+
+    def _take_result(self, wait: float) -> tuple[bool, Any]:
+        """Read one result from the last queue, waiting up to ``wait``; counts end markers."""
+        if self._status.ended():
+            return False, None
+        final = self._hops[-1]
+        try:
+            if wait <= 0:
+                item = final.get_nowait()
+            elif isinstance(final, Hop):
+                item = final.get_unless(wait, self._has_failed)
+            else:  # a multiprocessing queue: wait on its pipe and on the latch a failure writes to
+                try:
+                    item = final.get_nowait()
+                except queue.Empty:
+                    wait_for_handles([final._reader, *self._status.latch_handles()], wait)
+                    item = final.get_nowait()
+        except queue.Empty:
+            return False, None
+        except (OSError, ValueError, EOFError):  # closed by a concurrent _finish()
+            return False, None
+        with self._lock:
+            if item is END_OF_STREAM:
+                self._markers_seen += 1
+                return False, None
+            self._emitted += 1
+        return True, item
+
+    def _complete(self) -> bool:
+        """No more results will come."""
+        return self._status.ended() or self._markers_seen >= self._stages[-1].workers
+
+    def _pump(self, wait: float) -> None:
+        """One round of waiting: collect results into the buffer, dead letters, watch the workers."""
+        if self._status.failed():
+            # Nothing flows any more: empty the queues now, then wait in a worker's own join,
+            # which its end cuts short.
+            self._collect_results(0.0)
+            self._housekeeping()
+            self._wait_for_workers(wait)
+            return
+        if self._complete():
+            self._wait_for_workers(wait)
+        else:
+            self._collect_results(wait)
+        self._housekeeping()
+
+    def _collect_results(self, wait: float) -> None:
+        """Move what the last queue holds (and no more) to the buffer, waiting ``wait`` for the first."""
+        for _ in range(self.maxsize + 1):
+            if self._complete():
+                return
+            got, item = self._take_result(wait)
+            if got:
+                with self._lock:
+                    self._results.append(item)
+            elif wait == 0:
+                return
+            wait = 0
+
+    def _wait_for_workers(self, wait: float) -> None:
+        alive = [w for w in (*self._stage_workers(), *self._feeders) if w.is_alive()]
+        if alive and wait > 0:
+            alive[0].join(wait)
+
+    def _housekeeping(self) -> None:
+        self._drain_dead_letters()
+        self._check_workers()
+        if self._status.failed():
+            self._empty_queues_between_stages()
+
+    def _empty_queues_between_stages(self) -> None:
+        """After a failure nothing flows any more: what waits for a stage is a dead letter now,
+        so that a stage blocked on a full queue ends at once instead of after its put_grace."""
+        for index in range(len(self._stages)):
+            q = self._hops[index]
+            while not self._status.ended():
+                try:
+                    item = q.get_nowait()
+                except (queue.Empty, OSError, ValueError, EOFError):
+                    break
+                if item is not END_OF_STREAM:
+                    with self._lock:
+                        self._queued_dead_letter(index, item)
+
+    def _queued_dead_letter(self, index: int, item: Any) -> None:
+        """``item`` was found waiting for stage ``index`` of a pipeline that stopped (holds the lock)."""
+        stage = self._stages[index].name
+        error = PipelineStoppedError(
+            f"pipeline {self.name!r} stopped while the item waited for stage {stage!r}"
+        )
+        self._dead_letters.append(DeadLetter(stage=stage, item=item, error=error))
+        self._drained += 1
+
+    def _all_ended(self) -> bool:
+        return not any(w.is_alive() for w in (*self._stage_workers(), *self._feeders))
+
+    def _check_workers(self) -> None:
+        """Look at the stage workers' states (a process worker's is read from its pipe, which
+        tells the server's listener of a failure too)."""
+        if self._status.ended():
+            return
+        for worker in self._stage_workers():
+            if worker.state is WorkerState.FAILED:
+                self._stage_failed(worker.name, worker.exception)
+
+    def _on_server_event(self, event: WorkerEvent) -> None:
+        """The server's listener: a stage worker that ended FAILED stops the pipeline at once."""
+        if event.kind == "state" and event.state is WorkerState.FAILED and event.worker in self._stage_of:
+            self._stage_failed(event.worker, event.exception)
+
+    def _stage_failed(self, name: str, exception: BaseException | None) -> None:
+        """A stage worker failed: stop the whole pipeline (once per worker; any thread)."""
+        if not self._status.worker_failed(name):
+            return
+        logger.error(
+            "pipeline %r: stage worker %r failed (%r); stopping the pipeline", self.name, name, exception
+        )
+        self._status.wake()
+        server = self._server
+        if server is not None:
+            server.stop()
+
+    def _has_failed(self) -> bool:
+        return self._status.failed()
+
+    def _failure_error(self) -> PipelineFailedError:
+        by_name = {w.name: w for w in self._stage_workers()}
+        failed = [(self._stage_of[n], n, by_name[n].exception) for n in self._status.failed_workers]
+        return stage_failure(self.name, failed)
+
+    def _drain_dead_letters(self) -> None:
+        dead = self._dead_letter_queue
+        while dead is not None and not self._status.ended():
+            try:
+                letter = dead.get_nowait()
+            except (queue.Empty, OSError, ValueError, EOFError):
+                return
+            with self._lock:
+                self._dead_letters.append(letter)
+
+    def _force_stop(self, timeout: float) -> None:
+        server = self._server
+        assert server is not None
+        self._status.refuse_input()
+        server.stop()
+        deadline = time.monotonic() + timeout
+        while not self._all_ended() and time.monotonic() < deadline:
+            self._pump(min(PUMP_WAIT, max(0.0, deadline - time.monotonic())))
+        server.join_all(max(0.0, deadline - time.monotonic()))
+        self._finish()
+
+    def _collect_last_dead_letters(self) -> None:
+        """Read the dead letters still in transit: as many as the workers counted (2 s at most)."""
+        dead = self._dead_letter_queue
+        if dead is None:
+            return
+        expected = sum(w.stats.failed for s in self._stages for w in s.instances)
+        deadline = time.monotonic() + 2.0
+        while True:
+            missing = expected - (len(self._dead_letters) - self._drained)
+            wait = min(PUMP_WAIT, deadline - time.monotonic()) if missing > 0 else 0.0
+            try:
+                letter = dead.get(True, wait) if wait > 0 else dead.get_nowait()
+            except (queue.Empty, OSError, ValueError, EOFError):
+                if missing <= 0 or time.monotonic() >= deadline:
+                    return
+                continue
+            self._dead_letters.append(letter)
+
+    def _finish(self) -> None:
+        """After the workers ended: empty every queue (results to the buffer, the rest to dead
+        letters) and close this process's handles of the multiprocessing queues."""
+        with self._lock:
+            if self._status.ended():
+                return
+            server = self._server
+            if server is not None:
+                server.join_all(0)  # reap, read the last status
+            last = len(self._hops) - 1
+            complete = self._complete()
+            for index, q in enumerate(self._hops):
+                # On a normal end every queue is empty (the end markers came behind every item).
+                # Else only this process's feeder thread (put() and feeds use it) may still hold
+                # items for a queue: stage workers write into the pipe itself (see QueueWriter).
+                wait = PUMP_WAIT if not complete and feeds_here(q) else 0.0
+                # Only stage workers read a queue before the results; once all of them are gone,
+                # its read lock may be ignored (one killed while holding it leaves it taken).
+                readers_gone = index < last and not any(w.is_alive() for w in self._stages[index].instances)
+                for item in drain(q, wait, readers_gone):
+                    if item is END_OF_STREAM:
+                        if index == last:
+                            self._markers_seen += 1
+                    elif index == last:
+                        self._results.append(item)
+                        self._emitted += 1
+                    else:
+                        self._queued_dead_letter(index, item)
+            self._collect_last_dead_letters()
+            self._release()
+            self._status.finished()
+            self._status.disarm()
+        lost = self._accepted - self._accounted()  # stats.lost, now that every worker ended
+        if lost:
+            logger.error("pipeline %r: %d item(s) were lost with a killed process", self.name, lost)
+
+
+def _nothing() -> None:
+    return None

@@ -1,0 +1,447 @@
+"""Stage workers: the loop that takes an item, processes it and passes the result on.
+
+:class:`StageWorker` (a thread) and :class:`ProcessStageWorker` (a process)
+share one loop, :class:`_StageMixin`; the function-stage adapters at the end
+turn a plain function into a stage class for :class:`Pipeline`.
+
+End of stream
+    A stage worker that leaves its loop writes one :data:`END_OF_STREAM`
+    marker downstream, behind its own items (each writer's items reach a
+    queue in order), so a stage fed by ``N`` workers receives ``N`` markers.
+    In a pipeline, a stage counts the markers it takes in a counter shared by
+    its workers (shared memory for process stages, :class:`StageLink`); the
+    worker that takes the last one knows every upstream item has been taken,
+    puts one marker back into its own input queue for each sibling, and
+    leaves; each sibling leaves on its marker.
+
+What a pipeline needs of a stage worker, it asks through
+:meth:`_StageMixin.link_to_pipeline` and the public ``stats``; it reads
+nothing private of the worker.
+"""
+
+from __future__ import annotations
+
+import inspect
+from abc import abstractmethod
+from collections.abc import Awaitable
+from dataclasses import dataclass
+from typing import Any
+
+from spoc.workers import AbstractWorker, ProcessWorker, ThreadWorker, run_async_safely
+
+from ._hops import END_OF_STREAM, count_down
+from ._pipeline_errors import DeadLetter, PipelineStoppedError, picklable_letter
+from ._pipeline_stats import STAGE_FIELDS, StageStats, stage_stats
+from ._queues import QueueWriter, aget, aput, check_shareable, is_process_queue, reader_for, writer_for
+from ._support import aemit, awaitable, check_number, emit, has_async, log_failure, new_counters, short_repr
+
+__all__ = [
+    "DEFAULT_PUT_GRACE",
+    "ProcessStageWorker",
+    "StageLink",
+    "StageWorker",
+    "function_stage",
+    "is_stage_worker",
+    "stage_kind",
+]
+
+_DEFAULT_STOP_TIMEOUT = 5.0
+DEFAULT_PUT_GRACE = 0.5
+"""Seconds a stopped stage worker keeps trying to pass its last result on, by default."""
+
+
+@dataclass
+class StageLink:
+    """What a pipeline tells each worker of a stage (pickled with process workers)."""
+
+    stage: str
+    next_stage: str
+    siblings: int
+    markers_left: Any  # multiprocessing.Value("i") or LocalCount, shared by the stage's workers
+    dead_letters: Any  # a queue of DeadLetter records, read by the pipeline
+
+
+# -- stage workers ------------------------------------------------------------------
+
+
+class _StageMixin(AbstractWorker):
+    """The loop shared by :class:`StageWorker` and :class:`ProcessStageWorker`."""
+
+    input_queue: Any
+    output_queue: Any
+    put_grace: float
+
+    def _init_stage(self, input_queue: Any, output_queue: Any, put_grace: float) -> None:
+        reader_for(input_queue)
+        writer_for(output_queue)
+        self.input_queue = input_queue
+        self.output_queue = output_queue
+        self.put_grace = check_number(f"{type(self).__name__} {self.name!r}", "put_grace", put_grace)
+        self._counters = new_counters(self, STAGE_FIELDS)
+        self._link: StageLink | None = None
+
+    def link_to_pipeline(self, link: StageLink) -> None:
+        """Used by :class:`Pipeline`, before the start: make this worker one of ``link.stage``'s.
+
+        The worker then counts end markers in ``link.markers_left``, wakes its
+        ``link.siblings`` on the last one, and reports its failed items as
+        :class:`DeadLetter` records into ``link.dead_letters``.
+        """
+        self._link = link
+
+    @abstractmethod
+    def process_item(self, item: Any) -> Any:
+        """Process one item and return the result to pass on; override it, as ``def`` or ``async def``.
+
+        Returning None drops the item (counted in ``stats.dropped``); anything
+        else goes into ``output_queue``. An exception is reported as a
+        lifecycle ``"error"`` event with ``phase="process_item"`` and
+        ``item=item`` (and, in a :class:`Pipeline`, as a :class:`DeadLetter`);
+        the worker goes on with the next item.
+        """
+
+    @property
+    def stats(self) -> StageStats:
+        """This worker's counters (for a process worker, read from shared memory)."""
+        return stage_stats(self.name, self.kind, self._counters.snapshot())
+
+    # -- the loop ------------------------------------------------------------------
+
+    def main(self) -> Awaitable[None] | None:
+        """Process items until the end-of-stream marker or a stop (async when ``process_item`` is)."""
+        if has_async(self.process_item, self.lifecycle):
+            return self._amain()
+        reader = reader_for(self.input_queue)
+        writer = writer_for(self.output_queue)
+        disarm = reader.arm(self)
+        try:
+            while self.is_running:
+                try:
+                    got, item = reader.get(self)
+                except Exception as exc:  # e.g. an item that cannot be unpickled here
+                    self._report(None, exc, "get", self._stage_name())
+                    reader.task_done()
+                    continue
+                if not got:
+                    continue
+                try:
+                    if item is END_OF_STREAM:
+                        if self._end_of_stream(writer):
+                            return None
+                        continue
+                    self._counters.add("items_in")
+                    try:
+                        result = self.process_item(item)
+                        if awaitable(result):  # a plain def that returned an awaitable
+                            result = run_async_safely(_as_coroutine(result))
+                    except Exception as exc:
+                        self._report(item, exc, "process_item", self._stage_name())
+                        continue
+                    except BaseException as exc:  # it ends main(): the item is a dead letter, not lost
+                        self._report(item, exc, "process_item", self._stage_name())
+                        raise
+                    self._pass_on(writer, item, result)
+                finally:
+                    reader.task_done()
+        finally:
+            disarm()
+        return None
+
+    async def _amain(self) -> None:
+        reader = reader_for(self.input_queue)
+        writer = writer_for(self.output_queue)
+        disarm = reader.arm(self)
+        try:
+            while self.is_running:
+                try:
+                    got, item = await aget(reader, self)
+                except Exception as exc:
+                    await self._areport(None, exc, "get", self._stage_name())
+                    reader.task_done()
+                    continue
+                if not got:
+                    continue
+                try:
+                    if item is END_OF_STREAM:
+                        if await self._aend_of_stream(writer):
+                            return
+                        continue
+                    self._counters.add("items_in")
+                    try:
+                        result = self.process_item(item)
+                        if awaitable(result):
+                            result = await result
+                    except Exception as exc:
+                        await self._areport(item, exc, "process_item", self._stage_name())
+                        continue
+                    except BaseException as exc:  # it ends main(): the item is a dead letter, not lost
+                        await self._areport(item, exc, "process_item", self._stage_name())
+                        raise
+                    await self._apass_on(writer, item, result)
+                finally:
+                    reader.task_done()
+        finally:
+            disarm()
+
+    # -- passing on ----------------------------------------------------------------
+
+    def _pass_on(self, writer: QueueWriter, item: Any, result: Any) -> None:
+        checked = self._check_result(writer, item, result)
+        if checked is None:
+            return
+        if writer.put(self, result, self.put_grace):
+            self._counters.add("items_out")
+        else:
+            self._report(result, self._not_passed_on(), "put", self._next_stage_name())
+
+    async def _apass_on(self, writer: QueueWriter, item: Any, result: Any) -> None:
+        checked = self._check_result(writer, item, result)
+        if checked is None:
+            return
+        if await aput(writer, self, result, self.put_grace):
+            self._counters.add("items_out")
+        else:
+            await self._areport(result, self._not_passed_on(), "put", self._next_stage_name())
+
+    def _check_result(self, writer: QueueWriter, item: Any, result: Any) -> Any:
+        """None when there is nothing to pass on (dropped, or failed to pickle), else True."""
+        if result is None:
+            self._counters.add("dropped")
+            return None
+        try:
+            writer.check_picklable(result)
+        except Exception as exc:
+            error = TypeError(
+                f"{self._who()}: the result of process_item() cannot be pickled for the "
+                f"multiprocessing queue to the next stage: {exc!r}"
+            )
+            error.__cause__ = exc
+            self._report(item, error, "process_item", self._stage_name())
+            return None
+        return True
+
+    def _not_passed_on(self) -> PipelineStoppedError:
+        return PipelineStoppedError(
+            f"{self._who()} was stopped while its output queue stayed full for put_grace="
+            f"{self.put_grace:g}s: its result was not passed on to {self._next_stage_name()!r}"
+        )
+
+    # -- end of stream -------------------------------------------------------------
+
+    def _end_decision(self) -> tuple[bool, int]:
+        """(leave the loop?, how many markers to give to siblings) for one marker taken."""
+        link = self._link
+        if link is None:
+            return True, 0
+        left = count_down(link.markers_left)
+        if left > link.siblings:
+            return False, 0  # one upstream worker finished; others still produce
+        if left == link.siblings:
+            return True, link.siblings  # the last upstream marker: wake the siblings
+        return True, 0  # a sibling's marker
+
+    def _end_of_stream(self, writer: QueueWriter) -> bool:
+        leave, siblings = self._end_decision()
+        if not leave:
+            return False
+        if siblings:
+            own = writer_for(self.input_queue)
+            for _ in range(siblings):
+                own.put(self, END_OF_STREAM, self.put_grace)
+        writer.put(self, END_OF_STREAM, self.put_grace)
+        return True
+
+    async def _aend_of_stream(self, writer: QueueWriter) -> bool:
+        leave, siblings = self._end_decision()
+        if not leave:
+            return False
+        if siblings:
+            own = writer_for(self.input_queue)
+            for _ in range(siblings):
+                await aput(own, self, END_OF_STREAM, self.put_grace)
+        await aput(writer, self, END_OF_STREAM, self.put_grace)
+        return True
+
+    # -- failures ------------------------------------------------------------------
+
+    def _report(self, item: Any, error: BaseException, phase: str, stage: str) -> None:
+        log_failure(self, f"{phase} of item {short_repr(item)}", error)
+        self._dead_letter(item, error, stage)
+        self._counters.add("failed")
+        emit(self, "error", exception=error, phase=phase, item=item)
+
+    async def _areport(self, item: Any, error: BaseException, phase: str, stage: str) -> None:
+        log_failure(self, f"{phase} of item {short_repr(item)}", error)
+        self._dead_letter(item, error, stage)
+        self._counters.add("failed")
+        await aemit(self, "error", exception=error, phase=phase, item=item)
+
+    def _dead_letter(self, item: Any, error: BaseException, stage: str) -> None:
+        link = self._link
+        if link is None:
+            return
+        letter = DeadLetter(stage=stage, item=item, error=error, worker=self.name)
+        if is_process_queue(link.dead_letters):
+            letter = picklable_letter(letter)
+        # Written into the pipe at once (see QueueWriter), so a SIGKILL does not take it along;
+        # through the feeder only if the queue's write lock stays taken (its holder was killed).
+        if not writer_for(link.dead_letters).put(self, letter, self.put_grace):
+            link.dead_letters.put(letter)
+
+    # -- names ---------------------------------------------------------------------
+
+    def _stage_name(self) -> str:
+        return self._link.stage if self._link is not None else self.name
+
+    def _next_stage_name(self) -> str:
+        return self._link.next_stage if self._link is not None else f"the output of {self.name}"
+
+    def _who(self) -> str:
+        return f"{type(self).__name__} {self.name!r}"
+
+
+async def _as_coroutine(awaitable: Awaitable[Any]) -> Any:
+    return await awaitable
+
+
+class StageWorker(_StageMixin, ThreadWorker):
+    """A thread worker that takes items from ``input_queue``, processes them, and passes results on.
+
+    Override :meth:`process_item` (``def`` or ``async def``): return the
+    result to put into ``output_queue``, or None to drop the item. The wait
+    for input wakes within milliseconds of ``stop()``; a put into a full
+    ``output_queue`` waits (back-pressure). On ``stop()`` the item in hand is
+    finished and passed on; if the output stays full for ``put_grace``
+    seconds after the stop, it is reported as failed rather than lost. The
+    worker ends by itself when it takes :data:`END_OF_STREAM` (passing one
+    on). Use :class:`Pipeline` to wire stages without handling queues.
+
+    Examples:
+        >>> class Parse(StageWorker):
+        ...     def process_item(self, line):
+        ...         return line.split(",") if line else None
+
+    Args:
+        name: the worker's name (defaults to the class name).
+        input_queue: where items come from: a :class:`queue.Queue` or a
+            :mod:`multiprocessing` queue (the latter when the previous stage
+            runs in processes).
+        output_queue: where results go, likewise.
+        put_grace: seconds a stopped worker keeps trying to pass on its last
+            result into a full output queue (default 0.5).
+        daemon: see :class:`~spoc.workers.AbstractWorker`.
+        stop_timeout: see :class:`~spoc.workers.AbstractWorker`.
+
+    Raises:
+        TypeError: a queue is not a queue.
+    """
+
+    def __init__(
+        self,
+        name: str | None,
+        input_queue: Any,
+        output_queue: Any,
+        *,
+        put_grace: float = DEFAULT_PUT_GRACE,
+        daemon: bool = True,
+        stop_timeout: float = _DEFAULT_STOP_TIMEOUT,
+    ) -> None:
+        super().__init__(name, daemon=daemon, stop_timeout=stop_timeout)
+        self._init_stage(input_queue, output_queue, put_grace)
+
+
+class ProcessStageWorker(_StageMixin, ProcessWorker):
+    """:class:`StageWorker` in a child process, for CPU-bound stages; same interface.
+
+    Both queues must cross the process boundary: :mod:`multiprocessing`
+    queues made from the context of the worker's start method, e.g.
+    ``multiprocessing.get_context(worker.start_method).Queue(8)``. Given a
+    :class:`queue.Queue` it raises ``TypeError`` at once instead of hanging.
+    Results must pickle; one that does not is reported as failed. The
+    counters live in shared memory, so ``stats`` read in the parent is right.
+    Define subclasses in an importable module (``spawn``, ``forkserver``).
+
+    Args:
+        name: see :class:`StageWorker`.
+        input_queue: a :mod:`multiprocessing` queue.
+        output_queue: a :mod:`multiprocessing` queue.
+        put_grace: see :class:`StageWorker`.
+        daemon: see :class:`~spoc.workers.ProcessWorker`.
+        stop_timeout: see :class:`~spoc.workers.ProcessWorker`.
+        start_method: see :class:`~spoc.workers.ProcessWorker`.
+
+    Raises:
+        TypeError: a queue is a :class:`queue.Queue` (or another queue that
+            cannot cross processes), or not a queue.
+    """
+
+    def __init__(
+        self,
+        name: str | None,
+        input_queue: Any,
+        output_queue: Any,
+        *,
+        put_grace: float = DEFAULT_PUT_GRACE,
+        daemon: bool = True,
+        stop_timeout: float = _DEFAULT_STOP_TIMEOUT,
+        start_method: str | None = None,
+    ) -> None:
+        super().__init__(name, daemon=daemon, stop_timeout=stop_timeout, start_method=start_method)
+        owner = f"{type(self).__name__} {self.name!r}"
+        fix = (
+            "Use multiprocessing queues made from the worker's start method, e.g. "
+            "multiprocessing.get_context(worker.start_method).Queue(maxsize), or let "
+            "spoc.workers.patterns.Pipeline wire the stages."
+        )
+        check_shareable(owner, "input_queue", input_queue, fix)
+        check_shareable(owner, "output_queue", output_queue, fix)
+        self._init_stage(input_queue, output_queue, put_grace)
+
+
+# -- stages made from functions (module level: spawn children import them) ----------
+
+
+class _FunctionStage(StageWorker):
+    def __init__(self, name: str | None, input_queue: Any, output_queue: Any, *, function: Any, **kw: Any):
+        super().__init__(name, input_queue, output_queue, **kw)
+        self.function = function
+
+    def process_item(self, item: Any) -> Any:
+        return self.function(item)
+
+
+class _AsyncFunctionStage(_FunctionStage):
+    async def process_item(self, item: Any) -> Any:
+        return await self.function(item)
+
+
+class _ProcessFunctionStage(ProcessStageWorker):
+    def __init__(self, name: str | None, input_queue: Any, output_queue: Any, *, function: Any, **kw: Any):
+        super().__init__(name, input_queue, output_queue, **kw)
+        self.function = function
+
+    def process_item(self, item: Any) -> Any:
+        return self.function(item)
+
+
+class _AsyncProcessFunctionStage(_ProcessFunctionStage):
+    async def process_item(self, item: Any) -> Any:
+        return await self.function(item)
+
+
+def function_stage(function: Any, kind: str) -> type[StageWorker] | type[ProcessStageWorker]:
+    """The stage class that calls ``function`` (``def`` or ``async def``) in a thread or a process."""
+    is_async = inspect.iscoroutinefunction(function)
+    if kind == "process":
+        return _AsyncProcessFunctionStage if is_async else _ProcessFunctionStage
+    return _AsyncFunctionStage if is_async else _FunctionStage
+
+
+def is_stage_worker(obj: object) -> bool:
+    """True for a stage worker, or (given a class) a stage worker class."""
+    return issubclass(obj, _StageMixin) if isinstance(obj, type) else isinstance(obj, _StageMixin)
+
+
+def stage_kind(cls: type) -> str:
+    """``"process"`` or ``"thread"``: what carries the workers of stage class ``cls``."""
+    return "process" if issubclass(cls, ProcessWorker) else "thread"
