@@ -98,8 +98,10 @@ def test_a_failing_worker_is_restarted_with_backoff(
             assert str(error["exception"]) == f"start {attempt} fails"
             restarted_at, restart = monitor.next_event("restart", worker.name)
             assert (restart["attempt"], restart["delay"]) == (attempt, delay)
-            # (the error event is recorded just after the look that scheduled the restart)
-            assert delay - 0.01 <= restarted_at - failed_at < delay + 1.0
+            # The error event is recorded just after the look that scheduled the restart, so on a
+            # loaded machine it may come late by a scheduling delay: half the backoff is the bound
+            # that still tells a backoff from none (and the delay itself is checked above).
+            assert delay / 2 <= restarted_at - failed_at < delay + 1.0
         # RUNNING comes just before main() counts the start: wait for the count itself.
         pt.wait_for(lambda: starts() == 3, JOIN)  # by the test once, by the monitor twice: the same object
         assert worker.state is WorkerState.RUNNING
