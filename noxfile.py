@@ -92,15 +92,31 @@ def tests(session: nox.Session, start_method: str) -> None:
     )
 
 
+WITHOUT_UVLOOP_TESTS = [
+    "tests/aio",
+    *(
+        f"tests/core/{name}.py"
+        for name in (
+            "test_event_loops",
+            "test_run_loop",
+            "test_guide_core",
+            "test_thread_worker",
+            "test_process_worker",
+            "test_is_running",
+        )
+    ),
+]
+"""Where the choice of event loop shows: the loop helpers, and the async hooks of both carriers."""
+
+
 @nox.session(python=[PYTHONS[0], PYTHONS[-1]] if len(PYTHONS) > 1 else PYTHONS)
 def tests_without_uvloop(session: nox.Session) -> None:
-    """The async and core tests without uvloop installed (it is an optional extra)."""
+    """The tests of event loops and async hooks without uvloop installed (it is an optional extra)."""
     install_project(session, uvloop=False)
     session.install(*TEST_DEPS)
     session.run(
         "pytest",
-        "tests/aio",
-        "tests/core",
+        *WITHOUT_UVLOOP_TESTS,
         *session.posargs,
         env={"SPOC_WORKERS_START_METHOD": "forkserver", "SPOC_WORKERS_TEST_UVLOOP": "0"},
     )
