@@ -158,10 +158,11 @@ def test_an_outage_first_met_by_an_acknowledgement_is_reported_once_and_the_ack_
     worker = GatedProcessor("acknowledger", stream, hold="hold")
     worker.start()
     try:
-        assert worker.holding.wait(WAIT)  # "a" acknowledged, "hold" in hand, "b" read
+        assert worker.holding.wait(WAIT)  # "a" done, "hold" in hand, "b" read
         admin.close()
         redis_server.stop()
-        worker.gate.set()  # process_job returns: the worker's next Redis call is the acknowledgement
+        worker.gate.set()  # process_job returns: "b" is done next, then the worker's next Redis call
+        # acknowledges the batch of three (the acknowledgements of a batch go with the next read)
         wait_for(lambda: worker.errors("redis"), WAIT)
         redis_server.start()
         wait_for(lambda: len(worker.jobs) == 3 and admin.pending() == 0, WAIT)
@@ -171,8 +172,8 @@ def test_an_outage_first_met_by_an_acknowledgement_is_reported_once_and_the_ack_
         assert worker.join(JOIN)
         admin.close()
         stream.close()
-    assert worker.jobs == ["a", "hold", "b"]  # each once: the acknowledgement landed, nothing came back
-    assert_one_outage(worker, caplog, "acknowledge a job")
+    assert worker.jobs == ["a", "hold", "b"]  # each once: the acknowledgements landed, nothing came back
+    assert_one_outage(worker, caplog, "acknowledging 3 done")  # the batch of three, in one call
 
 
 def test_an_outage_first_met_by_the_read_after_a_job_is_reported_once(

@@ -360,3 +360,27 @@ def test_a_process_forked_while_a_thread_opens_its_client_can_open_its_own(strea
         worker.stop()
         assert worker.join(JOIN)
     assert set(seen(stream).values()) == {1}
+
+
+@pytest.mark.no_processes
+def test_the_acknowledgements_of_a_batch_go_in_one_call(redis_url: str, stream_name: str) -> None:
+    # 100 jobs read 10 at a time: 10 XACK calls (one per batch, sent with the next read), not 100.
+    batched = RedisStream(stream_name, url=redis_url, batch=10)
+    try:
+        batched.enqueue_many(range(100))
+        batched.ensure_group()
+        batched.client().config_resetstat()
+        worker = CountingProcessor("batched", batched)
+        worker.start()
+        try:
+            wait_for(lambda: len(seen(batched)) == 100 and batched.pending() == 0, WAIT)
+        finally:
+            worker.stop()
+            assert worker.join(JOIN)
+        calls = batched.client().info("commandstats")["cmdstat_xack"]["calls"]
+        assert 10 <= calls <= 12, calls  # (a take-over sends what is pending before it too)
+        assert set(seen(batched).values()) == {1}
+    finally:
+        batched.client().delete(seen_key(batched))
+        batched.delete()
+        batched.close()

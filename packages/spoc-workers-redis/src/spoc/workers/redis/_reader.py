@@ -16,7 +16,6 @@ crash, never a spin, never a silent retry.
 from __future__ import annotations
 
 import collections
-import functools
 import logging
 import os
 import socket
@@ -58,6 +57,9 @@ class RedisStreamReader(QueueReader):
         # (entry id, its fields (None: deleted from the stream), times delivered)
         self._buffer: collections.deque[tuple[bytes, dict[bytes, bytes] | None, int]] = collections.deque()
         self._current: bytes | None = None
+        # Jobs done, not yet acknowledged: (entry id, whether an error note may exist). They are
+        # acknowledged together, in the round trip that reads the next batch (or at release).
+        self._acks: list[tuple[bytes, bool]] = []
         self._current_redelivered = False  # an error note may exist only for a job delivered before
         self._group_ready = False
         self._next_claim = 0.0
@@ -77,16 +79,21 @@ class RedisStreamReader(QueueReader):
     def get(self, worker: AbstractWorker, timeout: float | None = None) -> tuple[bool, Any]:
         """The next job, waiting at most ``timeout`` (None: until a stop)."""
         deadline = None if timeout is None else time.monotonic() + timeout
+        flushed = False
         while True:
             got = self._pop()
             if got[0]:
                 return got
             if not worker.is_running:
-                return _NOTHING
+                return _NOTHING  # release() sends the acknowledgements still pending
             wait = self.stream.block
             if deadline is not None:
                 wait = min(wait, deadline - time.monotonic())
                 if wait <= 0:
+                    if self._acks and not flushed:  # a caller may not come back soon: send them now
+                        flushed = True
+                        self._fill(worker, None)
+                        continue
                     return _NOTHING
             worker.heartbeat()  # a blocking read is no hang
             self._fill(worker, wait)
@@ -113,21 +120,18 @@ class RedisStreamReader(QueueReader):
         """Acknowledge the job last taken when ``error`` is None; else leave it pending, noting the error.
 
         A pending job is delivered again after the stream's ``claim_idle``.
-        An acknowledgement is retried through an outage until it lands; if
-        the worker is stopped first, the job stays pending (and is logged).
+        The acknowledgements of a batch go together, in the round trip that
+        reads the next batch (or in the hand-back at a stop), so a batch of
+        n jobs costs one round trip instead of n + 1; a job is never
+        acknowledged before its ``process_job`` returned. An acknowledgement
+        is retried through an outage until it lands; if the worker is
+        stopped first, the job stays pending (and is logged).
         """
         entry_id, self._current = self._current, None
         if entry_id is None:
             return
         if error is None:
-            noted = self._current_redelivered
-            if not self._retrying("acknowledge a job", functools.partial(self._ack, entry_id, noted)):
-                logger.error(
-                    "%r: job %s was processed but is not acknowledged: it is delivered again after %gs",
-                    self.stream,
-                    text(entry_id),
-                    self.stream.claim_idle,
-                )
+            self._acks.append((entry_id, self._current_redelivered))
         else:
             note = f"{type(error).__name__}: {error}"[:2000]
             if not self._retrying(
@@ -155,11 +159,13 @@ class RedisStreamReader(QueueReader):
         """
         entries, self._buffer = list(self._buffer), collections.deque()
         if not entries:
+            self._flush_acks()
             return
         stream = self.stream
 
         def hand_back() -> None:
             pipe = self._client().pipeline(transaction=True)
+            self._queue_acks(pipe)
             for entry_id, fields, deliveries in entries:
                 if fields:
                     pipe.xadd(stream.stream, fields, maxlen=stream.maxlen, approximate=True)
@@ -167,8 +173,10 @@ class RedisStreamReader(QueueReader):
                 if deliveries > 1:
                     pipe.hdel(stream.errors_key, entry_id)
             pipe.execute()
+            self._acks.clear()
 
         if not self._retrying("hand back unstarted jobs", hand_back):
+            self._unacknowledged()
             logger.error(
                 "%r: %d job(s) read by %s stay pending; they are delivered again after %gs",
                 stream,
@@ -187,7 +195,7 @@ class RedisStreamReader(QueueReader):
             entry_id, fields, deliveries = self._buffer.popleft()
             if not fields:  # deleted from the stream since: nothing left to process or keep
                 self._deleted(entry_id)
-                self._retrying("acknowledge a deleted entry", functools.partial(self._ack, entry_id))
+                self._acks.append((entry_id, True))
                 continue
             data = fields.get(JOB_FIELD)
             if data is None:
@@ -208,7 +216,11 @@ class RedisStreamReader(QueueReader):
         return _NOTHING
 
     def _fill(self, worker: AbstractWorker, block: float | None) -> None:
-        """One round trip or two: take over stale entries when due, else read new ones."""
+        """One round trip or two: take over stale entries when due, else read new ones.
+
+        The acknowledgements of the jobs done since the last read go in the same round trip.
+        """
+        what = f"read jobs, acknowledging {len(self._acks)} done" if self._acks else "read jobs"
         try:
             if not self._group_ready:
                 self.stream.ensure_group()
@@ -221,21 +233,27 @@ class RedisStreamReader(QueueReader):
                     return
             self._read(block)
         except CONNECTION_ERRORS as exc:
-            worker.sleep(self._failed("read jobs", exc, worker))
+            worker.sleep(self._failed(what, exc, worker))
         except redis.ResponseError as exc:
             # The stream or group was deleted under us (NOGROUP), or the server
             # refuses the command: make the group again, back off, report once.
             self._group_ready = False
-            worker.sleep(self._failed("read jobs", exc, worker))
+            worker.sleep(self._failed(what, exc, worker))
         else:
             self._recovered()
 
     def _read(self, block: float | None) -> None:
         stream = self.stream
         block_ms = None if block is None else max(1, int(block * 1000))
-        reply = self._client().xreadgroup(
-            stream.group, self.consumer, {stream.stream: ">"}, count=stream.batch, block=block_ms
-        )
+        args = (stream.group, self.consumer, {stream.stream: ">"})
+        if self._acks:  # the last batch's acknowledgements and the next read: one round trip
+            pipe = self._client().pipeline(transaction=False)
+            self._queue_acks(pipe)
+            pipe.xreadgroup(*args, count=stream.batch, block=block_ms)
+            reply = pipe.execute()[-1]
+            self._acks.clear()
+        else:
+            reply = self._client().xreadgroup(*args, count=stream.batch, block=block_ms)
         for _name, entries in reply or ():
             for entry_id, fields in entries:
                 self._buffer.append((entry_id, fields, 1))
@@ -244,6 +262,7 @@ class RedisStreamReader(QueueReader):
         """Take over entries idle longer than ``claim_idle``; dead-letter those delivered too often."""
         stream = self.stream
         client = self._client()
+        self._flush_acks(retry=False)  # not to take over (again) what was done here already
         reply = client.xautoclaim(
             stream.stream,
             stream.group,
@@ -286,15 +305,39 @@ class RedisStreamReader(QueueReader):
 
     # -- acknowledging, dead letters -----------------------------------------------------------
 
-    def _ack(self, entry_id: bytes, noted: bool = True) -> None:
-        """``XACK``, and forget the job's error note when it may have one."""
-        if not noted:
-            self._client().xack(self.stream.stream, self.stream.group, entry_id)
+    def _queue_acks(self, pipe: Any) -> None:
+        """Add the pending acknowledgements to ``pipe``: one ``XACK``, one ``HDEL`` of error notes."""
+        stream = self.stream
+        pipe.xack(stream.stream, stream.group, *(entry_id for entry_id, _ in self._acks))
+        noted = [entry_id for entry_id, may_have_note in self._acks if may_have_note]
+        if noted:
+            pipe.hdel(stream.errors_key, *noted)
+
+    def _flush_acks(self, retry: bool = True) -> None:
+        """Send the pending acknowledgements now (at a stop, or before a take-over)."""
+        if not self._acks:
             return
-        pipe = self._client().pipeline(transaction=False)
-        pipe.xack(self.stream.stream, self.stream.group, entry_id)
-        pipe.hdel(self.stream.errors_key, entry_id)
-        pipe.execute()
+
+        def send() -> None:
+            pipe = self._client().pipeline(transaction=False)
+            self._queue_acks(pipe)
+            pipe.execute()
+            self._acks.clear()
+
+        if not retry:
+            send()  # a connection error goes to the caller's outage handling
+        elif not self._retrying("acknowledge jobs", send):
+            self._unacknowledged()
+
+    def _unacknowledged(self) -> None:
+        for entry_id, _ in self._acks:
+            logger.error(
+                "%r: job %s was processed but is not acknowledged: it is delivered again after %gs",
+                self.stream,
+                text(entry_id),
+                self.stream.claim_idle,
+            )
+        self._acks.clear()
 
     def _dead_letter(
         self,
