@@ -284,7 +284,7 @@ class RedisStream:
     def collect_metrics(self) -> Iterable[Metric]:
         """The stream's figures as Prometheus metric families, for a server's ``/metrics``.
 
-        Gauges, labelled ``stream`` (and ``group``), read at each call in one
+        Gauges labelled ``stream`` (and ``group``), read at each call in one
         round trip (``XLEN``, ``XINFO GROUPS``):
 
         * ``spoc_redis_stream_length``: entries in the stream (``XLEN``);
@@ -292,17 +292,18 @@ class RedisStream:
           the group and not acknowledged yet (the pending entries list, as
           ``XPENDING`` counts it);
         * ``spoc_redis_stream_lag``: entries not delivered to the group yet
-          (``XINFO GROUPS``' ``lag``, Redis 7+); when Redis cannot tell it
+          (``XINFO GROUPS``' ``lag``, Redis 7+). When Redis cannot tell it
           (before Redis 7, or after entries were deleted) it is worked out
-          where that is exact (nothing delivered yet, or everything), else
-          left out.
+          where that is exact (nothing delivered yet, or everything: one
+          more round trip, ``XREVRANGE``), else left out.
 
         Without the group, only the length is given. It never raises and
         never waits long: it uses a client of its own that gives up after
-        :data:`METRICS_TIMEOUT` seconds, without retrying; when Redis cannot
-        be reached (or answers with an error) it returns nothing, logging a
-        warning once per outage. It needs prometheus_client (the ``http``
-        extra of spoc-workers-core), imported here only.
+        half a second (``METRICS_TIMEOUT``, or ``connect_timeout`` if
+        shorter), without retrying. When Redis cannot be reached, or answers
+        with an error, it returns nothing and logs a warning, once per
+        outage. It needs prometheus_client (the ``http`` extra of
+        spoc-workers-core), imported here only.
         """
         from prometheus_client.core import GaugeMetricFamily  # noqa: PLC0415 (an optional dependency)
 
