@@ -26,6 +26,7 @@ from targets import wait_for
 REQUIRE_ENV = "SPOC_WORKERS_REQUIRE_CHROMIUM"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 PHONE, DESKTOP = (390, 844), (1280, 800)
+STEP = 15  # jobs the counting worker finds done at each look: 7.5/s at the page's refresh
 
 if CHROMIUM is None:
     if os.environ.get(REQUIRE_ENV) == "1":
@@ -94,7 +95,7 @@ def test_the_page_shows_every_worker_and_its_state_in_chromium(tmp_path: Path) -
     server.add_worker(Idle("email-sender"))
     server.add_worker(ProcessIdle("image-resizer"))
     server.add_worker(Idle("held"))
-    server.add_worker(Tally("importer", step=25))
+    server.add_worker(Tally("importer", step=STEP))
     with server:
         server.start()
         wait_for(lambda: server.readiness()["ready"], timeout=30)
@@ -116,12 +117,12 @@ def test_the_page_shows_every_worker_and_its_state_in_chromium(tmp_path: Path) -
         }
         assert "stopped on request" in dom
         assert "live, updated" in dom  # the refresh reached ./status and rendered it
-        # The throughput: 25 jobs between the page's first render and its refresh, 2 s later
-        # (Chromium's virtual time: exactly REFRESH_MS, however long the real requests took).
+        # The throughput: STEP jobs between the page's first render and its refresh, 2 s later
+        # (Chromium's virtual time: REFRESH_MS or a little more, however long the real requests took).
         throughput = cells(dom, "Throughput")
         rate, total = throughput.pop("importer").split("|")
         assert re.fullmatch(r"\d+(\.\d)?/s", rate), rate
-        assert 0 < float(rate[:-2]) <= 25 / (REFRESH_MS / 1000)
+        assert 0 < float(rate[:-2]) <= STEP / (REFRESH_MS / 1000) + 0.05  # shown to 0.1 below 10/s
         assert re.fullmatch(r"\d+ jobs", total), total
         assert throughput == {"email-sender": "\u2014", "image-resizer": "\u2014", "held": "\u2014"}
 
