@@ -299,8 +299,8 @@ class RedisStream:
 
         Without the group, only the length is given. It never raises and
         never waits long: it uses a client of its own that gives up after
-        half a second (``METRICS_TIMEOUT``, or ``connect_timeout`` if
-        shorter), without retrying. When Redis cannot be reached, or answers
+        half a second (or ``connect_timeout``, if shorter), without
+        retrying. When Redis cannot be reached, or answers
         with an error, it returns nothing and logs a warning, once per
         outage. It needs prometheus_client (the ``http`` extra of
         spoc-workers-core), imported here only.
