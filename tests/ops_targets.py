@@ -136,6 +136,31 @@ class Grows(ProcessWorker):
         _record_teardown(self.directory, self.name)
 
 
+class Tally(ThreadWorker):
+    """Sleeps until stopped; each call of ``jobs_done()`` finds ``step`` more jobs done.
+
+    A throughput the status page can measure whatever the clock: under
+    Chromium's virtual time, the jobs done between two renders are exactly
+    ``step`` (nothing else asks for the status meanwhile).
+    """
+
+    def __init__(self, name: str, step: int = 25) -> None:
+        super().__init__(name)
+        self.step = step
+        self.count = 0
+        self.lock = threading.Lock()
+
+    def main(self) -> None:
+        while self.sleep(3600):
+            pass
+
+    def jobs_done(self) -> int:
+        """``step`` more than the last time it was asked."""
+        with self.lock:
+            self.count += self.step
+            return self.count
+
+
 class CrashesSoon(ThreadWorker):
     """Fails ``after`` seconds into main, every run: a crash loop under restart="always"."""
 

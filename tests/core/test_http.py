@@ -24,7 +24,7 @@ pytest.importorskip("prometheus_client", reason="the http extra of spoc-workers-
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from ops_targets import CrashesSoon, Idle, Pacer, ProcessIdle, get_json, request
+from ops_targets import CrashesSoon, Idle, Pacer, ProcessIdle, ProcessJobs, ThreadJobs, get_json, request
 from spoc.workers import Backoff, Server, ThreadWorker, WorkerEvent, _http
 from spoc.workers._errors import HttpBindError
 from spoc.workers._http import MAX_BODY, MAX_CONNECTIONS, parse_address
@@ -129,6 +129,28 @@ def test_every_route_answers_for_thread_and_process_workers() -> None:
         status, headers, body = request(server, "/status", method="HEAD")
         assert status == 200 and body == b"" and int(headers["Content-Length"]) > 0
     assert server.http_address is None  # gone once stopped and joined
+
+
+def test_status_tells_the_jobs_done_of_workers_that_count_them(tmp_path: Path) -> None:
+    with Server("counts", http="127.0.0.1:0") as server:
+        server.add_worker(Idle("idle"))
+        server.add_worker(ThreadJobs("tjobs", str(tmp_path)))
+        server.add_worker(ProcessJobs("pjobs", str(tmp_path)))  # counted in shared memory
+        server.start()
+        wait_for(lambda: all((e["jobs_done"] or 0) >= 5 for e in server.status()[1:]), timeout=30)
+        status, first = get_json(server, "/status")
+        assert status == 200 and first[0]["jobs_done"] is None  # it does not count jobs
+        assert [e["jobs_done"] >= 5 for e in first[1:]] == [True, True]
+        wait_for(
+            lambda: all(
+                e["jobs_done"] > f["jobs_done"] for e, f in zip(server.status()[1:], first[1:], strict=True)
+            ),
+            timeout=30,
+        )
+        server.stop()
+        server.join_all(30)
+        counted = [worker.jobs_done() for worker in server.workers]
+        assert [e["jobs_done"] for e in server.status()] == counted  # the workers' own figures
 
 
 def test_metrics_speak_openmetrics_when_asked(serving: Server) -> None:

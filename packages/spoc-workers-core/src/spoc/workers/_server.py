@@ -414,7 +414,9 @@ class Server:
         ``last_heartbeat`` (seconds since its last sign of life; 0 while it
         waits in the framework; None when not running), ``rss_bytes`` (the
         resident memory of a process worker's child while it is alive, else
-        None) and ``exitcode``.
+        None), ``jobs_done`` (the jobs it finished over all its runs, from
+        :meth:`~spoc.workers.AbstractWorker.jobs_done`; None when it does not
+        count them) and ``exitcode``.
         """
         return status_entries(self._snapshot(), time.monotonic())
 

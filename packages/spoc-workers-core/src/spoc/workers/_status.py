@@ -43,6 +43,7 @@ def status_entries(records: list[Supervised], now: float) -> list[dict[str, Any]
                 else None,
                 "last_heartbeat": round(worker.supervision.silent_for(now), 3) if running else None,
                 "rss_bytes": worker.supervision.rss_bytes(),
+                "jobs_done": worker.supervision.jobs_done(),
                 "exitcode": worker.exitcode,
             }
         )

@@ -7,6 +7,11 @@ the page, so it shows the workers at once. Every value is put in the page as
 text (``textContent``), never as HTML. A Content-Security-Policy allows only
 this page's own script and style (by their hashes) and requests to its own
 origin. On a narrow screen (a phone) each worker becomes a card.
+
+The throughput of a worker that counts its jobs (``jobs_done`` in its
+status entry) is worked out in the page: the jobs done between two
+consecutive renders, over the time between them; "—" for a worker that
+does not count jobs.
 """
 
 from __future__ import annotations
@@ -54,7 +59,8 @@ td.num { font-variant-numeric: tabular-nums; white-space: nowrap; }
   thead { display: none; }
   table, tbody, tr, td { display: block; width: 100%; }
   tr { border: 1px solid var(--line); border-radius: 10px; padding: 8px 12px; margin: 10px 0; }
-  td { border: 0; padding: 3px 0; display: flex; gap: 12px; justify-content: space-between; }
+  td { border: 0; padding: 3px 0; display: flex; gap: 12px; justify-content: space-between;
+    text-align: right; }
   td::before { content: attr(data-label); color: var(--muted); font-size: .8rem; flex: none; }
   td.name { font-size: 1.05rem; } td.name::before { content: none; }
   td.error { max-width: none; text-align: right; }
@@ -78,6 +84,19 @@ function bytes(n) {
   if (n === null || n === undefined) return "";
   return n >= 1073741824 ? (n / 1073741824).toFixed(2) + " GiB" : (n / 1048576).toFixed(1) + " MiB";
 }
+const lastCounts = new Map();  // worker name -> {jobs, at}: its jobs_done at the previous render
+function throughput(w, at) {
+  if (w.jobs_done === null || w.jobs_done === undefined) {
+    lastCounts.delete(w.name);
+    return withNote("\u2014", "");
+  }
+  const last = lastCounts.get(w.name);
+  lastCounts.set(w.name, { jobs: w.jobs_done, at: at });
+  const total = w.jobs_done + (w.jobs_done === 1 ? " job" : " jobs");
+  if (!last || w.jobs_done < last.jobs || at <= last.at) return withNote("measuring\u2026", total);
+  const perSecond = (w.jobs_done - last.jobs) / ((at - last.at) / 1000);
+  return withNote((perSecond >= 10 ? Math.round(perSecond) : perSecond.toFixed(1)) + "/s", total);
+}
 function cell(row, label, text, cls) {
   const td = document.createElement("td");
   td.dataset.label = label;
@@ -98,7 +117,7 @@ function withNote(text, note) {
   }
   return span;
 }
-function render(workers) {
+function render(workers, at) {
   const body = document.getElementById("workers");
   const rows = [];
   const counts = {};
@@ -123,6 +142,7 @@ function render(workers) {
     const reasons = Object.entries(w.restart_reasons || {}).map(([k, v]) => v + " " + k).join(", ");
     cell(row, "Restarts", withNote(String(w.restarts), reasons), "num");
     cell(row, "Memory", bytes(w.rss_bytes), "num");
+    cell(row, "Throughput", throughput(w, at), "num");
     const beat = w.last_heartbeat;
     cell(row, "Heartbeat", beat === null ? "" : beat < 0.1 ? "now" : duration(beat) + " ago", "num");
     cell(row, "Last error", w.last_error || "", "error");
@@ -146,8 +166,9 @@ function connected(ok) {
 async function refresh() {
   try {
     const reply = await fetch("./status", { cache: "no-store" });
+    const at = performance.now();
     if (!reply.ok) throw new Error("HTTP " + reply.status);
-    render(await reply.json());
+    render(await reply.json(), at);
     connected(true);
   } catch (e) {
     connected(false);
@@ -155,7 +176,7 @@ async function refresh() {
     setTimeout(refresh, REFRESH_MS);
   }
 }
-render(JSON.parse(document.getElementById("initial").textContent));
+render(JSON.parse(document.getElementById("initial").textContent), performance.now());
 connected(true);
 setTimeout(refresh, REFRESH_MS);
 """.replace("@REFRESH_MS@", str(REFRESH_MS))
@@ -176,7 +197,7 @@ _TEMPLATE = """<!doctype html>
 <main>
 <table>
 <thead><tr><th>Worker</th><th>State</th><th>Kind</th><th>PID</th><th>Uptime</th><th>Restarts</th>
-<th>Memory</th><th>Heartbeat</th><th>Last error</th></tr></thead>
+<th>Memory</th><th>Throughput</th><th>Heartbeat</th><th>Last error</th></tr></thead>
 <tbody id="workers"></tbody>
 </table>
 <p id="empty" class="muted" hidden>This server has no workers.</p>

@@ -9,12 +9,14 @@ import queue
 import threading
 import time
 import weakref
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import redis
 import redis.asyncio
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 from spoc.workers._checks import check_count, check_number
 from spoc.workers._deprecation import renamed
 
@@ -22,9 +24,15 @@ from ._codec import Codec, codec_for
 from ._common import CONNECTION_ERRORS, JOB_FIELD, original_fields, text
 from ._reader import RedisStreamReader
 
-__all__ = ["DeadJob", "RedisStream"]
+if TYPE_CHECKING:
+    from prometheus_client import Metric
+
+__all__ = ["METRICS_TIMEOUT", "DeadJob", "RedisStream"]
 
 logger = logging.getLogger("spoc.workers.redis")
+
+METRICS_TIMEOUT = 0.5
+"""Seconds :meth:`RedisStream.collect_metrics` waits for Redis (to connect, then for the reply)."""
 
 
 @dataclass(frozen=True)
@@ -155,7 +163,7 @@ class RedisStream:
         return self._local.for_loop(self)
 
     def close(self) -> None:
-        """Close this process's sync client (a later use opens a new one)."""
+        """Close this process's sync clients, the metrics' one too (a later use opens a new one)."""
         self._local.close_sync()
 
     async def aclose(self) -> None:
@@ -273,6 +281,87 @@ class RedisStream:
             return 0
         return int(summary["pending"])
 
+    def collect_metrics(self) -> Iterable[Metric]:
+        """The stream's figures as Prometheus metric families, for a server's ``/metrics``.
+
+        Gauges labelled ``stream`` (and ``group``), read at each call in one
+        round trip (``XLEN``, ``XINFO GROUPS``):
+
+        * ``spoc_redis_stream_length``: entries in the stream (``XLEN``);
+        * ``spoc_redis_stream_pending``: entries delivered to a consumer of
+          the group and not acknowledged yet (the pending entries list, as
+          ``XPENDING`` counts it);
+        * ``spoc_redis_stream_lag``: entries not delivered to the group yet
+          (``XINFO GROUPS``' ``lag``, Redis 7+). When Redis cannot tell it
+          (before Redis 7, or after entries were deleted) it is worked out
+          where that is exact (nothing delivered yet, or everything: one
+          more round trip, ``XREVRANGE``), else left out.
+
+        Without the group, only the length is given. It never raises and
+        never waits long: it uses a client of its own that gives up after
+        half a second (or ``connect_timeout``, if shorter), without
+        retrying. When Redis cannot be reached, or answers
+        with an error, it returns nothing and logs a warning, once per
+        outage. It needs prometheus_client (the ``http`` extra of
+        spoc-workers-core), imported here only.
+        """
+        from prometheus_client.core import GaugeMetricFamily  # noqa: PLC0415 (an optional dependency)
+
+        try:
+            length, group = self._figures()
+        except Exception as exc:
+            self._local.metrics_failed(self, exc)
+            return []
+        self._local.metrics_answered(self)
+        labels = [self.stream, self.group]
+        families = []
+        family = GaugeMetricFamily(
+            "spoc_redis_stream_length", "Entries in the Redis stream (XLEN).", labels=["stream"]
+        )
+        family.add_metric([self.stream], float(length))
+        families.append(family)
+        if group is not None:
+            pending, lag = group
+            family = GaugeMetricFamily(
+                "spoc_redis_stream_pending",
+                "Entries delivered to a consumer of the group and not acknowledged yet (XPENDING).",
+                labels=["stream", "group"],
+            )
+            family.add_metric(labels, float(pending))
+            families.append(family)
+            if lag is not None:
+                family = GaugeMetricFamily(
+                    "spoc_redis_stream_lag",
+                    "Entries of the stream not delivered to the group yet.",
+                    labels=["stream", "group"],
+                )
+                family.add_metric(labels, float(lag))
+                families.append(family)
+        return families
+
+    def _figures(self) -> tuple[int, tuple[int, int | None] | None]:
+        """``(length, (pending, lag) or None without the group)``, on the metrics' client."""
+        client = self._local.metrics(self)
+        pipe = client.pipeline(transaction=False)
+        pipe.xlen(self.stream)
+        pipe.xinfo_groups(self.stream)
+        length_reply, groups_reply = pipe.execute(raise_on_error=False)
+        if isinstance(length_reply, Exception):
+            raise length_reply
+        length = int(length_reply)
+        if isinstance(groups_reply, redis.ResponseError) and "no such key" in str(groups_reply).lower():
+            return length, None  # no stream, so no group either
+        if isinstance(groups_reply, Exception):
+            raise groups_reply
+        name = self.group.encode()
+        for info in groups_reply:
+            if info.get("name") in (name, self.group):
+                lag = info.get("lag")
+                if lag is None:
+                    lag = _lag_from_ids(info.get("last-delivered-id"), length, lambda: _last_id(client, self))
+                return length, (int(info["pending"]), None if lag is None else int(lag))
+        return length, None
+
     def dead_letters(self, count: int = 1000) -> list[DeadJob]:
         """The oldest ``count`` entries of the dead-letter stream (a Redis call each time)."""
         entries = self.client().xrange(self.dead_letter_stream, count=count)
@@ -308,8 +397,40 @@ class RedisStream:
         self.client().delete(self.stream, self.dead_letter_stream, self.errors_key)
 
 
+def _stream_id(value: Any) -> tuple[int, int]:
+    """A stream entry id (``b"1700000000000-3"``) as ``(milliseconds, sequence)``, to compare."""
+    milliseconds, _, sequence = text(value).partition("-")
+    return int(milliseconds), int(sequence or 0)
+
+
+def _last_id(client: Any, stream: RedisStream) -> Any:
+    """The id of the stream's last entry, or None when it is empty."""
+    entries = client.xrevrange(stream.stream, count=1)
+    return entries[0][0] if entries else None
+
+
+def _lag_from_ids(last_delivered: Any, length: int, last_entry: Callable[[], Any]) -> int | None:
+    """A group's lag where Redis does not tell it, when it is exact; else None.
+
+    The undelivered entries are those after the group's last delivered id:
+    every entry when nothing was delivered yet, none when the last delivered
+    id is at or after the stream's last entry (``last_entry()``, called only
+    then). Between the two, counting them would mean reading them: unknown.
+    """
+    if last_delivered is None:
+        return None
+    delivered = _stream_id(last_delivered)
+    if delivered == (0, 0) or length == 0:
+        return length
+    last = last_entry()
+    if last is None or _stream_id(last) <= delivered:
+        return 0
+    return None
+
+
 class _Connections:
-    """The clients of one process: one sync client, one async client per event loop."""
+    """The clients of one process: one sync client, one async client per event loop, and
+    one sync client for the metrics (short timeouts, no retries)."""
 
     def __init__(self) -> None:
         self._forget()
@@ -319,6 +440,8 @@ class _Connections:
         self._lock = threading.Lock()
         self._pid = os.getpid()
         self._sync: Any = None
+        self._metrics: Any = None
+        self._metrics_down = False
         self._by_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = weakref.WeakKeyDictionary()
 
     def _check_pid(self) -> None:
@@ -332,11 +455,43 @@ class _Connections:
                 self._sync = redis.Redis.from_url(stream.url, **stream._options())
             return self._sync
 
+    def metrics(self, stream: RedisStream) -> Any:
+        with self._lock:
+            self._check_pid()
+            if self._metrics is None:
+                timeout = min(stream.connect_timeout, METRICS_TIMEOUT)
+                self._metrics = redis.Redis.from_url(
+                    stream.url,
+                    protocol=2,
+                    socket_connect_timeout=timeout,
+                    socket_timeout=timeout,
+                    retry=Retry(NoBackoff(), 0),  # one try: the next scrape is the retry
+                )
+            return self._metrics
+
+    def metrics_failed(self, stream: RedisStream, exc: BaseException) -> None:
+        """A metrics read failed: the first failure of an outage is logged."""
+        with self._lock:
+            first, self._metrics_down = not self._metrics_down, True
+        if first:
+            logger.warning(
+                "%r: cannot read the stream's metrics (%r); left out until Redis answers", stream, exc
+            )
+
+    def metrics_answered(self, stream: RedisStream) -> None:
+        """A metrics read got through: the end of an outage, if there was one, is logged."""
+        with self._lock:
+            ended, self._metrics_down = self._metrics_down, False
+        if ended:
+            logger.info("%r: the stream's metrics can be read again", stream)
+
     def close_sync(self) -> None:
         with self._lock:
-            client, self._sync = self._sync, None
-        if client is not None and self._pid == os.getpid():
-            client.close()
+            clients, self._sync, self._metrics = (self._sync, self._metrics), None, None
+        if self._pid == os.getpid():
+            for client in clients:
+                if client is not None:
+                    client.close()
 
     def pop_loop_client(self) -> Any:
         loop = asyncio.get_running_loop()
