@@ -71,7 +71,7 @@ def install_project(session: nox.Session, *, uvloop: bool = True) -> None:
     session.install(*args)
 
 
-TEST_DEPS = ["pytest>=8", "pytest-timeout>=2.3"]
+TEST_DEPS = ["pytest>=8", "pytest-timeout>=2.3", "pyyaml>=6"]  # pyyaml: the docs' YAML blocks parse
 # mkdocstrings formats long signatures with ruff, one parameter per line.
 DOCS_DEPS = ["mkdocs>=1.6", "mkdocs-material>=9.5", "mkdocstrings-python>=1.10", "ruff>=0.6"]
 """What building the docs site needs: ``docs``, ``docs_deploy`` and ``release_check`` install it."""
