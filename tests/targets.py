@@ -7,13 +7,14 @@ forkserver children must import their class by name.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib.util
 import os
 import re
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,25 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 10.0, interval: floa
         if time.monotonic() > deadline:
             raise AssertionError(f"condition not met within {timeout}s: {predicate}")
         time.sleep(interval)
+
+
+@contextlib.contextmanager
+def started(*workers: AbstractWorker, timeout: float = 10.0) -> Iterator[None]:
+    """Start the workers; on leaving, however, stop them all and check each ended within ``timeout``.
+
+    Instead of the hand-written ``start()``, ``try``, ``finally: stop(); assert join()``.
+    """
+    begun: list[AbstractWorker] = []
+    try:
+        for worker in workers:
+            worker.start()
+            begun.append(worker)
+        yield
+    finally:
+        for worker in begun:
+            worker.stop()
+        for worker in begun:
+            assert worker.join(timeout), f"{worker!r} did not end within {timeout}s"
 
 
 def mark(directory: str | os.PathLike[str], name: str, text: str = "") -> None:

@@ -47,6 +47,7 @@ from spoc.workers import (
     set_uvloop_if_available,
 )
 from spoc.workers.aio import use_default_loop, uvloop_enabled
+from targets import started
 
 GUIDE_WORKERS = Path(gw.__file__)
 JOIN_TIMEOUT = 15.0  # wide: the machine may be slow; a healthy worker ends in well under a second
@@ -133,16 +134,13 @@ def test_log_watcher_reports_only_new_error_lines(tmp_path: Path, monkeypatch: p
     log = tmp_path / "app.log"
     log.write_text("ERROR written before the watcher started\n")
     watcher = gw.LogWatcher(name="LogWatcher", log_path=str(log))
-    watcher.start()
-    try:
+    with started(watcher, timeout=JOIN_TIMEOUT):
         assert wait_for(lambda: watcher.state is WorkerState.RUNNING), watcher.state
         with log.open("a") as f:  # whole lines, one write each: the watcher never sees half a line
             f.write("INFO all good\n")
             f.flush()
             f.write("ERROR disk full\n")
         assert stdout.wait_for_text("Error detected: ERROR disk full\n"), stdout.text
-    finally:
-        stop_and_join(watcher)
     assert stdout.lines() == ["Error detected: ERROR disk full"]  # not INFO, not the line from before
     assert watcher.log_file.closed  # teardown ran
     assert watcher.state is WorkerState.STOPPED
@@ -166,12 +164,9 @@ def test_hash_calculator_hashes_files_in_a_child_process(tmp_path: Path, start_m
 
     worker = gw.FileListHashCalculator("HashCalculator", paths, record_dir=str(tmp_path))
     assert worker.start_method == start_method
-    worker.start()
-    try:
+    with started(worker, timeout=JOIN_TIMEOUT):
         assert wait_for(lambda: child_stdout(tmp_path).count("\n") >= 3), child_stdout(tmp_path)
         assert worker.pid is not None and worker.is_alive()
-    finally:
-        stop_and_join(worker)
 
     lines = child_stdout(tmp_path).splitlines()
     assert dict(line.split() for line in lines[:3]) == expected
@@ -191,13 +186,10 @@ def test_hash_calculator_hashes_files_in_a_child_process(tmp_path: Path, start_m
 def test_basic_worker_structure_runs_setup_main_teardown(monkeypatch: pytest.MonkeyPatch) -> None:
     stdout = record_stdout(monkeypatch)
     worker = gw.ConnectedWorker(name="MyWorker")
-    worker.start()
-    try:
+    with started(worker, timeout=JOIN_TIMEOUT):
         assert wait_for(lambda: getattr(worker, "counter", 0) >= 1)
         connection = worker.context.connection
         assert not connection.closed
-    finally:
-        stop_and_join(worker)
     assert connection.closed  # teardown closed what setup opened
     assert stdout.lines() == [f"Processed {worker.counter} items"]
     assert worker.counter >= 1
@@ -208,12 +200,9 @@ def test_basic_worker_structure_runs_setup_main_teardown(monkeypatch: pytest.Mon
 def test_monitored_worker_reports_startup_then_shutdown(monkeypatch: pytest.MonkeyPatch) -> None:
     stdout = record_stdout(monkeypatch)
     worker = gw.MonitoredWorker(name="Monitored")
-    worker.start()
-    try:
+    with started(worker, timeout=JOIN_TIMEOUT):
         assert wait_for(lambda: worker.state is WorkerState.RUNNING)
         assert stdout.lines() == ["Monitored is starting up"]  # "startup" comes before main()
-    finally:
-        stop_and_join(worker)
     lines = stdout.lines()
     assert len(lines) == 2, lines
     match = re.fullmatch(r"Monitored ran for (\d+\.\d\d) seconds", lines[1])
@@ -228,11 +217,8 @@ def test_monitored_worker_reports_an_error_between_startup_and_shutdown(
 ) -> None:
     stdout = record_stdout(monkeypatch)
     worker = gw.FailingMonitoredWorker(name="Monitored")
-    worker.start()
-    try:
+    with started(worker, timeout=JOIN_TIMEOUT):
         assert worker.join(JOIN_TIMEOUT)  # main() fails at once: the worker ends by itself
-    finally:
-        stop_and_join(worker)
     assert worker.event_names() == ["startup", "error", "shutdown"]
     _, error = worker.events[1]
     assert isinstance(error["exception"], RuntimeError)
@@ -391,11 +377,8 @@ def test_basic_server_usage_runs_until_interrupted(tmp_path: Path) -> None:
 def test_async_api_worker_runs_every_hook_on_one_loop(monkeypatch: pytest.MonkeyPatch) -> None:
     stdout = record_stdout(monkeypatch)
     worker = gw.RecordingAsyncAPIWorker(name="AsyncAPI")
-    worker.start()
-    try:
+    with started(worker, timeout=JOIN_TIMEOUT):
         assert wait_for(lambda: len(worker.processed) >= 2), stdout.text
-    finally:
-        stop_and_join(worker)
     assert worker.state is WorkerState.STOPPED, worker.exception
     assert worker.event_names() == ["startup", "shutdown"]
     assert worker.session.closed  # async teardown ran
@@ -417,11 +400,8 @@ def test_async_api_worker_as_written_fails_in_teardown(monkeypatch: pytest.Monke
         pass
 
     worker = AsWritten(name="AsyncAPI")
-    worker.start()
-    try:
+    with started(worker, timeout=JOIN_TIMEOUT):
         assert stdout.wait_for_text("Processed: {'status': 'ok'}")
-    finally:
-        stop_and_join(worker)
     assert worker.event_names() == ["startup", "error", "shutdown"]  # shutdown still comes
     assert worker.events[1][1]["phase"] == "teardown"
     assert isinstance(worker.exception, AttributeError)
@@ -466,11 +446,8 @@ def test_set_uvloop_if_available_makes_async_workers_use_uvloop() -> None:
 
         # Now create async workers - they'll use uvloop automatically
         worker = gw.RecordingAsyncAPIWorker(name="FastWorker")
-        worker.start()
-        try:
+        with started(worker, timeout=JOIN_TIMEOUT):
             assert wait_for(lambda: len(worker.processed) >= 1)
-        finally:
-            stop_and_join(worker)
     finally:
         if not was_enabled:
             use_default_loop()
@@ -518,13 +495,10 @@ def test_job_processor_pattern_processes_every_job_once(monkeypatch: pytest.Monk
 @pytest.mark.no_processes
 def test_good_loop_checks_is_running_and_stops() -> None:
     worker = gw.GoodLoopWorker(name="Good")
-    worker.start()
-    try:
+    with started(worker, timeout=JOIN_TIMEOUT):
         assert wait_for(lambda: worker.work_done >= 1)
         worker.stop()
         assert worker.join(5.0)  # within the 1 s sleep of the loop, plus slack
-    finally:
-        stop_and_join(worker)
     assert worker.state is WorkerState.STOPPED
 
 
@@ -550,11 +524,8 @@ def test_bad_loop_never_stops_gracefully_so_its_process_is_ended(tmp_path: Path)
 def test_clean_up_resources_in_teardown(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, database) -> None:
     monkeypatch.chdir(tmp_path)  # the guide opens "data.txt" in the current directory
     worker = gw.ResourceWorker(name="Resources")
-    worker.start()
-    try:
+    with started(worker, timeout=JOIN_TIMEOUT):
         assert wait_for(lambda: worker.state is WorkerState.RUNNING)
-    finally:
-        stop_and_join(worker)
     (connection,) = database.connections
     assert connection.closed
     assert worker.file_handle.closed
@@ -568,11 +539,8 @@ def test_clean_up_after_setup_failed_before_any_resource(tmp_path: Path, monkeyp
     monkeypatch.chdir(tmp_path)
     database.fail_next = True
     worker = gw.ResourceWorker(name="Resources")
-    worker.start()
-    try:
+    with started(worker, timeout=JOIN_TIMEOUT):
         assert worker.join(JOIN_TIMEOUT)
-    finally:
-        stop_and_join(worker)
     # teardown() ran and its hasattr() checks kept it from failing: one error, from setup.
     assert worker.event_names() == ["error", "shutdown"]
     assert worker.events[0][1]["phase"] == "setup"
@@ -586,11 +554,8 @@ def test_clean_up_after_setup_failed_half_way(tmp_path: Path, monkeypatch, datab
     monkeypatch.chdir(tmp_path)
     (tmp_path / "data.txt").mkdir()  # open("data.txt", "w") fails after the connection was made
     worker = gw.ResourceWorker(name="Resources")
-    worker.start()
-    try:
+    with started(worker, timeout=JOIN_TIMEOUT):
         assert worker.join(JOIN_TIMEOUT)
-    finally:
-        stop_and_join(worker)
     (connection,) = database.connections
     assert connection.closed  # teardown released what setup had acquired
     assert worker.event_names() == ["error", "shutdown"]
@@ -603,11 +568,8 @@ def test_clean_up_after_setup_failed_half_way(tmp_path: Path, monkeypatch, datab
 def test_errors_propagate_to_the_lifecycle_handler_in_a_thread(monkeypatch: pytest.MonkeyPatch) -> None:
     stdout = record_stdout(monkeypatch)
     worker = gw.RiskyThreadWorker(name="Risky")
-    worker.start()
-    try:
+    with started(worker, timeout=JOIN_TIMEOUT):
         assert worker.join(JOIN_TIMEOUT)
-    finally:
-        stop_and_join(worker)
     assert stdout.lines() == ["Connection failed: connection refused, retrying..."]  # handled, retried
     assert worker.attempts == 2
     assert worker.event_names() == ["startup", "error", "shutdown"]
@@ -620,11 +582,8 @@ def test_errors_propagate_to_the_lifecycle_handler_in_a_thread(monkeypatch: pyte
 
 def test_errors_propagate_to_the_lifecycle_handler_in_a_process(tmp_path: Path) -> None:
     worker = gw.RiskyProcessWorker(name="Risky", record_dir=tmp_path)
-    worker.start()
-    try:
+    with started(worker, timeout=JOIN_TIMEOUT):
         assert worker.join(JOIN_TIMEOUT)
-    finally:
-        stop_and_join(worker)
     assert child_stdout(tmp_path) == "Connection failed: connection refused, retrying...\n"
     assert child_events(tmp_path) == [
         "setup",
@@ -665,11 +624,8 @@ def test_lifecycle_events_for_monitoring(caplog: pytest.LogCaptureFixture) -> No
 def test_context_for_shared_state_in_a_thread(monkeypatch: pytest.MonkeyPatch) -> None:
     stdout = record_stdout(monkeypatch)
     worker = gw.ContextThreadWorker(name="Context")
-    worker.start()
-    try:
+    with started(worker, timeout=JOIN_TIMEOUT):
         assert wait_for(lambda: getattr(worker.context, "processed_count", 0) >= 3)
-    finally:
-        stop_and_join(worker)
     (line,) = stdout.lines()
     match = re.fullmatch(r"Processed (\d+) items at (\d+\.\d\d)/sec", line)
     assert match, line
@@ -680,11 +636,8 @@ def test_context_for_shared_state_in_a_thread(monkeypatch: pytest.MonkeyPatch) -
 
 def test_context_of_a_process_worker_lives_in_the_child(tmp_path: Path) -> None:
     worker = gw.ContextProcessWorker(name="Context", record_dir=tmp_path)
-    worker.start()
-    try:
+    with started(worker, timeout=JOIN_TIMEOUT):
         assert wait_for(lambda: worker.state is WorkerState.RUNNING)
-    finally:
-        stop_and_join(worker)
     assert re.fullmatch(r"Processed \d+ items at \d+\.\d\d/sec\n", child_stdout(tmp_path)), child_stdout(
         tmp_path
     )
@@ -699,10 +652,7 @@ def test_process_data():
 @pytest.mark.no_processes
 def test_data_worker_runs_its_tested_logic() -> None:
     worker = gw.ListDataWorker(name="Data", items=["a", "bc"])
-    worker.start()
-    try:
+    with started(worker, timeout=JOIN_TIMEOUT):
         assert worker.join(JOIN_TIMEOUT)  # it stops itself when the list is empty
-    finally:
-        stop_and_join(worker)
     assert worker.saved == ["A", "BC"]
     assert worker.state is WorkerState.STOPPED

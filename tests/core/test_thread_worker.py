@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from spoc.workers import AbstractWorker, ThreadWorker, WorkerState
-from targets import Recorder, wait_for
+from targets import Recorder, started, wait_for
 
 pytestmark = pytest.mark.no_processes  # nothing here depends on the start method
 
@@ -365,14 +365,10 @@ def test_an_ended_worker_can_be_started_again() -> None:
 
 def test_join_with_timeout_reports_a_worker_still_running() -> None:
     worker = Recorder()
-    worker.start()
-    try:
+    with started(worker, timeout=5):
         assert worker.in_main.wait(5)
         assert worker.join(0.01) is False
         assert worker.is_alive()
-    finally:
-        worker.stop()
-        assert worker.join(5)
     assert not worker.is_alive()
 
 

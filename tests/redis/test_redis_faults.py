@@ -16,7 +16,7 @@ import pytest
 
 from redis_targets import GatedProcessor
 from spoc.workers.redis import CONNECTION_ERRORS, LocalRedisServer, RedisStream
-from targets import wait_for
+from targets import started, wait_for
 
 JOIN = 10.0
 WAIT = 20.0
@@ -51,12 +51,8 @@ def stream(redis_url: str, stream_name: str) -> Iterator[RedisStream]:
 def process_all(name: str, stream: RedisStream, jobs: list[str]) -> GatedProcessor:
     """Run a processor on ``stream`` until it has processed ``jobs`` and nothing is pending; stop it."""
     worker = GatedProcessor(name, stream)
-    worker.start()
-    try:
+    with started(worker, timeout=JOIN):
         wait_for(lambda: worker.jobs == jobs and stream.pending() == 0, WAIT)
-    finally:
-        worker.stop()
-        assert worker.join(JOIN)
     return worker
 
 

@@ -21,7 +21,7 @@ from redis_targets import (
 from spoc.workers import Server
 from spoc.workers.patterns import JobProcessor
 from spoc.workers.redis import RedisStream
-from targets import wait_for
+from targets import started, wait_for
 
 JOIN = 10.0
 WAIT = 20.0
@@ -91,13 +91,9 @@ def test_an_idle_processor_stops_within_the_block_timeout(stream: RedisStream) -
 def test_a_job_that_always_fails_is_dead_lettered_after_max_deliveries(stream: RedisStream) -> None:
     stream.enqueue_many(["ok-1", "bad", "ok-2"])
     worker = CountingProcessor("failing", stream, fail_on="bad")
-    worker.start()
-    try:
+    with started(worker, timeout=JOIN):
         dead = wait_for(stream.dead_letters, WAIT)
         wait_for(lambda: stream.pending() == 0, WAIT)
-    finally:
-        worker.stop()
-        assert worker.join(JOIN)
     [job] = dead
     assert job.job == "bad" and job.deliveries == stream.max_deliveries and job.fields == {}
     [(_, raw)] = stream.client().xrange(stream.dead_letter_stream)  # the shape of every dead letter
@@ -119,12 +115,8 @@ def test_an_async_lifecycle_hears_of_a_dead_letter_on_the_runs_loop(stream: Redi
     other async hooks (they used to be skipped, with a warning)."""
     stream.client().xadd(stream.stream, {"not-a-job": "x"})  # no job field: a dead letter at once
     worker = AsyncEventsProcessor("async-events", stream)
-    worker.start()
-    try:
+    with started(worker, timeout=JOIN):
         wait_for(lambda: [e for e in worker.events if e[1] == "dead-letter"], WAIT)
-    finally:
-        worker.stop()
-        assert worker.join(JOIN)
     [(_, _, loop)] = [e for e in worker.events if e[1] == "dead-letter"]
     assert loop is worker.setup_loops[0]
     assert len(stream.dead_letters()) == 1
@@ -150,12 +142,8 @@ def test_process_processors_share_the_stream(stream: RedisStream, start_method: 
 def test_an_async_processor_consumes_the_stream(stream: RedisStream) -> None:
     stream.enqueue_many(range(100))
     worker = AsyncCountingProcessor("async", stream)
-    worker.start()
-    try:
+    with started(worker, timeout=JOIN):
         wait_for(lambda: len(seen(stream)) == 100 and stream.pending() == 0, WAIT)
-    finally:
-        worker.stop()
-        assert worker.join(JOIN)
     assert set(seen(stream).values()) == {1}
 
 
@@ -174,12 +162,8 @@ def test_a_stop_finishes_the_job_in_hand_and_hands_back_the_rest(
     assert seen(slow) == {"0": 1}
     # The nine are there for the next worker at once, not after claim_idle (60 s).
     fresh = CountingProcessor("fresh", slow)
-    fresh.start()
-    try:
+    with started(fresh, timeout=JOIN):
         wait_for(lambda: len(seen(slow)) == 10, timeout=10)
-    finally:
-        fresh.stop()
-        assert fresh.join(JOIN)
     assert set(seen(slow).values()) == {1}
 
 
@@ -191,12 +175,8 @@ def test_jobs_of_a_consumer_that_died_are_taken_over(stream: RedisStream) -> Non
     # A consumer that read five jobs and died without acknowledging them.
     client.xreadgroup(stream.group, "dead-consumer", {stream.stream: ">"}, count=5)
     worker = CountingProcessor("survivor", stream)
-    worker.start()
-    try:
+    with started(worker, timeout=JOIN):
         wait_for(lambda: len(seen(stream)) == 20 and stream.pending() == 0, WAIT)
-    finally:
-        worker.stop()
-        assert worker.join(JOIN)
     assert set(seen(stream).values()) == {1}
 
 
@@ -242,12 +222,8 @@ def test_a_stage_reads_one_stream_and_writes_another(
     out = another(stream.stream + "-out", url=stream.url)
     stream.enqueue_many(range(50))
     stage = Doubler("doubler", stream, out)
-    stage.start()
-    try:
+    with started(stage, timeout=JOIN):
         wait_for(lambda: out.length() == 50 and stream.pending() == 0, WAIT)
-    finally:
-        stage.stop()
-        assert stage.join(JOIN)
     results = sorted(out.codec.loads(f[b"job"]) for _, f in out.client().xrange(out.stream))
     out.delete()
     assert results == [i * 2 for i in range(50)]
@@ -293,16 +269,12 @@ def test_a_stream_can_be_pickled_without_its_connections(stream: RedisStream) ->
 def test_a_stream_deleted_under_a_worker_is_made_again_without_a_spin(stream: RedisStream) -> None:
     stream.enqueue("before")
     worker = CountingProcessor("survives-delete", stream)
-    worker.start()
-    try:
+    with started(worker, timeout=JOIN):
         wait_for(lambda: seen(stream) == {"before": 1} and stream.pending() == 0, WAIT)
         stream.client().delete(stream.stream)  # group and stream gone
         wait_for(lambda: any(d.get("phase") == "redis" for k, d in worker.events if k == "error"), WAIT)
         stream.enqueue("after")  # XADD makes a bare stream; the worker makes its group again
         wait_for(lambda: seen(stream).get("after") == 1, WAIT)
-    finally:
-        worker.stop()
-        assert worker.join(JOIN)
     redis_errors = [d for k, d in worker.events if k == "error" and d.get("phase") == "redis"]
     assert len(redis_errors) <= 3  # one per outage, not one per spin
 
@@ -371,12 +343,8 @@ def test_the_acknowledgements_of_a_batch_go_in_one_call(redis_url: str, stream_n
         batched.ensure_group()
         batched.client().config_resetstat()
         worker = CountingProcessor("batched", batched)
-        worker.start()
-        try:
+        with started(worker, timeout=JOIN):
             wait_for(lambda: len(seen(batched)) == 100 and batched.pending() == 0, WAIT)
-        finally:
-            worker.stop()
-            assert worker.join(JOIN)
         calls = batched.client().info("commandstats")["cmdstat_xack"]["calls"]
         assert 10 <= calls <= 12, calls  # (a take-over sends what is pending before it too)
         assert set(seen(batched).values()) == {1}
