@@ -9,8 +9,9 @@ from typing import Any
 
 from spoc.workers import AbstractWorker, ProcessWorker, ThreadWorker
 
-from ._queues import QueueReader, aget, check_shareable, reader_for
-from ._support import aemit, awaitable, emit, has_async, log_failure, new_counters, run_on_run_loop
+from ._consume import Consumer, aconsume, consume
+from ._queues import check_shareable, reader_for
+from ._support import has_async, new_counters
 
 __all__ = ["JobProcessor", "JobStats", "ProcessJobProcessor"]
 
@@ -62,80 +63,19 @@ class _JobMixin(AbstractWorker):
 
     def main(self) -> Awaitable[None] | None:
         """Take and process jobs until stopped (async when ``process_job`` is ``async def``)."""
+        consumer = Consumer(
+            self,
+            self.job_queue,
+            self.process_job,
+            self._counters,
+            phase="process_job",
+            subject="job",
+            interrupted=_INTERRUPTED,
+        )
         if has_async(self.process_job, self.lifecycle):
-            return self._amain()
-        reader = reader_for(self.job_queue)
-        disarm = reader.arm(self)
-        try:
-            while self.is_running:
-                try:
-                    got, job = reader.get(self)
-                except Exception as exc:  # an item that cannot be unpickled, for one
-                    self._unreadable(reader, exc)
-                    continue
-                if not got:
-                    continue
-                outcome: BaseException | None = _INTERRUPTED
-                try:
-                    error: Exception | None = None
-                    try:
-                        result = self.process_job(job)
-                        if awaitable(result):  # a def that returned an awaitable: the run's loop
-                            run_on_run_loop(self, result)
-                    except Exception as exc:
-                        error = exc
-                    outcome = error
-                    self._count(error)
-                    if error is not None:
-                        emit(self, "error", exception=error, phase="process_job", job=job)
-                finally:
-                    reader.done(outcome)  # even on BaseException, so that queue.join() returns
-        finally:
-            disarm()
+            return aconsume(consumer)
+        consume(consumer)
         return None
-
-    async def _amain(self) -> None:
-        reader = reader_for(self.job_queue)
-        disarm = reader.arm(self)
-        try:
-            while self.is_running:
-                try:
-                    got, job = await aget(reader, self)
-                except Exception as exc:
-                    self._unreadable(reader, exc)
-                    continue
-                if not got:
-                    continue
-                outcome: BaseException | None = _INTERRUPTED
-                try:
-                    error: Exception | None = None
-                    try:
-                        result = self.process_job(job)
-                        if awaitable(result):
-                            await result
-                    except Exception as exc:
-                        error = exc
-                    outcome = error
-                    self._count(error)
-                    if error is not None:
-                        await aemit(self, "error", exception=error, phase="process_job", job=job)
-                finally:
-                    reader.done(outcome)
-        finally:
-            disarm()
-
-    def _count(self, error: Exception | None) -> None:
-        self._counters.add("failed" if error is not None else "processed")
-        if error is not None:
-            log_failure(self, "process_job()", error)
-
-    def _unreadable(self, reader: QueueReader, exc: Exception) -> None:
-        self._counters.add("failed")
-        log_failure(self, "reading a job from the queue", exc)
-        try:
-            emit(self, "error", exception=exc, phase="get", job=None)
-        finally:
-            reader.task_done()
 
 
 class JobProcessor(_JobMixin, ThreadWorker):

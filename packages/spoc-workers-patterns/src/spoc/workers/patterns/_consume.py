@@ -1,0 +1,258 @@
+"""The one consume loop of the patterns: take -> handle -> account -> done.
+
+Job processors, stage workers and the pipeline's source feeders all loop the
+same way: take an item from a reader, hand it to the worker's handler, count
+what became of it, report a failure, and tell the reader (``done``), even
+when a ``BaseException`` cuts the handling short, so that ``queue.join()``
+returns. That logic is :class:`Consumer`: steps that never wait, each
+returning what the caller has to do (an ``"error"`` event to send, an item
+to put). The waiting is done by two thin shells around it, :func:`consume`
+(sync: ``reader.get``, calling the handler, ``emit``, ``writer.put``) and
+:func:`aconsume` (async: ``aget``, awaiting the handler, ``aemit``,
+``aput``), the way trio keeps ``send_nowait()`` as the logic and ``async
+send()`` as a shell around it.
+
+A worker subclasses :class:`Consumer` only for what is its own: the handler
+(``process_job``, ``process_item``, the pipeline's intake), what a result
+becomes (a stage passes it on), what an item that is no job means (a
+stage's end-of-stream marker).
+"""
+
+from __future__ import annotations
+
+import enum
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from spoc.workers import AbstractWorker
+
+from ._queues import QueueReader, QueueWriter, aget, aput, reader_for
+from ._support import Counters, aemit, awaitable, emit, log_failure, run_on_run_loop
+
+__all__ = ["Consumer", "Put", "Verdict", "aconsume", "consume"]
+
+Event = dict[str, Any] | None
+"""The data of an ``"error"`` event to send (``exception``, ``phase``, ...), or None for none."""
+
+
+class Verdict(enum.Enum):
+    """What :meth:`Consumer.arrived` says of an item taken."""
+
+    HANDLE = "handle"  # hand it to the handler
+    SKIP = "skip"  # not a job: go on with the next one
+    LEAVE = "leave"  # not a job, and the loop ends
+
+
+@dataclass(frozen=True)
+class Put:
+    """An item for the shell to put into a queue (waiting while it is full, ``grace`` after a stop)."""
+
+    writer: QueueWriter
+    item: Any
+    grace: float
+
+
+class Consumer:
+    """The logic of one consume loop, in steps that never wait (see the module docstring).
+
+    The defaults are a job processor's: a handler that returns normally
+    processed the item (counted in ``done_field``), one that raised failed it
+    (counted in ``failed_field``, logged, reported as an ``"error"`` event
+    with ``phase`` and ``{subject: item}``, and the worker goes on).
+
+    Args:
+        worker: the worker whose loop this is.
+        source: the queue or job source to read (see :func:`reader_for`).
+        handler: the worker's handler of one item, ``def`` or ``async def``.
+        counters: the worker's counters, or None when it counts nothing.
+        phase: the ``"error"`` event's ``phase`` for a failed handler.
+        subject: the event's key for the item (``"job"``, ``"item"``).
+        interrupted: what the reader is told (:meth:`QueueReader.done`) of an
+            item whose handling a ``BaseException`` cut short.
+    """
+
+    done_field = "processed"
+    failed_field = "failed"
+
+    def __init__(
+        self,
+        worker: AbstractWorker,
+        source: Any,
+        handler: Callable[[Any], Any],
+        counters: Counters | None,
+        *,
+        phase: str,
+        subject: str,
+        interrupted: BaseException,
+    ) -> None:
+        self.worker = worker
+        self.reader: QueueReader = reader_for(source)
+        self.handler = handler
+        self.counters = counters
+        self.phase = phase
+        self.subject = subject
+        self.interrupted = interrupted
+
+    # -- the steps ------------------------------------------------------------------
+
+    def unreadable(self, exc: Exception) -> Event:
+        """Taking an item raised (e.g. it could not be unpickled): count, log, say what to report.
+
+        The shell then calls the reader's ``task_done()``. Raise to end the loop.
+        """
+        self.count(self.failed_field)
+        log_failure(self.worker, f"reading a {self.subject} from the queue", exc)
+        return {"exception": exc, "phase": "get", self.subject: None}
+
+    def arrived(self, item: Any) -> tuple[Verdict, list[Put]]:
+        """An item was taken: hand it over, or not (and what to put first)."""
+        return Verdict.HANDLE, []
+
+    def handled(
+        self, item: Any, result: Any, error: Exception | None, started: float
+    ) -> tuple[Event, Put | None]:
+        """The handler returned ``result`` or raised ``error``: account for it.
+
+        Returns:
+            the event to send, and what to put (then :meth:`put_done`).
+        """
+        if error is None:
+            self.count(self.done_field)
+            return None, None
+        self.count(self.failed_field)
+        log_failure(self.worker, f"{self.phase}()", error)
+        return {"exception": error, "phase": self.phase, self.subject: item}, None
+
+    def put_done(self, put: Put, ok: bool) -> Event:
+        """The put :meth:`handled` asked for was made (``ok``) or given up after a stop."""
+        return None
+
+    def cut_short(self, item: Any, exc: BaseException) -> Event:
+        """A ``BaseException`` ends the handling of ``item``, and the loop (it is raised on)."""
+        return None
+
+    def done(self, outcome: BaseException | None) -> None:
+        """Tell the reader what became of the item last taken (even on a ``BaseException``)."""
+        self.reader.done(outcome)
+
+    def count(self, field: str) -> None:
+        """Add 1 to counter ``field`` (when the worker counts)."""
+        if self.counters is not None:
+            self.counters.add(field)
+
+
+# -- the shells: only the waiting -----------------------------------------------------
+
+
+def consume(consumer: Consumer) -> None:
+    """The sync shell: take and handle items until the worker is stopped or the consumer leaves."""
+    worker, reader = consumer.worker, consumer.reader
+    disarm = reader.arm(worker)
+    try:
+        while worker.is_running:
+            try:
+                got, item = reader.get(worker)
+            except Exception as exc:
+                event = consumer.unreadable(exc)
+                try:
+                    _emit(worker, event)
+                finally:
+                    reader.task_done()
+                continue
+            if not got:
+                continue
+            outcome: BaseException | None = consumer.interrupted
+            try:
+                verdict, puts = consumer.arrived(item)
+                for put in puts:
+                    put.writer.put(worker, put.item, put.grace)
+                if verdict is not Verdict.HANDLE:
+                    outcome = None
+                    if verdict is Verdict.LEAVE:
+                        return
+                    continue
+                started = time.perf_counter()
+                result: Any = None
+                error: Exception | None = None
+                try:
+                    result = consumer.handler(item)
+                    if awaitable(result):  # a def that returned an awaitable: the run's loop
+                        result = run_on_run_loop(worker, result)
+                except Exception as exc:
+                    error = exc
+                except BaseException as exc:
+                    _emit(worker, consumer.cut_short(item, exc))
+                    raise
+                event, passing = consumer.handled(item, result, error, started)
+                _emit(worker, event)
+                if passing is not None:
+                    ok = passing.writer.put(worker, passing.item, passing.grace)
+                    _emit(worker, consumer.put_done(passing, ok))
+                outcome = error
+            finally:
+                consumer.done(outcome)  # even on BaseException, so that queue.join() returns
+    finally:
+        disarm()
+
+
+async def aconsume(consumer: Consumer) -> None:
+    """The async shell: :func:`consume` with ``aget``, an awaited handler, ``aemit`` and ``aput``."""
+    worker, reader = consumer.worker, consumer.reader
+    disarm = reader.arm(worker)
+    try:
+        while worker.is_running:
+            try:
+                got, item = await aget(reader, worker)
+            except Exception as exc:
+                event = consumer.unreadable(exc)
+                try:
+                    await _aemit(worker, event)
+                finally:
+                    reader.task_done()
+                continue
+            if not got:
+                continue
+            outcome: BaseException | None = consumer.interrupted
+            try:
+                verdict, puts = consumer.arrived(item)
+                for put in puts:
+                    await aput(put.writer, worker, put.item, put.grace)
+                if verdict is not Verdict.HANDLE:
+                    outcome = None
+                    if verdict is Verdict.LEAVE:
+                        return
+                    continue
+                started = time.perf_counter()
+                result: Any = None
+                error: Exception | None = None
+                try:
+                    result = consumer.handler(item)
+                    if awaitable(result):
+                        result = await result
+                except Exception as exc:
+                    error = exc
+                except BaseException as exc:
+                    await _aemit(worker, consumer.cut_short(item, exc))
+                    raise
+                event, passing = consumer.handled(item, result, error, started)
+                await _aemit(worker, event)
+                if passing is not None:
+                    ok = await aput(passing.writer, worker, passing.item, passing.grace)
+                    await _aemit(worker, consumer.put_done(passing, ok))
+                outcome = error
+            finally:
+                consumer.done(outcome)
+    finally:
+        disarm()
+
+
+def _emit(worker: AbstractWorker, event: Event) -> None:
+    if event is not None:
+        emit(worker, "error", **event)
+
+
+async def _aemit(worker: AbstractWorker, event: Event) -> None:
+    if event is not None:
+        await aemit(worker, "error", **event)
