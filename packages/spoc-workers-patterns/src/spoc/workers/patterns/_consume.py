@@ -20,6 +20,7 @@ stage's end-of-stream marker).
 
 from __future__ import annotations
 
+import bisect
 import enum
 import time
 from collections.abc import Callable
@@ -31,10 +32,38 @@ from spoc.workers import AbstractWorker
 from ._queues import QueueReader, QueueWriter, aget, aput, reader_for
 from ._support import Counters, aemit, awaitable, emit, log_failure, run_on_run_loop
 
-__all__ = ["Consumer", "Put", "Verdict", "aconsume", "consume"]
+__all__ = [
+    "BUCKET_FIELDS",
+    "DURATION_BUCKETS",
+    "DURATION_FIELDS",
+    "SUM_FIELD",
+    "Consumer",
+    "Put",
+    "Verdict",
+    "aconsume",
+    "consume",
+    "observe",
+]
 
 Event = dict[str, Any] | None
 """The data of an ``"error"`` event to send (``exception``, ``phase``, ...), or None for none."""
+
+
+DURATION_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+"""The upper bounds, in seconds, of the duration histograms' buckets (``+Inf`` follows)."""
+
+BUCKET_FIELDS = (*(f"duration_le_{bound:g}" for bound in DURATION_BUCKETS), "duration_le_inf")
+"""The counters of the buckets, one per bucket (not cumulative), the last one ``+Inf``."""
+SUM_FIELD = "duration_sum"
+"""The counter of the durations' sum."""
+DURATION_FIELDS = (*BUCKET_FIELDS, SUM_FIELD)
+"""The counters a duration histogram needs: one per bucket (not cumulative), and the sum."""
+
+
+def observe(counters: Counters, seconds: float, *more: str) -> None:
+    """Count a duration of ``seconds`` (its bucket, the sum) and add 1 to each of ``more``, as one step."""
+    bucket = BUCKET_FIELDS[bisect.bisect_left(DURATION_BUCKETS, seconds)]
+    counters.tally((*more, bucket), SUM_FIELD, seconds)
 
 
 class Verdict(enum.Enum):
@@ -94,6 +123,7 @@ class Consumer:
         self.phase = phase
         self.subject = subject
         self.interrupted = interrupted
+        self.timed = counters is not None and SUM_FIELD in counters.fields
 
     # -- the steps ------------------------------------------------------------------
 
@@ -119,9 +149,9 @@ class Consumer:
             the event to send, and what to put (then :meth:`put_done`).
         """
         if error is None:
-            self.count(self.done_field)
+            self.account(started, self.done_field)
             return None, None
-        self.count(self.failed_field)
+        self.account(started, self.failed_field)
         log_failure(self.worker, f"{self.phase}()", error)
         return {"exception": error, "phase": self.phase, self.subject: item}, None
 
@@ -136,6 +166,18 @@ class Consumer:
     def done(self, outcome: BaseException | None) -> None:
         """Tell the reader what became of the item last taken (even on a ``BaseException``)."""
         self.reader.done(outcome)
+
+    def account(self, started: float, *fields: str) -> None:
+        """Add 1 to each counter of ``fields`` and, when the worker keeps a duration histogram
+        (:data:`DURATION_FIELDS`), count the handling begun at ``started`` (``time.perf_counter()``) in it."""
+        counters = self.counters
+        if counters is None:
+            return
+        if self.timed:
+            observe(counters, time.perf_counter() - started, *fields)
+        else:
+            for field in fields:
+                counters.add(field)
 
     def count(self, field: str) -> None:
         """Add 1 to counter ``field`` (when the worker counts)."""

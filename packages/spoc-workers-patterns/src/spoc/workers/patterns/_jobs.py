@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 from abc import abstractmethod
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from spoc.workers import AbstractWorker, ProcessWorker, ThreadWorker
 
-from ._consume import Consumer, aconsume, consume
+from ._consume import DURATION_FIELDS, Consumer, aconsume, consume
 from ._queues import check_shareable, reader_for
 from ._support import has_async, new_counters
+
+if TYPE_CHECKING:
+    from prometheus_client.core import Metric
 
 __all__ = ["JobProcessor", "JobStats", "ProcessJobProcessor"]
 
@@ -44,7 +47,7 @@ class _JobMixin(AbstractWorker):
     def _init_jobs(self, job_queue: Any) -> None:
         reader_for(job_queue)  # a TypeError now for something that is no queue
         self.job_queue = job_queue
-        self._counters = new_counters(self, _FIELDS)
+        self._counters = new_counters(self, (*_FIELDS, *DURATION_FIELDS))
 
     @abstractmethod
     def process_job(self, job: Any) -> Awaitable[None] | None:
@@ -60,6 +63,34 @@ class _JobMixin(AbstractWorker):
         """A snapshot of the counters, readable from any thread (and, for a process, from the parent)."""
         values = self._counters.snapshot()
         return JobStats(processed=int(values["processed"]), failed=int(values["failed"]))
+
+    def jobs_done(self) -> int:
+        """Jobs finished over all runs, processed or failed (``stats``; for ``Recycle(jobs=...)``)."""
+        values = self._counters.snapshot()
+        return int(values["processed"] + values["failed"])
+
+    def collect_metrics(self) -> Iterator[Metric]:
+        """This worker's Prometheus families, read in the parent at each scrape (see ``/metrics``).
+
+        ``spoc_jobs_total{outcome}`` (``done``, ``failed``: ``stats``), the
+        histogram ``spoc_job_duration_seconds`` of ``process_job()``, and the
+        families of ``job_queue`` when it has a ``collect_metrics()`` of its
+        own (a job source such as a Redis stream).
+        """
+        from ._metrics import counter_family, duration_family  # noqa: PLC0415 (only when scraped)
+
+        values = self._counters.snapshot()
+        yield counter_family(
+            "spoc_jobs",
+            "Jobs a job processor finished, by outcome: done or failed.",
+            {},
+            values,
+            {"done": "processed", "failed": "failed"},
+        )
+        yield duration_family("spoc_job_duration_seconds", "Seconds process_job() took, per job.", {}, values)
+        source_metrics = getattr(self.job_queue, "collect_metrics", None)
+        if callable(source_metrics):
+            yield from source_metrics()
 
     def main(self) -> Awaitable[None] | None:
         """Take and process jobs until stopped (async when ``process_job`` is ``async def``)."""

@@ -23,18 +23,21 @@ from __future__ import annotations
 
 import inspect
 from abc import abstractmethod
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from spoc.workers import AbstractWorker, ProcessWorker, ThreadWorker
 
-from ._consume import Consumer, Event, Put, Verdict, aconsume, consume
+from ._consume import DURATION_FIELDS, Consumer, Event, Put, Verdict, aconsume, consume
 from ._hops import END_OF_STREAM, count_down
 from ._pipeline_errors import DeadLetter, PipelineStoppedError, picklable_letter
 from ._pipeline_stats import STAGE_FIELDS, StageStats, stage_stats
 from ._queues import check_shareable, is_process_queue, reader_for, writer_for
 from ._support import check_number, has_async, log_failure, new_counters, short_repr
+
+if TYPE_CHECKING:
+    from prometheus_client.core import Metric
 
 __all__ = [
     "DEFAULT_PUT_GRACE",
@@ -80,7 +83,7 @@ class _StageMixin(AbstractWorker):
         self.input_queue = input_queue
         self.output_queue = output_queue
         self.put_grace = check_number(f"{type(self).__name__} {self.name!r}", "put_grace", put_grace)
-        self._counters = new_counters(self, STAGE_FIELDS)
+        self._counters = new_counters(self, (*STAGE_FIELDS, *DURATION_FIELDS))
         self._link: StageLink | None = None
 
     def link_to_pipeline(self, link: StageLink) -> None:
@@ -107,6 +110,39 @@ class _StageMixin(AbstractWorker):
     def stats(self) -> StageStats:
         """This worker's counters (for a process worker, read from shared memory)."""
         return stage_stats(self.name, self.kind, self._counters.snapshot())
+
+    def jobs_done(self) -> int:
+        """Items finished over all runs: passed on, failed or dropped (for ``Recycle(jobs=...)``)."""
+        values = self._counters.snapshot()
+        return int(values["items_out"] + values["failed"] + values["dropped"])
+
+    def collect_metrics(self) -> Iterator[Metric]:
+        """This worker's Prometheus families, read in the parent at each scrape (see ``/metrics``).
+
+        ``spoc_stage_items_total{stage, outcome}`` (``out``, ``failed``,
+        ``dropped``), the histogram ``spoc_stage_item_duration_seconds{stage}``
+        of ``process_item()``, and ``spoc_stage_queue_depth{stage}``, the
+        items waiting in the input queue, when the queue can tell.
+        """
+        from ._metrics import counter_family, depth_family, duration_family  # noqa: PLC0415 (when scraped)
+
+        values = self._counters.snapshot()
+        labels = {"stage": self._stage_name()}
+        yield counter_family(
+            "spoc_stage_items",
+            "Items a stage worker finished, by outcome: out (passed on), failed, dropped.",
+            labels,
+            values,
+            {"out": "items_out", "failed": "failed", "dropped": "dropped"},
+        )
+        yield duration_family(
+            "spoc_stage_item_duration_seconds", "Seconds process_item() took, per item.", labels, values
+        )
+        depth = depth_family(
+            "spoc_stage_queue_depth", "Items waiting in the stage's input queue.", labels, self.input_queue
+        )
+        if depth is not None:
+            yield depth
 
     # -- the loop ------------------------------------------------------------------
 
@@ -198,6 +234,7 @@ class _StageConsumer(Consumer):
         self, item: Any, result: Any, error: Exception | None, started: float
     ) -> tuple[Event, Put | None]:
         stage = self.stage
+        self.account(started)  # the duration of process_item(), whatever became of the item
         if error is not None:
             return self.fail(item, error, "process_item", stage._stage_name()), None
         if result is None:

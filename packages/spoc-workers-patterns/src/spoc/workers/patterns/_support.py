@@ -74,6 +74,11 @@ class Counters:
             self._values = None
             self._write_lock = threading.Lock()  # the writer's threads, one at a time
 
+    @property
+    def fields(self) -> tuple[str, ...]:
+        """The counter names."""
+        return self._fields
+
     def update(
         self,
         add: dict[str, float] | None = None,
@@ -111,6 +116,26 @@ class Counters:
         with self._write_lock:
             shared[0] += 1.0
             shared[i] += delta
+            shared[0] += 1.0
+
+    def tally(self, ones: Sequence[str], name: str, amount: float) -> None:
+        """Add 1 to each counter of ``ones`` and ``amount`` to counter ``name``, seen by readers as one step.
+
+        A histogram's observation: its outcome, its bucket and its sum.
+        """
+        shared = self._shared
+        index = self._index
+        if shared is None:
+            values = self._values
+            for one in ones:
+                values[index[one]] += 1.0
+            values[index[name]] += amount
+            return
+        with self._write_lock:
+            shared[0] += 1.0
+            for one in ones:
+                shared[index[one] + 1] += 1.0
+            shared[index[name] + 1] += amount
             shared[0] += 1.0
 
     def snapshot(self) -> dict[str, float]:
