@@ -20,12 +20,10 @@ stage's end-of-stream marker).
 
 from __future__ import annotations
 
-import bisect
 import enum
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
 
 from spoc.workers import AbstractWorker
 
@@ -36,13 +34,13 @@ __all__ = [
     "BUCKET_FIELDS",
     "DURATION_BUCKETS",
     "DURATION_FIELDS",
+    "HANDLE",
     "SUM_FIELD",
     "Consumer",
     "Put",
     "Verdict",
     "aconsume",
     "consume",
-    "observe",
 ]
 
 Event = dict[str, Any] | None
@@ -60,12 +58,6 @@ DURATION_FIELDS = (*BUCKET_FIELDS, SUM_FIELD)
 """The counters a duration histogram needs: one per bucket (not cumulative), and the sum."""
 
 
-def observe(counters: Counters, seconds: float, *more: str) -> None:
-    """Count a duration of ``seconds`` (its bucket, the sum) and add 1 to each of ``more``, as one step."""
-    bucket = BUCKET_FIELDS[bisect.bisect_left(DURATION_BUCKETS, seconds)]
-    counters.tally((*more, bucket), SUM_FIELD, seconds)
-
-
 class Verdict(enum.Enum):
     """What :meth:`Consumer.arrived` says of an item taken."""
 
@@ -74,13 +66,22 @@ class Verdict(enum.Enum):
     LEAVE = "leave"  # not a job, and the loop ends
 
 
-@dataclass(frozen=True)
-class Put:
-    """An item for the shell to put into a queue (waiting while it is full, ``grace`` after a stop)."""
+HANDLE: tuple[Verdict, Sequence[Put]] = (Verdict.HANDLE, ())
+"""What :meth:`Consumer.arrived` says of most items: one object, nothing made per item."""
+
+
+class Put(NamedTuple):
+    """An item for the shell to put into a queue (waiting while it is full, ``grace`` after a stop).
+
+    A named tuple: one is made per item a stage passes on.
+    """
 
     writer: QueueWriter
     item: Any
     grace: float
+
+
+_NOTHING: tuple[Event, Any] = (None, None)
 
 
 class Consumer:
@@ -104,6 +105,8 @@ class Consumer:
 
     done_field = "processed"
     failed_field = "failed"
+    screens = False
+    """Whether :meth:`arrived` is asked about each item (a stage's end marker); else every item is handled."""
 
     def __init__(
         self,
@@ -123,7 +126,11 @@ class Consumer:
         self.phase = phase
         self.subject = subject
         self.interrupted = interrupted
-        self.timed = counters is not None and SUM_FIELD in counters.fields
+        self._observe: Callable[[str | None, float], None] | None = None
+        if counters is not None and SUM_FIELD in counters.fields:  # the worker keeps a duration histogram
+            self._observe = counters.observer(DURATION_BUCKETS, BUCKET_FIELDS, SUM_FIELD)
+        self.output: QueueWriter | None = None  # where results go (a stage's output queue)
+        self.grace = 0.0  # how long a put keeps trying after a stop
 
     # -- the steps ------------------------------------------------------------------
 
@@ -136,26 +143,25 @@ class Consumer:
         log_failure(self.worker, f"reading a {self.subject} from the queue", exc)
         return {"exception": exc, "phase": "get", self.subject: None}
 
-    def arrived(self, item: Any) -> tuple[Verdict, list[Put]]:
-        """An item was taken: hand it over, or not (and what to put first)."""
-        return Verdict.HANDLE, []
+    def arrived(self, item: Any) -> tuple[Verdict, Sequence[Put]]:
+        """An item was taken: hand it over, or not (and what to put first); asked when :attr:`screens`."""
+        return HANDLE
 
-    def handled(
-        self, item: Any, result: Any, error: Exception | None, started: float
-    ) -> tuple[Event, Put | None]:
+    def handled(self, item: Any, result: Any, error: Exception | None, started: float) -> tuple[Event, Any]:
         """The handler returned ``result`` or raised ``error``: account for it.
 
         Returns:
-            the event to send, and what to put (then :meth:`put_done`).
+            the event to send, and the result to put into :attr:`output` (then
+            :meth:`put_done`), None for nothing.
         """
         if error is None:
             self.account(started, self.done_field)
-            return None, None
+            return _NOTHING
         self.account(started, self.failed_field)
         log_failure(self.worker, f"{self.phase}()", error)
         return {"exception": error, "phase": self.phase, self.subject: item}, None
 
-    def put_done(self, put: Put, ok: bool) -> Event:
+    def put_done(self, result: Any, ok: bool) -> Event:
         """The put :meth:`handled` asked for was made (``ok``) or given up after a stop."""
         return None
 
@@ -167,17 +173,16 @@ class Consumer:
         """Tell the reader what became of the item last taken (even on a ``BaseException``)."""
         self.reader.done(outcome)
 
-    def account(self, started: float, *fields: str) -> None:
-        """Add 1 to each counter of ``fields`` and, when the worker keeps a duration histogram
+    def account(self, started: float, field: str | None = None) -> None:
+        """Add 1 to counter ``field`` (None: none) and, when the worker keeps a duration histogram
         (:data:`DURATION_FIELDS`), count the handling begun at ``started`` (``time.perf_counter()``) in it."""
         counters = self.counters
         if counters is None:
             return
-        if self.timed:
-            observe(counters, time.perf_counter() - started, *fields)
-        else:
-            for field in fields:
-                counters.add(field)
+        if self._observe is not None:
+            self._observe(field, time.perf_counter() - started)
+        elif field is not None:
+            counters.add(field)
 
     def count(self, field: str) -> None:
         """Add 1 to counter ``field`` (when the worker counts)."""
@@ -190,12 +195,15 @@ class Consumer:
 
 def consume(consumer: Consumer) -> None:
     """The sync shell: take and handle items until the worker is stopped or the consumer leaves."""
-    worker, reader = consumer.worker, consumer.reader
+    worker, reader, output = consumer.worker, consumer.reader, consumer.output
+    get, handler, handled, done = reader.get, consumer.handler, consumer.handled, consumer.done
+    screen = consumer.arrived if consumer.screens else None
+    clock = time.perf_counter
     disarm = reader.arm(worker)
     try:
         while worker.is_running:
             try:
-                got, item = reader.get(worker)
+                got, item = get(worker)
             except Exception as exc:
                 event = consumer.unreadable(exc)
                 try:
@@ -207,19 +215,20 @@ def consume(consumer: Consumer) -> None:
                 continue
             outcome: BaseException | None = consumer.interrupted
             try:
-                verdict, puts = consumer.arrived(item)
-                for put in puts:
-                    put.writer.put(worker, put.item, put.grace)
-                if verdict is not Verdict.HANDLE:
-                    outcome = None
-                    if verdict is Verdict.LEAVE:
-                        return
-                    continue
-                started = time.perf_counter()
+                if screen is not None:
+                    verdict, puts = screen(item)
+                    for put in puts:
+                        put.writer.put(worker, put.item, put.grace)
+                    if verdict is not Verdict.HANDLE:
+                        outcome = None
+                        if verdict is Verdict.LEAVE:
+                            return
+                        continue
+                started = clock()
                 result: Any = None
                 error: Exception | None = None
                 try:
-                    result = consumer.handler(item)
+                    result = handler(item)
                     if awaitable(result):  # a def that returned an awaitable: the run's loop
                         result = run_on_run_loop(worker, result)
                 except Exception as exc:
@@ -227,21 +236,22 @@ def consume(consumer: Consumer) -> None:
                 except BaseException as exc:
                     _emit(worker, consumer.cut_short(item, exc))
                     raise
-                event, passing = consumer.handled(item, result, error, started)
-                _emit(worker, event)
-                if passing is not None:
-                    ok = passing.writer.put(worker, passing.item, passing.grace)
+                event, passing = handled(item, result, error, started)
+                if event is not None:
+                    _emit(worker, event)
+                if passing is not None and output is not None:
+                    ok = output.put(worker, passing, consumer.grace)
                     _emit(worker, consumer.put_done(passing, ok))
                 outcome = error
             finally:
-                consumer.done(outcome)  # even on BaseException, so that queue.join() returns
+                done(outcome)  # even on BaseException, so that queue.join() returns
     finally:
         disarm()
 
 
 async def aconsume(consumer: Consumer) -> None:
     """The async shell: :func:`consume` with ``aget``, an awaited handler, ``aemit`` and ``aput``."""
-    worker, reader = consumer.worker, consumer.reader
+    worker, reader, output = consumer.worker, consumer.reader, consumer.output
     disarm = reader.arm(worker)
     try:
         while worker.is_running:
@@ -258,14 +268,15 @@ async def aconsume(consumer: Consumer) -> None:
                 continue
             outcome: BaseException | None = consumer.interrupted
             try:
-                verdict, puts = consumer.arrived(item)
-                for put in puts:
-                    await aput(put.writer, worker, put.item, put.grace)
-                if verdict is not Verdict.HANDLE:
-                    outcome = None
-                    if verdict is Verdict.LEAVE:
-                        return
-                    continue
+                if consumer.screens:
+                    verdict, puts = consumer.arrived(item)
+                    for put in puts:
+                        await aput(put.writer, worker, put.item, put.grace)
+                    if verdict is not Verdict.HANDLE:
+                        outcome = None
+                        if verdict is Verdict.LEAVE:
+                            return
+                        continue
                 started = time.perf_counter()
                 result: Any = None
                 error: Exception | None = None
@@ -280,8 +291,8 @@ async def aconsume(consumer: Consumer) -> None:
                     raise
                 event, passing = consumer.handled(item, result, error, started)
                 await _aemit(worker, event)
-                if passing is not None:
-                    ok = await aput(passing.writer, worker, passing.item, passing.grace)
+                if passing is not None and output is not None:
+                    ok = await aput(output, worker, passing, consumer.grace)
                     await _aemit(worker, consumer.put_done(passing, ok))
                 outcome = error
             finally:

@@ -14,7 +14,7 @@ from typing import Any
 
 from spoc.workers import ThreadWorker
 
-from ._consume import Consumer, Event, Put, consume
+from ._consume import Consumer, Event, consume
 from ._support import short_repr
 
 __all__ = ["Feeder", "SourceFeeder"]
@@ -106,9 +106,7 @@ class _FeedConsumer(Consumer):
     def unreadable(self, exc: Exception) -> Event:
         raise exc
 
-    def handled(
-        self, item: Any, result: Any, error: Exception | None, started: float
-    ) -> tuple[Event, Put | None]:
+    def handled(self, item: Any, result: Any, error: Exception | None, started: float) -> tuple[Event, Any]:
         if error is not None:
             raise error
         return None, None

@@ -5,7 +5,7 @@ hook, see ``spoc.workers._metrics``): it runs in the parent process, so
 everything it reports is read from the worker's :class:`Counters`, which
 live in shared memory for process workers. The duration histogram is kept
 the same way: the consume loop adds each handling's duration to a bucket
-counter and a sum (``_consume.observe``), and a scrape turns them into a
+counter and a sum (``Consumer.account``), and a scrape turns them into a
 histogram. This module imports prometheus_client (the ``http`` extra of
 spoc-workers-core); the workers import it only when scraped.
 

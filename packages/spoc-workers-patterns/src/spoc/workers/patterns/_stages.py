@@ -23,13 +23,13 @@ from __future__ import annotations
 
 import inspect
 from abc import abstractmethod
-from collections.abc import Awaitable, Iterator
+from collections.abc import Awaitable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from spoc.workers import AbstractWorker, ProcessWorker, ThreadWorker
 
-from ._consume import DURATION_FIELDS, Consumer, Event, Put, Verdict, aconsume, consume
+from ._consume import DURATION_FIELDS, HANDLE, Consumer, Event, Put, Verdict, aconsume, consume
 from ._hops import END_OF_STREAM, count_down
 from ._pipeline_errors import DeadLetter, PipelineStoppedError, picklable_letter
 from ._pipeline_stats import STAGE_FIELDS, StageStats, stage_stats
@@ -201,6 +201,8 @@ class _StageMixin(AbstractWorker):
 class _StageConsumer(Consumer):
     """A stage worker's steps of the consume loop: process the item, then pass the result on."""
 
+    screens = True  # the end-of-stream marker is no item
+
     def __init__(self, worker: _StageMixin) -> None:
         super().__init__(
             worker,
@@ -212,27 +214,27 @@ class _StageConsumer(Consumer):
             interrupted=_INTERRUPTED,
         )
         self.stage = worker
-        self.writer = writer_for(worker.output_queue)
+        self.writer = self.output = writer_for(worker.output_queue)
+        self.grace = worker.put_grace
+        self.add = worker._counters.add
 
     def unreadable(self, exc: Exception) -> Event:  # e.g. an item that cannot be unpickled here
         return self.fail(None, exc, "get", self.stage._stage_name())
 
-    def arrived(self, item: Any) -> tuple[Verdict, list[Put]]:
+    def arrived(self, item: Any) -> tuple[Verdict, Sequence[Put]]:
         stage = self.stage
         if item is not END_OF_STREAM:
-            self.count("items_in")
-            return Verdict.HANDLE, []
+            self.add("items_in")
+            return HANDLE
         leave, siblings = stage._end_decision()
         if not leave:
-            return Verdict.SKIP, []
+            return Verdict.SKIP, ()
         own = writer_for(stage.input_queue)
         puts = [Put(own, END_OF_STREAM, stage.put_grace) for _ in range(siblings)]
         puts.append(Put(self.writer, END_OF_STREAM, stage.put_grace))
         return Verdict.LEAVE, puts
 
-    def handled(
-        self, item: Any, result: Any, error: Exception | None, started: float
-    ) -> tuple[Event, Put | None]:
+    def handled(self, item: Any, result: Any, error: Exception | None, started: float) -> tuple[Event, Any]:
         stage = self.stage
         self.account(started)  # the duration of process_item(), whatever became of the item
         if error is not None:
@@ -249,14 +251,14 @@ class _StageConsumer(Consumer):
             )
             unpicklable.__cause__ = exc
             return self.fail(item, unpicklable, "process_item", stage._stage_name()), None
-        return None, Put(self.writer, result, stage.put_grace)
+        return None, result
 
-    def put_done(self, put: Put, ok: bool) -> Event:
+    def put_done(self, result: Any, ok: bool) -> Event:
         if ok:
-            self.count("items_out")
+            self.add("items_out")
             return None
         stage = self.stage
-        return self.fail(put.item, stage._not_passed_on(), "put", stage._next_stage_name())
+        return self.fail(result, stage._not_passed_on(), "put", stage._next_stage_name())
 
     def fail(self, item: Any, error: BaseException, phase: str, stage: str) -> Event:
         """Log, dead-letter and count a failed item; the ``"error"`` event to send."""
