@@ -25,7 +25,8 @@ from prometheus_client.utils import floatToGoString
 import patterns_targets as pt
 from ops_targets import request
 from spoc.workers import Recycle, Server
-from spoc.workers.patterns._consume import DURATION_BUCKETS
+from spoc.workers.patterns._consume import BUCKET_FIELDS, DURATION_BUCKETS, DURATION_FIELDS, SUM_FIELD
+from spoc.workers.patterns._support import Counters
 from targets import Events, wait_for
 
 THREAD_ONLY = pytest.mark.no_processes
@@ -195,3 +196,25 @@ def test_recycle_by_jobs_replaces_a_job_processor_after_that_many_jobs(
     assert worker.jobs_done() == 10  # over both runs: the count survives a restart
     assert (worker.stats.processed, worker.stats.failed) == (8, 2)
     assert not server.gave_up
+
+
+@pytest.mark.parametrize("shared", [pytest.param(False, marks=THREAD_ONLY), True])
+def test_an_observation_lands_in_the_first_bucket_whose_bound_holds_it(
+    shared: bool, start_method: str
+) -> None:
+    context = multiprocessing.get_context(start_method) if shared else None
+    counters = Counters(("done", *DURATION_FIELDS), context)
+    observe = counters.observer(DURATION_BUCKETS, BUCKET_FIELDS, SUM_FIELD)
+    for seconds in (0.0, 0.001, 0.0011, 60.0, 61.0):
+        observe("done", seconds)
+    observe(None, 0.3)  # a duration without an outcome
+    values = counters.snapshot()
+    assert values["done"] == 5
+    assert values["duration_le_0.001"] == 2  # 0 and the bound itself (le: less than or equal)
+    assert values["duration_le_0.0025"] == 1
+    assert values["duration_le_0.5"] == 1
+    assert values["duration_le_60"] == 1 and values["duration_le_inf"] == 1
+    assert sum(values[field] for field in BUCKET_FIELDS) == 6
+    assert values[SUM_FIELD] == pytest.approx(0.0 + 0.001 + 0.0011 + 60.0 + 61.0 + 0.3)
+    with pytest.raises(ValueError, match="consecutive"):
+        counters.observer(DURATION_BUCKETS, BUCKET_FIELDS[1:], SUM_FIELD)

@@ -71,9 +71,10 @@ HANDLE: tuple[Verdict, Sequence[Put]] = (Verdict.HANDLE, ())
 
 
 class Put(NamedTuple):
-    """An item for the shell to put into a queue (waiting while it is full, ``grace`` after a stop).
+    """An item for the shell to put into a queue before it goes on (a stage's end markers).
 
-    A named tuple: one is made per item a stage passes on.
+    The shell waits while the queue is full, and keeps trying ``grace``
+    seconds after a stop.
     """
 
     writer: QueueWriter
