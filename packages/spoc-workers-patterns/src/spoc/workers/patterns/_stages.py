@@ -50,7 +50,7 @@ __all__ = [
 ]
 
 _DEFAULT_STOP_TIMEOUT = 5.0
-# What the reader is told of an item whose processing a BaseException cut short (a queue: task_done()).
+# The outcome of an item whose processing a BaseException cut short (it is a dead letter; see done()).
 _INTERRUPTED = RuntimeError("process_item() was interrupted")
 DEFAULT_PUT_GRACE = 0.5
 """Seconds a stopped stage worker keeps trying to pass its last result on, by default."""
@@ -269,6 +269,10 @@ class _StageConsumer(Consumer):
 
     def cut_short(self, item: Any, exc: BaseException) -> Event:  # the item is a dead letter, not lost
         return self.fail(item, exc, "process_item", self.stage._stage_name())
+
+    def done(self, outcome: BaseException | None) -> None:
+        """Every item taken is done for its source, a failed one too: it became a dead letter."""
+        self.reader.task_done()
 
 
 class StageWorker(_StageMixin, ThreadWorker):
