@@ -324,6 +324,37 @@ class ListJobs(JobProcessor):
             self.seen.append(job)
 
 
+class _FailsOnMultiples:
+    """Jobs and items that are multiples of ``every`` fail; a stage also drops those one above."""
+
+    every = 4
+
+    def process_job(self, job: int) -> None:
+        if job % self.every == 0:
+            raise ValueError(f"job {job} is a multiple of {self.every}")
+
+    def process_item(self, item: int) -> int | None:
+        if item % self.every == 0:
+            raise ValueError(f"item {item} is a multiple of {self.every}")
+        return None if item % self.every == 1 else item
+
+
+class MeteredJobs(_FailsOnMultiples, JobProcessor):
+    """A thread JobProcessor whose jobs that are multiples of 4 fail."""
+
+
+class ProcessMeteredJobs(_FailsOnMultiples, ProcessJobProcessor):
+    """:class:`MeteredJobs` in a process."""
+
+
+class MeteredStage(_FailsOnMultiples, StageWorker):
+    """A thread stage: multiples of 4 fail, those one above are dropped, the rest pass on."""
+
+
+class ProcessMeteredStage(_FailsOnMultiples, ProcessStageWorker):
+    """:class:`MeteredStage` in a process."""
+
+
 # -- pipelines ---------------------------------------------------------------------
 
 

@@ -17,6 +17,12 @@ The families (labels ``server``, ``worker``, ``kind`` on every per-worker one):
 * ``spoc_worker_resident_memory_bytes``: a process worker's resident memory (while its child lives);
 * ``spoc_server_ready`` and ``spoc_server_gave_up`` (label ``server``): 1 or 0.
 
+Through the hook below, the patterns add (see ``spoc.workers.patterns._metrics``):
+``spoc_jobs_total{outcome}`` and ``spoc_job_duration_seconds`` (job
+processors), ``spoc_stage_items_total{stage, outcome}``,
+``spoc_stage_item_duration_seconds{stage}`` and
+``spoc_stage_queue_depth{stage}`` (stage workers).
+
 The registry also forwards prometheus_client's default registry (the
 ``process_*`` and ``python_*`` families, and whatever the application
 registered there).

@@ -14,12 +14,15 @@ from typing import Any
 
 from spoc.workers import ThreadWorker
 
-from ._queues import QueueReader, reader_for
+from ._consume import Consumer, Event, consume
 from ._support import short_repr
 
 __all__ = ["Feeder", "SourceFeeder"]
 
 logger = logging.getLogger("spoc.workers.patterns")
+
+# What a source is told of an item the pipeline did not accept: nothing, it is given back.
+_NOT_ACCEPTED = RuntimeError("the pipeline did not accept the item")
 
 
 class Feeder(ThreadWorker):
@@ -71,30 +74,56 @@ class SourceFeeder(Feeder):
 
     def main(self) -> None:
         """Take items from the source and feed them, until stopped."""
-        reader = reader_for(self.items)
-        disarm = reader.arm(self)
-        try:
-            while self.is_running:
-                got, item = reader.get(self)
-                if not got:
-                    continue
-                accepted = False
-                try:
-                    accepted = self.accept(item, self)
-                finally:
-                    if accepted:
-                        reader.done(None)
-                    else:
-                        self._give_back(reader, item)
-        finally:
-            disarm()
+        consume(_FeedConsumer(self))
 
-    def _give_back(self, reader: QueueReader, item: Any) -> None:
+
+class _FeedConsumer(Consumer):
+    """A source feeder's steps of the consume loop: hand each item to the pipeline's intake.
+
+    It counts nothing and reports nothing: an item it cannot read, or an
+    intake that raises, ends the feeder (the exception is raised on).
+    """
+
+    def __init__(self, feeder: SourceFeeder) -> None:
+        super().__init__(
+            feeder,
+            feeder.items,
+            self._accept,
+            None,
+            phase="accept",
+            subject="item",
+            interrupted=_NOT_ACCEPTED,
+        )
+        self.feeder = feeder
+        self.item: Any = None
+        self.accepted = False
+
+    def _accept(self, item: Any) -> bool:
+        self.item, self.accepted = item, False
+        self.accepted = self.feeder.accept(item, self.feeder)
+        return self.accepted
+
+    def unreadable(self, exc: Exception) -> Event:
+        raise exc
+
+    def handled(self, item: Any, result: Any, error: Exception | None, started: float) -> tuple[Event, Any]:
+        if error is not None:
+            raise error
+        return None, None
+
+    def done(self, outcome: BaseException | None) -> None:
+        """Acknowledge an item the pipeline accepted; give back one it refused (or never took)."""
+        if outcome is None and self.accepted:
+            self.reader.done(None)
+        else:
+            self._give_back(self.item)
+
+    def _give_back(self, item: Any) -> None:
         try:
-            reader.give_back(item)
+            self.reader.give_back(item)
         except Exception:
             logger.error(
                 "%r: the pipeline stopped before accepting item %s, and it could not go back to its source",
-                self.name,
+                self.feeder.name,
                 short_repr(item),
             )

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 from abc import abstractmethod
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from spoc.workers import AbstractWorker, ProcessWorker, ThreadWorker
 
-from ._queues import QueueReader, aget, check_shareable, reader_for
-from ._support import aemit, awaitable, emit, has_async, log_failure, new_counters, run_on_run_loop
+from ._consume import DURATION_FIELDS, Consumer, aconsume, consume
+from ._queues import check_shareable, reader_for
+from ._support import has_async, new_counters
+
+if TYPE_CHECKING:
+    from prometheus_client.core import Metric
 
 __all__ = ["JobProcessor", "JobStats", "ProcessJobProcessor"]
 
@@ -43,7 +47,7 @@ class _JobMixin(AbstractWorker):
     def _init_jobs(self, job_queue: Any) -> None:
         reader_for(job_queue)  # a TypeError now for something that is no queue
         self.job_queue = job_queue
-        self._counters = new_counters(self, _FIELDS)
+        self._counters = new_counters(self, (*_FIELDS, *DURATION_FIELDS))
 
     @abstractmethod
     def process_job(self, job: Any) -> Awaitable[None] | None:
@@ -60,82 +64,49 @@ class _JobMixin(AbstractWorker):
         values = self._counters.snapshot()
         return JobStats(processed=int(values["processed"]), failed=int(values["failed"]))
 
+    def jobs_done(self) -> int:
+        """Jobs finished over all runs, processed or failed (``stats``; for ``Recycle(jobs=...)``)."""
+        values = self._counters.snapshot()
+        return int(values["processed"] + values["failed"])
+
+    def collect_metrics(self) -> Iterator[Metric]:
+        """This worker's Prometheus families, read in the parent at each scrape (see ``/metrics``).
+
+        ``spoc_jobs_total{outcome}`` (``done``, ``failed``: ``stats``), the
+        histogram ``spoc_job_duration_seconds`` of ``process_job()``, and the
+        families of ``job_queue`` when it has a ``collect_metrics()`` of its
+        own (a job source such as a Redis stream).
+        """
+        from ._metrics import counter_family, duration_family  # noqa: PLC0415 (only when scraped)
+
+        values = self._counters.snapshot()
+        yield counter_family(
+            "spoc_jobs",
+            "Jobs a job processor finished, by outcome: done or failed.",
+            {},
+            values,
+            {"done": "processed", "failed": "failed"},
+        )
+        yield duration_family("spoc_job_duration_seconds", "Seconds process_job() took, per job.", {}, values)
+        source_metrics = getattr(self.job_queue, "collect_metrics", None)
+        if callable(source_metrics):
+            yield from source_metrics()
+
     def main(self) -> Awaitable[None] | None:
         """Take and process jobs until stopped (async when ``process_job`` is ``async def``)."""
+        consumer = Consumer(
+            self,
+            self.job_queue,
+            self.process_job,
+            self._counters,
+            phase="process_job",
+            subject="job",
+            interrupted=_INTERRUPTED,
+        )
         if has_async(self.process_job, self.lifecycle):
-            return self._amain()
-        reader = reader_for(self.job_queue)
-        disarm = reader.arm(self)
-        try:
-            while self.is_running:
-                try:
-                    got, job = reader.get(self)
-                except Exception as exc:  # an item that cannot be unpickled, for one
-                    self._unreadable(reader, exc)
-                    continue
-                if not got:
-                    continue
-                outcome: BaseException | None = _INTERRUPTED
-                try:
-                    error: Exception | None = None
-                    try:
-                        result = self.process_job(job)
-                        if awaitable(result):  # a def that returned an awaitable: the run's loop
-                            run_on_run_loop(self, result)
-                    except Exception as exc:
-                        error = exc
-                    outcome = error
-                    self._count(error)
-                    if error is not None:
-                        emit(self, "error", exception=error, phase="process_job", job=job)
-                finally:
-                    reader.done(outcome)  # even on BaseException, so that queue.join() returns
-        finally:
-            disarm()
+            return aconsume(consumer)
+        consume(consumer)
         return None
-
-    async def _amain(self) -> None:
-        reader = reader_for(self.job_queue)
-        disarm = reader.arm(self)
-        try:
-            while self.is_running:
-                try:
-                    got, job = await aget(reader, self)
-                except Exception as exc:
-                    self._unreadable(reader, exc)
-                    continue
-                if not got:
-                    continue
-                outcome: BaseException | None = _INTERRUPTED
-                try:
-                    error: Exception | None = None
-                    try:
-                        result = self.process_job(job)
-                        if awaitable(result):
-                            await result
-                    except Exception as exc:
-                        error = exc
-                    outcome = error
-                    self._count(error)
-                    if error is not None:
-                        await aemit(self, "error", exception=error, phase="process_job", job=job)
-                finally:
-                    reader.done(outcome)
-        finally:
-            disarm()
-
-    def _count(self, error: Exception | None) -> None:
-        self._counters.add("failed" if error is not None else "processed")
-        if error is not None:
-            log_failure(self, "process_job()", error)
-
-    def _unreadable(self, reader: QueueReader, exc: Exception) -> None:
-        self._counters.add("failed")
-        log_failure(self, "reading a job from the queue", exc)
-        try:
-            emit(self, "error", exception=exc, phase="get", job=None)
-        finally:
-            reader.task_done()
 
 
 class JobProcessor(_JobMixin, ThreadWorker):

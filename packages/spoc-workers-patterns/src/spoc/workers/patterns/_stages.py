@@ -23,17 +23,21 @@ from __future__ import annotations
 
 import inspect
 from abc import abstractmethod
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from spoc.workers import AbstractWorker, ProcessWorker, ThreadWorker, run_async_safely
+from spoc.workers import AbstractWorker, ProcessWorker, ThreadWorker
 
+from ._consume import DURATION_FIELDS, HANDLE, Consumer, Event, Put, Verdict, aconsume, consume
 from ._hops import END_OF_STREAM, count_down
 from ._pipeline_errors import DeadLetter, PipelineStoppedError, picklable_letter
 from ._pipeline_stats import STAGE_FIELDS, StageStats, stage_stats
-from ._queues import QueueWriter, aget, aput, check_shareable, is_process_queue, reader_for, writer_for
-from ._support import aemit, awaitable, check_number, emit, has_async, log_failure, new_counters, short_repr
+from ._queues import check_shareable, is_process_queue, reader_for, writer_for
+from ._support import check_number, has_async, log_failure, new_counters, short_repr
+
+if TYPE_CHECKING:
+    from prometheus_client.core import Metric
 
 __all__ = [
     "DEFAULT_PUT_GRACE",
@@ -46,6 +50,8 @@ __all__ = [
 ]
 
 _DEFAULT_STOP_TIMEOUT = 5.0
+# The outcome of an item whose processing a BaseException cut short (it is a dead letter; see done()).
+_INTERRUPTED = RuntimeError("process_item() was interrupted")
 DEFAULT_PUT_GRACE = 0.5
 """Seconds a stopped stage worker keeps trying to pass its last result on, by default."""
 
@@ -77,7 +83,7 @@ class _StageMixin(AbstractWorker):
         self.input_queue = input_queue
         self.output_queue = output_queue
         self.put_grace = check_number(f"{type(self).__name__} {self.name!r}", "put_grace", put_grace)
-        self._counters = new_counters(self, STAGE_FIELDS)
+        self._counters = new_counters(self, (*STAGE_FIELDS, *DURATION_FIELDS))
         self._link: StageLink | None = None
 
     def link_to_pipeline(self, link: StageLink) -> None:
@@ -105,128 +111,54 @@ class _StageMixin(AbstractWorker):
         """This worker's counters (for a process worker, read from shared memory)."""
         return stage_stats(self.name, self.kind, self._counters.snapshot())
 
+    def jobs_done(self) -> int:
+        """Items finished over all runs: passed on, failed or dropped (for ``Recycle(jobs=...)``)."""
+        values = self._counters.snapshot()
+        return int(values["items_out"] + values["failed"] + values["dropped"])
+
+    def collect_metrics(self) -> Iterator[Metric]:
+        """This worker's Prometheus families, read in the parent at each scrape (see ``/metrics``).
+
+        ``spoc_stage_items_total{stage, outcome}`` (``out``, ``failed``,
+        ``dropped``), the histogram ``spoc_stage_item_duration_seconds{stage}``
+        of ``process_item()``, and ``spoc_stage_queue_depth{stage}``, the
+        items waiting in the input queue, when the queue can tell.
+        """
+        from ._metrics import counter_family, depth_family, duration_family  # noqa: PLC0415 (when scraped)
+
+        values = self._counters.snapshot()
+        labels = {"stage": self._stage_name()}
+        yield counter_family(
+            "spoc_stage_items",
+            "Items a stage worker finished, by outcome: out (passed on), failed, dropped.",
+            labels,
+            values,
+            {"out": "items_out", "failed": "failed", "dropped": "dropped"},
+        )
+        yield duration_family(
+            "spoc_stage_item_duration_seconds", "Seconds process_item() took, per item.", labels, values
+        )
+        depth = depth_family(
+            "spoc_stage_queue_depth", "Items waiting in the stage's input queue.", labels, self.input_queue
+        )
+        if depth is not None:
+            yield depth
+
     # -- the loop ------------------------------------------------------------------
 
     def main(self) -> Awaitable[None] | None:
         """Process items until the end-of-stream marker or a stop (async when ``process_item`` is)."""
+        consumer = _StageConsumer(self)
         if has_async(self.process_item, self.lifecycle):
-            return self._amain()
-        reader = reader_for(self.input_queue)
-        writer = writer_for(self.output_queue)
-        disarm = reader.arm(self)
-        try:
-            while self.is_running:
-                try:
-                    got, item = reader.get(self)
-                except Exception as exc:  # e.g. an item that cannot be unpickled here
-                    self._report(None, exc, "get", self._stage_name())
-                    reader.task_done()
-                    continue
-                if not got:
-                    continue
-                try:
-                    if item is END_OF_STREAM:
-                        if self._end_of_stream(writer):
-                            return None
-                        continue
-                    self._counters.add("items_in")
-                    try:
-                        result = self.process_item(item)
-                        if awaitable(result):  # a plain def that returned an awaitable
-                            result = run_async_safely(_as_coroutine(result))
-                    except Exception as exc:
-                        self._report(item, exc, "process_item", self._stage_name())
-                        continue
-                    except BaseException as exc:  # it ends main(): the item is a dead letter, not lost
-                        self._report(item, exc, "process_item", self._stage_name())
-                        raise
-                    self._pass_on(writer, item, result)
-                finally:
-                    reader.task_done()
-        finally:
-            disarm()
+            return aconsume(consumer)
+        consume(consumer)
         return None
-
-    async def _amain(self) -> None:
-        reader = reader_for(self.input_queue)
-        writer = writer_for(self.output_queue)
-        disarm = reader.arm(self)
-        try:
-            while self.is_running:
-                try:
-                    got, item = await aget(reader, self)
-                except Exception as exc:
-                    await self._areport(None, exc, "get", self._stage_name())
-                    reader.task_done()
-                    continue
-                if not got:
-                    continue
-                try:
-                    if item is END_OF_STREAM:
-                        if await self._aend_of_stream(writer):
-                            return
-                        continue
-                    self._counters.add("items_in")
-                    try:
-                        result = self.process_item(item)
-                        if awaitable(result):
-                            result = await result
-                    except Exception as exc:
-                        await self._areport(item, exc, "process_item", self._stage_name())
-                        continue
-                    except BaseException as exc:  # it ends main(): the item is a dead letter, not lost
-                        await self._areport(item, exc, "process_item", self._stage_name())
-                        raise
-                    await self._apass_on(writer, item, result)
-                finally:
-                    reader.task_done()
-        finally:
-            disarm()
-
-    # -- passing on ----------------------------------------------------------------
-
-    def _pass_on(self, writer: QueueWriter, item: Any, result: Any) -> None:
-        checked = self._check_result(writer, item, result)
-        if checked is None:
-            return
-        if writer.put(self, result, self.put_grace):
-            self._counters.add("items_out")
-        else:
-            self._report(result, self._not_passed_on(), "put", self._next_stage_name())
-
-    async def _apass_on(self, writer: QueueWriter, item: Any, result: Any) -> None:
-        checked = self._check_result(writer, item, result)
-        if checked is None:
-            return
-        if await aput(writer, self, result, self.put_grace):
-            self._counters.add("items_out")
-        else:
-            await self._areport(result, self._not_passed_on(), "put", self._next_stage_name())
-
-    def _check_result(self, writer: QueueWriter, item: Any, result: Any) -> Any:
-        """None when there is nothing to pass on (dropped, or failed to pickle), else True."""
-        if result is None:
-            self._counters.add("dropped")
-            return None
-        try:
-            writer.check_picklable(result)
-        except Exception as exc:
-            error = TypeError(
-                f"{self._who()}: the result of process_item() cannot be pickled for the "
-                f"multiprocessing queue to the next stage: {exc!r}"
-            )
-            error.__cause__ = exc
-            self._report(item, error, "process_item", self._stage_name())
-            return None
-        return True
 
     def _not_passed_on(self) -> PipelineStoppedError:
         return PipelineStoppedError(
             f"{self._who()} was stopped while its output queue stayed full for put_grace="
             f"{self.put_grace:g}s: its result was not passed on to {self._next_stage_name()!r}"
         )
-
-    # -- end of stream -------------------------------------------------------------
 
     def _end_decision(self) -> tuple[bool, int]:
         """(leave the loop?, how many markers to give to siblings) for one marker taken."""
@@ -240,41 +172,7 @@ class _StageMixin(AbstractWorker):
             return True, link.siblings  # the last upstream marker: wake the siblings
         return True, 0  # a sibling's marker
 
-    def _end_of_stream(self, writer: QueueWriter) -> bool:
-        leave, siblings = self._end_decision()
-        if not leave:
-            return False
-        if siblings:
-            own = writer_for(self.input_queue)
-            for _ in range(siblings):
-                own.put(self, END_OF_STREAM, self.put_grace)
-        writer.put(self, END_OF_STREAM, self.put_grace)
-        return True
-
-    async def _aend_of_stream(self, writer: QueueWriter) -> bool:
-        leave, siblings = self._end_decision()
-        if not leave:
-            return False
-        if siblings:
-            own = writer_for(self.input_queue)
-            for _ in range(siblings):
-                await aput(own, self, END_OF_STREAM, self.put_grace)
-        await aput(writer, self, END_OF_STREAM, self.put_grace)
-        return True
-
     # -- failures ------------------------------------------------------------------
-
-    def _report(self, item: Any, error: BaseException, phase: str, stage: str) -> None:
-        log_failure(self, f"{phase} of item {short_repr(item)}", error)
-        self._dead_letter(item, error, stage)
-        self._counters.add("failed")
-        emit(self, "error", exception=error, phase=phase, item=item)
-
-    async def _areport(self, item: Any, error: BaseException, phase: str, stage: str) -> None:
-        log_failure(self, f"{phase} of item {short_repr(item)}", error)
-        self._dead_letter(item, error, stage)
-        self._counters.add("failed")
-        await aemit(self, "error", exception=error, phase=phase, item=item)
 
     def _dead_letter(self, item: Any, error: BaseException, stage: str) -> None:
         link = self._link
@@ -300,8 +198,81 @@ class _StageMixin(AbstractWorker):
         return f"{type(self).__name__} {self.name!r}"
 
 
-async def _as_coroutine(awaitable: Awaitable[Any]) -> Any:
-    return await awaitable
+class _StageConsumer(Consumer):
+    """A stage worker's steps of the consume loop: process the item, then pass the result on."""
+
+    screens = True  # the end-of-stream marker is no item
+
+    def __init__(self, worker: _StageMixin) -> None:
+        super().__init__(
+            worker,
+            worker.input_queue,
+            worker.process_item,
+            worker._counters,
+            phase="process_item",
+            subject="item",
+            interrupted=_INTERRUPTED,
+        )
+        self.stage = worker
+        self.writer = self.output = writer_for(worker.output_queue)
+        self.grace = worker.put_grace
+        self.add = worker._counters.add
+
+    def unreadable(self, exc: Exception) -> Event:  # e.g. an item that cannot be unpickled here
+        return self.fail(None, exc, "get", self.stage._stage_name())
+
+    def arrived(self, item: Any) -> tuple[Verdict, Sequence[Put]]:
+        stage = self.stage
+        if item is not END_OF_STREAM:
+            self.add("items_in")
+            return HANDLE
+        leave, siblings = stage._end_decision()
+        if not leave:
+            return Verdict.SKIP, ()
+        own = writer_for(stage.input_queue)
+        puts = [Put(own, END_OF_STREAM, stage.put_grace) for _ in range(siblings)]
+        puts.append(Put(self.writer, END_OF_STREAM, stage.put_grace))
+        return Verdict.LEAVE, puts
+
+    def handled(self, item: Any, result: Any, error: Exception | None, started: float) -> tuple[Event, Any]:
+        stage = self.stage
+        self.account(started)  # the duration of process_item(), whatever became of the item
+        if error is not None:
+            return self.fail(item, error, "process_item", stage._stage_name()), None
+        if result is None:
+            self.count("dropped")
+            return None, None
+        try:
+            self.writer.check_picklable(result)
+        except Exception as exc:
+            unpicklable = TypeError(
+                f"{stage._who()}: the result of process_item() cannot be pickled for the "
+                f"multiprocessing queue to the next stage: {exc!r}"
+            )
+            unpicklable.__cause__ = exc
+            return self.fail(item, unpicklable, "process_item", stage._stage_name()), None
+        return None, result
+
+    def put_done(self, result: Any, ok: bool) -> Event:
+        if ok:
+            self.add("items_out")
+            return None
+        stage = self.stage
+        return self.fail(result, stage._not_passed_on(), "put", stage._next_stage_name())
+
+    def fail(self, item: Any, error: BaseException, phase: str, stage: str) -> Event:
+        """Log, dead-letter and count a failed item; the ``"error"`` event to send."""
+        log_failure(self.stage, f"{phase} of item {short_repr(item)}", error)
+        self.stage._dead_letter(item, error, stage)
+        self.count("failed")
+        return {"exception": error, "phase": phase, "item": item}
+
+    def cut_short(self, item: Any, exc: BaseException) -> Event:  # the item is a dead letter, not lost
+        return self.fail(item, exc, "process_item", self.stage._stage_name())
+
+    def done(self, outcome: BaseException | None) -> None:
+        """Every item taken is done for its source, a failed one too: it became a dead letter."""
+        self.reader.task_done()
 
 
 class StageWorker(_StageMixin, ThreadWorker):

@@ -14,6 +14,7 @@ import logging
 import multiprocessing
 import threading
 import time
+from bisect import bisect_left
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any, TypeGuard
 
@@ -74,6 +75,11 @@ class Counters:
             self._values = None
             self._write_lock = threading.Lock()  # the writer's threads, one at a time
 
+    @property
+    def fields(self) -> tuple[str, ...]:
+        """The counter names."""
+        return self._fields
+
     def update(
         self,
         add: dict[str, float] | None = None,
@@ -112,6 +118,51 @@ class Counters:
             shared[0] += 1.0
             shared[i] += delta
             shared[0] += 1.0
+
+    def observer(
+        self, bounds: Sequence[float], buckets: Sequence[str], total: str
+    ) -> Callable[[str | None, float], None]:
+        """A histogram's ``observe(one, amount)``, made once for a hot loop.
+
+        Each call adds 1 to counter ``one`` (an outcome; None: none) and to
+        the bucket of ``amount`` (the first of ``buckets`` whose bound in
+        ``bounds`` is at least ``amount``; the last bucket, one more than the
+        bounds, takes the rest), and ``amount`` to ``total``: readers see it
+        as one step.
+
+        Raises:
+            ValueError: ``buckets`` are not consecutive counters, or not one more than ``bounds``.
+        """
+        index = self._index
+        first = index[buckets[0]]
+        if [index[name] for name in buckets] != list(range(first, first + len(bounds) + 1)):
+            raise ValueError(f"the buckets {buckets!r} must be {len(bounds) + 1} consecutive counters")
+        bounds = tuple(bounds)
+        shared = self._shared
+        if shared is None:  # the hot path of thread workers: one writer, no lock
+            values = self._values
+            last = index[total]
+
+            def observe(one: str | None, amount: float) -> None:
+                if one is not None:
+                    values[index[one]] += 1.0
+                values[first + bisect_left(bounds, amount)] += 1.0
+                values[last] += amount
+
+            return observe
+        lock = self._write_lock
+        shift, last = first + 1, index[total] + 1  # slot 0 is the sequence number
+
+        def observe_shared(one: str | None, amount: float) -> None:
+            with lock:
+                shared[0] += 1.0
+                if one is not None:
+                    shared[index[one] + 1] += 1.0
+                shared[shift + bisect_left(bounds, amount)] += 1.0
+                shared[last] += amount
+                shared[0] += 1.0
+
+        return observe_shared
 
     def snapshot(self) -> dict[str, float]:
         """Every counter's current value, as one consistent copy."""
