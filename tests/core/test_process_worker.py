@@ -199,6 +199,19 @@ def test_kill_ends_the_child(tmp_path: Path) -> None:
     assert worker.exitcode == -signal.SIGKILL
 
 
+def test_terminate_and_kill_after_the_child_ended_do_nothing(tmp_path: Path) -> None:
+    # A server's escalation may terminate a worker that ended (and was reaped) a moment before;
+    # the closed Process must not turn that into a ValueError that aborts the shutdown.
+    worker = MarkingSleeper("ended", str(tmp_path))
+    worker.start()
+    worker.stop()
+    assert worker.join(10)
+    pid = worker.pid
+    worker.terminate()
+    worker.kill()
+    assert worker.state is WorkerState.STOPPED and worker.exitcode == 0 and worker.pid == pid
+
+
 def test_unpicklable_attributes_fail_at_start_unless_forking(start_method: str) -> None:
     worker = HoldsLock()
     if start_method == "fork":

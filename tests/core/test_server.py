@@ -133,6 +133,24 @@ def test_a_worker_that_fails_to_start_stops_the_others(start_method: str, tmp_pa
     assert thread.state is WorkerState.NEW
 
 
+class Brief(ThreadWorker):
+    def main(self) -> None:
+        pass
+
+
+@pytest.mark.no_processes
+def test_a_server_whose_workers_ended_by_themselves_is_joined_with_its_monitor_thread() -> None:
+    # Its monitor thread leaves by itself once nothing can happen; join_all() waits for it too, so
+    # a joined server leaves no thread (and no wake-up pipe) behind. A race: tried many times.
+    for i in range(200):
+        server = Server(f"brief-{i}")
+        server.add_worker(Brief("brief"))
+        server.start()
+        assert server.join_all(10) == []
+        monitors = [t.name for t in threading.enumerate() if t.name.endswith(":supervisor")]
+        assert not monitors, (i, monitors)
+
+
 @pytest.mark.no_processes
 def test_join_all_has_one_deadline_even_when_a_thread_ignores_stop(caplog: pytest.LogCaptureFixture) -> None:
     server = Server()

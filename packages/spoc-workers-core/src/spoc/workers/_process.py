@@ -221,8 +221,13 @@ class ProcessWorker(AbstractWorker):
         self._send(DUMP)
 
     def _signal(self, signum: int) -> None:
-        process = self._process
-        if process is not None and process.pid is not None and self.is_alive():
+        self._refresh()
+        # Under the lock that reaping takes: a child reaped (and its Process closed) is not
+        # signalled, and its pid cannot have been reused by another process meanwhile.
+        with self._lock:
+            process = self._process
+            if process is None or not self._alive() or process.pid is None:  # closed once reaped
+                return
             try:
                 os.kill(process.pid, signum)
             except ProcessLookupError:

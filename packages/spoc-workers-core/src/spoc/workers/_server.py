@@ -341,6 +341,10 @@ class Server:
         if self._stop_requested:
             self._supervisor.join(1.0)
             self._close_http()
+        elif not still_alive:
+            # Every worker ended by itself: the monitor thread leaves once it has seen that
+            # (unless a restart is due); wait for it, so a joined server leaves no thread behind.
+            self._supervisor.join_when_settled(1.0)
         with self._lock:
             if not any(w.is_alive() for w in self.workers):
                 self._running = False

@@ -102,6 +102,7 @@ class Supervisor:
         self._lock = threading.Lock()
         self._requests: deque[tuple[Supervised, Control]] = deque()
         self._rounds = 0  # looks the monitor thread has begun
+        self._decided = 0  # the last look after which it decided to wait, or to leave
         self._round_done = threading.Condition()
 
     # -- control (any thread) --------------------------------------------------
@@ -164,6 +165,25 @@ class Supervisor:
             self.poke()
             thread.join(timeout)
 
+    def join_when_settled(self, timeout: float) -> None:
+        """After every worker ended: wait for a look that saw it; join the thread if it then left.
+
+        So a server whose workers all ended by themselves is joined with its
+        monitor thread (and the wake-up pipe it waits on). A restart still due
+        keeps the thread, and this returns after that one look.
+        """
+        thread = self._thread
+        if thread is None or thread is threading.current_thread():
+            return
+        deadline = time.monotonic() + timeout
+        with self._round_done:
+            begun = self._rounds
+            self.poke()
+            # Decided after a look begun after the poke, or leaving already (it then notifies no more).
+            self._round_done.wait_for(lambda: self._decided > begun or not self._active, timeout)
+        if not self.active:
+            thread.join(max(0.0, deadline - time.monotonic()))
+
     def settled(self) -> bool:
         """True when every worker has ended and no restart is pending."""
         return all(record.settled() for record in self._records())
@@ -182,6 +202,11 @@ class Supervisor:
                 self._active = False
                 return True
             return False
+
+    def _decided_after(self, this_round: int) -> None:
+        with self._round_done:
+            self._decided = this_round
+            self._round_done.notify_all()
 
     def _loop(self) -> None:
         # The self-pipe is open only while this thread may wait on it.
@@ -225,14 +250,18 @@ class Supervisor:
         while True:
             with self._round_done:
                 self._rounds += 1
+                this_round = self._rounds
                 self._round_done.notify_all()
             deadline = self.look()
             if self.stopping:
                 if self._may_leave(self._records()):
+                    self._decided_after(this_round)
                     return
                 continue  # a start() cleared it meanwhile: look again
             self._on_change()  # whoever waits for the server to settle looks again
-            if self._may_leave(self._records()):
+            leaving = self._may_leave(self._records())
+            self._decided_after(this_round)
+            if leaving:
                 return
             timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
             wait_for_change([self._wakeup, *self.worker_waitables()], timeout)
