@@ -147,14 +147,14 @@ def docs(session: nox.Session) -> None:
     # mkdocstrings formats long signatures with ruff (in DOCS_DEPS), one parameter per line.
     session.install(*DOCS_DEPS)
     session.run("mkdocs", "build", "--strict", "--site-dir", str(ROOT / "site"))
-    session.run("python", "tests/check_api_pages.py", str(ROOT / "site"))
+    session.run("python", "tests/support/check_api_pages.py", str(ROOT / "site"))
 
 
 @nox.session(python=PYTHONS[-1])
 def examples(session: nox.Session) -> None:
     """Run every script in examples/; each must end by itself, successfully, in time."""
     install_project(session, uvloop=True)
-    session.run("python", "tests/run_examples.py", *session.posargs)
+    session.run("python", "tests/support/run_examples.py", *session.posargs)
 
 
 @nox.session(python=PYTHONS[-1])

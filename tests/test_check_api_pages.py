@@ -1,4 +1,4 @@
-"""``tests/check_api_pages.py`` finds private names in rendered signatures and "Bases:" lines."""
+"""``tests/support/check_api_pages.py`` finds private names in rendered signatures and "Bases:" lines."""
 
 from __future__ import annotations
 

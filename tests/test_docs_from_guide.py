@@ -1,7 +1,7 @@
 """Every example of the "From the Workers guide" page runs as it is shown, and ends by itself.
 
 Each Python block of ``docs/from-the-guide.md`` is a complete script: it runs
-here in a subprocess of its own (``tests/run_docs_blocks.py``), under this
+here in a subprocess of its own (``tests/support/run_docs_blocks.py``), under this
 run's start method, and must end with the exit status its ``docs-test``
 comment expects (0 unless it says otherwise). A block that serves until a
 signal (``sigterm``) gets SIGTERM once every worker of its server runs, as a
@@ -22,7 +22,7 @@ from marks import process_free
 
 ROOT = Path(__file__).resolve().parent.parent
 PAGE = ROOT / "docs" / "from-the-guide.md"
-RUNNER = ROOT / "tests" / "run_docs_blocks.py"
+RUNNER = ROOT / "tests" / "support" / "run_docs_blocks.py"
 TIMEOUT = 90.0  # each block needs a second or two; this is for a very slow machine
 
 BLOCKS = python_blocks(PAGE)

@@ -2,7 +2,7 @@
 
 README.md first, then each distribution's own README (its long description).
 
-``tests/run_docs_blocks.py`` runs them in a subprocess, in page order: the
+``tests/support/run_docs_blocks.py`` runs them in a subprocess, in page order: the
 first one's server runs until a SIGTERM (README says Ctrl+C or SIGTERM ends
 it cleanly, with exit status 0), and the Redis snippet runs against the
 suite's own ``redis-server``, its ``redis://localhost:6379/0`` pointed there.
@@ -26,7 +26,7 @@ from spoc.workers.redis import local_redis_server
 
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
-RUNNER = ROOT / "tests" / "run_docs_blocks.py"
+RUNNER = ROOT / "tests" / "support" / "run_docs_blocks.py"
 TIMEOUT = 90.0
 LOCAL_URL = "redis://localhost:6379/0"
 

@@ -14,7 +14,7 @@ nor look up. So, once a package is loaded:
   (its docstring says what it is).
 
 A default that cannot be replaced this way is left as it is, and
-``tests/check_api_pages.py`` (run by ``nox -s docs``) fails the build on it.
+``tests/support/check_api_pages.py`` (run by ``nox -s docs``) fails the build on it.
 Private base classes are left out of "Bases:" by the class template in
 ``docs/_templates``, not here: griffe needs the real bases for inherited
 members.

@@ -21,7 +21,7 @@ from targets import DEFAULT_LOOP, UVLOOP_INSTALLED, LoopReporter, ThreadLoopReco
 
 START_METHODS = ["fork", "spawn", "forkserver"]
 HOOKS = ("setup", "startup", "main", "teardown")
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "loops.py"
+SCRIPT = Path(__file__).resolve().parents[1] / "support" / "scripts" / "loops.py"
 
 
 @pytest.fixture(autouse=True)

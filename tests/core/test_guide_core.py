@@ -1,7 +1,7 @@
 """The Workers guide's core examples work as written.
 
 Each test runs one example of the guide (the classes are in
-``tests/guide_workers.py``, copied from the guide) and changes only what makes
+``tests/support/guide_workers.py``, copied from the guide) and changes only what makes
 it end: a stop once the test has seen progress, a bounded run, a temporary
 file for a fixed path. Every test synchronises on what the workers did
 (printed lines, recorded events, marker files) rather than on sleeps, and

@@ -30,7 +30,7 @@ from spoc.workers._errors import HttpBindError
 from spoc.workers._http import MAX_BODY, MAX_CONNECTIONS, parse_address
 from targets import Events, wait_for
 
-TESTS = Path(__file__).resolve().parents[1]
+TESTS = Path(__file__).resolve().parents[1] / "support"  # targets, for the subprocesses
 TOKEN = "s3cret-token"
 FAST = Backoff(base=0.01, factor=1.0, cap=0.01, jitter=0.0)
 

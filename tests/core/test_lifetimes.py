@@ -16,7 +16,7 @@ import pytest
 from spoc.workers import Server
 from targets import Idle, ProcessIdle
 
-SCRIPTS = Path(__file__).resolve().parent.parent / "scripts"
+SCRIPTS = Path(__file__).resolve().parent.parent / "support" / "scripts"
 # Process cycles cost a start each: about 2 ms under fork, 50-110 ms otherwise.
 PROCESS_CYCLES = 40
 

@@ -13,7 +13,7 @@ import pytest
 
 from targets import marks, wait_for
 
-SCRIPTS = Path(__file__).resolve().parent.parent / "scripts"
+SCRIPTS = Path(__file__).resolve().parent.parent / "support" / "scripts"
 WORKERS = ["t1", "t2", "p1", "p2"]
 
 

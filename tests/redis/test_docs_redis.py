@@ -1,7 +1,7 @@
 """The examples of the "Scaling out with Redis" page run against a real Redis server.
 
 Each Python block of ``docs/guide/redis.md`` runs in a subprocess of its own
-(``tests/run_docs_blocks.py``), its ``redis://localhost:6379/0`` pointed at
+(``tests/support/run_docs_blocks.py``), its ``redis://localhost:6379/0`` pointed at
 the suite's throwaway ``redis-server`` (skipped without one, as every Redis
 test is). A block must end by itself, with exit status 0; the worker server,
 which runs until a signal, gets SIGTERM once its workers run. So no block
@@ -20,7 +20,7 @@ from marks import process_free
 
 ROOT = Path(__file__).resolve().parents[2]
 PAGE = ROOT / "docs" / "guide" / "redis.md"
-RUNNER = ROOT / "tests" / "run_docs_blocks.py"
+RUNNER = ROOT / "tests" / "support" / "run_docs_blocks.py"
 LOCAL_URL = "redis://localhost:6379/0"
 TIMEOUT = 90.0
 

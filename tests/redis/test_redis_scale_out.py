@@ -14,7 +14,7 @@ from redis_targets import seen, seen_key
 from spoc.workers.redis import RedisStream
 from targets import wait_for
 
-SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "redis_consumer.py"
+SCRIPT = Path(__file__).resolve().parent.parent / "support" / "scripts" / "redis_consumer.py"
 JOBS = 10_000
 
 

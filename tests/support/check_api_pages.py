@@ -1,6 +1,6 @@
 """Fail when a built API page shows a private name in a signature, a "Bases:" line or a default.
 
-    python tests/check_api_pages.py [SITE_DIR]      # default: site/
+    python tests/support/check_api_pages.py [SITE_DIR]      # default: site/
 
 ``nox -s docs`` runs it after ``mkdocs build``. It reads every HTML page under
 ``SITE_DIR/api/`` and looks at what mkdocstrings renders for each object:

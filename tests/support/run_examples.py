@@ -2,8 +2,8 @@
 
 Used by the nox ``examples`` session::
 
-    python tests/run_examples.py                 # all examples
-    python tests/run_examples.py demo server     # only these (with or without .py)
+    python tests/support/run_examples.py                 # all examples
+    python tests/support/run_examples.py demo server     # only these (with or without .py)
 
 Each example runs from the repository root with this interpreter, in a
 process group of its own, so that on a timeout the example and any worker
@@ -22,7 +22,7 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
 TIMEOUT = 60.0
 

@@ -1,6 +1,6 @@
 """Run the Python blocks of a Markdown page in order, in one namespace, as one script would.
 
-    python tests/run_docs_blocks.py PAGE.md [--blocks 2,5] [--replace OLD=NEW ...] [--then CODE]
+    python tests/support/run_docs_blocks.py PAGE.md [--blocks 2,5] [--replace OLD=NEW ...] [--then CODE]
 
 Each block is compiled with the page's name and line numbers (a traceback
 points into the page) and executed in this module's own namespace, with

@@ -14,8 +14,8 @@ module is importable as ``guide_workers``).
 Run as a script, it plays the guide's ``run_forever()`` examples so that a
 test can send them real signals::
 
-    python tests/guide_workers.py graceful   # "run_forever() and Signal Handling"
-    python tests/guide_workers.py basic      # "Basic Server Usage"
+    python tests/support/guide_workers.py graceful   # "run_forever() and Signal Handling"
+    python tests/support/guide_workers.py basic      # "Basic Server Usage"
 
 The bottom of the module holds the helpers the tests share: :func:`wait_for`,
 :class:`RecordingStream` and :class:`ScriptRun`.

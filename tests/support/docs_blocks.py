@@ -12,7 +12,7 @@ the rendered page) tells the tests how to treat it::
 
 Options combine with commas: ``<!-- docs-test: sigterm, redis -->``. Every
 other block must run as it is and end by itself, successfully.
-``tests/run_docs_blocks.py`` runs blocks; the tests call it in a subprocess.
+``tests/support/run_docs_blocks.py`` runs blocks; the tests call it in a subprocess.
 """
 
 from __future__ import annotations
