@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import itertools
 import json
 import multiprocessing
 import os
@@ -957,22 +958,70 @@ def _ops_sample(http: bool, window: float) -> tuple[float, float]:
     return stopped, rate
 
 
+def _jobs_sample(http: bool, window: float, backlog: int) -> float:
+    """Jobs/s of a JobProcessor in a Server with empty jobs, the endpoint on and scraped, or off.
+
+    With it on, each scrape of /metrics reads the job processor's counters
+    and duration histogram.
+    """
+    jobs: queue.Queue[int] = queue.Queue()
+    # Filled at once (put() one by one would take longer than the window); nothing waits on it yet.
+    jobs.queue.extend(itertools.repeat(0, backlog))
+    jobs.unfinished_tasks = backlog
+    server = Server("bench-ops-jobs", http="127.0.0.1:0" if http else None)
+    worker = NullJobs("jobs", jobs)
+    server.add_worker(worker)
+    server.start()
+    stop_scraping = threading.Event()
+    scraper: threading.Thread | None = None
+    try:
+        deadline = time.monotonic() + 10
+        while worker.stats.processed == 0 and time.monotonic() < deadline:
+            time.sleep(0.001)
+        if http:
+            address = server.http_address
+            assert address is not None
+            scraper = threading.Thread(target=scrape, args=(address, stop_scraping), daemon=True)
+            scraper.start()
+        before, begun = worker.stats.processed, time.perf_counter()
+        time.sleep(window)
+        done = worker.stats.processed - before
+        rate = done / (time.perf_counter() - begun)
+        if not jobs.queue:
+            raise RuntimeError(f"the backlog of {backlog:,} jobs ran out within the window: make it larger")
+    finally:
+        stop_scraping.set()
+        if scraper is not None:
+            scraper.join(10)
+        server.stop()
+        server.join_all(10)
+    return rate
+
+
 def http_endpoint_cost(sizes: Sizes) -> list[Figure]:
-    """Figure 11: stop latency and a thread worker's loop rate, HTTP endpoint on and scraped vs off."""
+    """Figure 11: stop latency, a thread worker's loop rate and a JobProcessor's jobs/s, HTTP endpoint
+    on and scraped vs off."""
     name_stop = "stop: thread in a Server, HTTP endpoint scraped 1/s"
     name_rate = "loop rate: thread in a Server, HTTP endpoint scraped 1/s"
+    name_jobs = "JobProcessor, empty jobs, HTTP endpoint scraped 1/s"
     if importlib.util.find_spec("prometheus_client") is None:
         note = "prometheus_client (the http extra) is not installed"
         return [
             Figure(name_stop, None, "endpoint off", None, status="skipped", note=note),
             Figure(name_rate, None, "endpoint off", None, unit=RATE, status="skipped", note=note),
+            Figure(name_jobs, None, "endpoint off", None, unit=RATE, status="skipped", note=note),
         ]
     reps, window = (2, 1.0) if sizes.quick else (8, 3.0)
+    backlog = int(window * 3_000_000)  # several times what one thread gets through meanwhile
     on: list[tuple[float, float]] = []
     off: list[tuple[float, float]] = []
+    jobs_on: list[float] = []
+    jobs_off: list[float] = []
     for _ in range(reps):  # interleaved, so that both sides see the same machine
         on.append(_ops_sample(True, window))
         off.append(_ops_sample(False, window))
+        jobs_on.append(_jobs_sample(True, window, backlog))
+        jobs_off.append(_jobs_sample(False, window, backlog))
     note = f"{window:g} s windows; GET /metrics, /healthz, /readyz every second while on"
     return [
         Figure(
@@ -986,6 +1035,9 @@ def http_endpoint_cost(sizes: Sizes) -> list[Figure]:
             unit=RATE,
             note=note,
         ).aim(">= 0.95x off", lambda f: (f.ratio or 0) >= 0.95),
+        Figure(name_jobs, Stat.of(jobs_on), "endpoint off", Stat.of(jobs_off), unit=RATE, note=note).aim(
+            ">= 0.95x off", lambda f: (f.ratio or 0) >= 0.95
+        ),
     ]
 
 

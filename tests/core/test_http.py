@@ -268,6 +268,8 @@ def test_control_needs_the_bearer_token_and_restarts_or_holds_a_worker(start_met
         status, _, _ = request(server, "/workers/pidle/stop", "POST", auth)
         assert status == 202
         wait_for(lambda: server.status()[1]["state"] == "stopped", 30)
+        # The "stop" event comes from the supervisor's look at the ended run, just after the state.
+        wait_for(lambda: events.of("stop"), 30)
         entry = server.status()[1]
         assert entry["held"] and entry["restart_in"] is None  # restart="always", yet not restarted
         assert [e.worker for e in events.of("stop")] == ["pidle"]

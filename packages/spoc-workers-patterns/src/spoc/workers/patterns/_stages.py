@@ -372,32 +372,38 @@ class ProcessStageWorker(_StageMixin, ProcessWorker):
 # -- stages made from functions (module level: spawn children import them) ----------
 
 
-class _FunctionStage(StageWorker):
+class _CallsFunction:
+    """A stage whose ``process_item`` is ``function``; combined with either stage class."""
+
+    function: Any
+
     def __init__(self, name: str | None, input_queue: Any, output_queue: Any, *, function: Any, **kw: Any):
-        super().__init__(name, input_queue, output_queue, **kw)
+        super().__init__(name, input_queue, output_queue, **kw)  # type: ignore[call-arg]
         self.function = function
 
     def process_item(self, item: Any) -> Any:
         return self.function(item)
 
 
-class _AsyncFunctionStage(_FunctionStage):
+class _CallsAsyncFunction(_CallsFunction):
     async def process_item(self, item: Any) -> Any:
         return await self.function(item)
 
 
-class _ProcessFunctionStage(ProcessStageWorker):
-    def __init__(self, name: str | None, input_queue: Any, output_queue: Any, *, function: Any, **kw: Any):
-        super().__init__(name, input_queue, output_queue, **kw)
-        self.function = function
-
-    def process_item(self, item: Any) -> Any:
-        return self.function(item)
+class _FunctionStage(_CallsFunction, StageWorker):
+    pass
 
 
-class _AsyncProcessFunctionStage(_ProcessFunctionStage):
-    async def process_item(self, item: Any) -> Any:
-        return await self.function(item)
+class _AsyncFunctionStage(_CallsAsyncFunction, StageWorker):
+    pass
+
+
+class _ProcessFunctionStage(_CallsFunction, ProcessStageWorker):
+    pass
+
+
+class _AsyncProcessFunctionStage(_CallsAsyncFunction, ProcessStageWorker):
+    pass
 
 
 def function_stage(function: Any, kind: str) -> type[StageWorker] | type[ProcessStageWorker]:
