@@ -16,7 +16,6 @@ import queue
 import signal
 import threading
 import time
-from collections.abc import Callable
 from typing import Any
 
 from spoc.workers import ProcessWorker, ThreadWorker
@@ -28,18 +27,7 @@ from spoc.workers.patterns import (
     ProcessStageWorker,
     StageWorker,
 )
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float = 10.0, interval: float = 0.005) -> Any:
-    """Poll ``predicate`` until it returns something truthy; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s: {predicate}")
-        time.sleep(interval)
+from targets import wait_for  # noqa: F401 - the suite's one, re-exported: the patterns tests call pt.wait_for
 
 
 def drain(q: Any, timeout: float = 0.5) -> list[Any]:
