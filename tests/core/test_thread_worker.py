@@ -372,6 +372,42 @@ def test_join_with_timeout_reports_a_worker_still_running() -> None:
     assert not worker.is_alive()
 
 
+def test_join_while_start_is_launching_the_thread_waits_for_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A Server joins a recycled worker while its supervisor starts the next run:
+    # join() then found the new thread made but not started yet, and raised.
+    worker = Quick("launching")
+    launching, go = threading.Event(), threading.Event()
+    original_start = threading.Thread.start
+
+    def slow_start(thread: threading.Thread) -> None:
+        if thread.name == worker.name:
+            launching.set()
+            go.wait(10.0)
+        original_start(thread)
+
+    monkeypatch.setattr(threading.Thread, "start", slow_start)
+    errors: list[BaseException] = []
+
+    def join_it() -> None:
+        try:
+            worker.join(10.0)
+        except BaseException as exc:
+            errors.append(exc)
+
+    starter = threading.Thread(target=worker.start)
+    starter.start()
+    assert launching.wait(10.0)
+    joiner = threading.Thread(target=join_it)
+    joiner.start()
+    joiner.join(0.2)  # before the fix, join() raised at once
+    go.set()
+    starter.join(10.0)
+    joiner.join(10.0)
+    assert errors == []
+    assert not joiner.is_alive()
+    assert worker.state is WorkerState.STOPPED
+
+
 def test_stopping_state_while_teardown_runs() -> None:
     release = threading.Event()
     in_teardown = threading.Event()

@@ -762,15 +762,26 @@ def wait_for(predicate: Callable[[], object], timeout: float = 30.0, interval: f
 
 
 class RecordingStream:
-    """A thread-safe text stream that keeps everything written to it (to stand in for ``sys.stdout``)."""
+    """A thread-safe text stream that keeps everything written to it (to stand in for ``sys.stdout``).
+
+    ``print()`` writes a line's text and its newline in two calls, so two threads
+    printing at once could interleave them; each thread's text is held back until
+    its line is complete, so that lines never mix.
+    """
 
     def __init__(self) -> None:
         self._parts: list[str] = []
+        self._partial: dict[int, str] = {}  # per thread: the start of a line not ended yet
         self._lock = threading.Lock()
 
     def write(self, text: str) -> int:
         with self._lock:
-            self._parts.append(text)
+            pending = self._partial.pop(threading.get_ident(), "") + text
+            complete, newline, rest = pending.rpartition("\n")
+            if newline:
+                self._parts.append(complete + newline)
+            if rest:
+                self._partial[threading.get_ident()] = rest
         return len(text)
 
     def flush(self) -> None:
@@ -783,7 +794,7 @@ class RecordingStream:
     def text(self) -> str:
         """Everything written so far."""
         with self._lock:
-            return "".join(self._parts)
+            return "".join(self._parts) + "".join(self._partial.values())
 
     def lines(self) -> list[str]:
         """The complete lines written so far."""

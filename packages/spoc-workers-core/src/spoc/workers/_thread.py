@@ -62,7 +62,8 @@ class ThreadWorker(AbstractWorker):
         Returns:
             True when the worker is not running (ended, or never started).
         """
-        thread = self._thread
+        with self._lock:  # start() holds it from making the thread until it has started
+            thread = self._thread
         if thread is None:
             return True
         if thread is threading.current_thread():
