@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 import time
+from multiprocessing.connection import wait
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -129,6 +132,43 @@ def test_a_child_that_exits_on_its_own_is_failed_with_its_code() -> None:
     assert worker.exitcode == 3
     assert isinstance(worker.exception, WorkerExitedError)
     assert "exited with code 3" in str(worker.exception)
+
+
+def test_what_a_join_waits_on_is_read_whole_while_another_thread_reaps_the_child(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # CI, forkserver: join_all()'s join() collected a child's sentinel while the
+    # supervisor thread reaped and closed that child: "process object is closed".
+    worker = ExitsWith(code=0)
+    worker.start()
+    process = worker._process
+    assert process is not None
+    assert wait([process.sentinel], 30)  # the child is gone; nobody has reaped it yet
+    inside, reaped = threading.Event(), threading.Event()
+    original = worker._fork_server_lost
+
+    def reaped_meanwhile(process: Any) -> bool:
+        if threading.current_thread() is threading.main_thread():  # the joiner
+            inside.set()
+            reaped.wait(0.5)  # the reaper cannot get in while the waitables are read
+        return original(process)
+
+    monkeypatch.setattr(worker, "_fork_server_lost", reaped_meanwhile)
+
+    def reap() -> None:
+        assert inside.wait(10)
+        worker._refresh()
+        reaped.set()
+
+    reaper = threading.Thread(target=reap)
+    reaper.start()
+    try:
+        waitables = worker._waitables()
+    finally:
+        reaper.join(10)
+    assert len(waitables) == 2  # the status pipe and the sentinel, both still open
+    assert worker.join(10)
+    assert worker.exitcode == 0
 
 
 def test_a_killed_child_is_failed_and_names_the_signal(tmp_path: Path) -> None:

@@ -131,11 +131,11 @@ class ProcessWorker(AbstractWorker):
     @property
     def pid(self) -> int | None:
         """The child's process id (None before the first start)."""
-        ended = self._ended
-        if ended is not None:
-            return ended[0]
-        process = self._process
-        return None if process is None else process.pid
+        with self._lock:  # the Process is closed once reaped, by whichever thread sees the end
+            if self._ended is not None:
+                return self._ended[0]
+            process = self._process
+            return None if process is None else process.pid
 
     @property
     def exitcode(self) -> int | None:
@@ -163,8 +163,9 @@ class ProcessWorker(AbstractWorker):
     @property
     def sentinel(self) -> int | None:
         """A file descriptor that becomes readable when the child ends (None once it was reaped)."""
-        process = self._process
-        return None if process is None or self._ended is not None else process.sentinel
+        with self._lock:
+            process = self._process
+            return None if process is None or self._ended is not None else process.sentinel
 
     def is_alive(self) -> bool:
         """True while the child process is alive."""
@@ -313,12 +314,13 @@ class ProcessWorker(AbstractWorker):
     def _waitables(self) -> list[Any]:
         """What becomes readable when this worker changes: its status pipe, its sentinel."""
         waitables: list[Any] = []
-        status = self._status
-        if status is not None:
-            waitables.append(status)  # read while waiting: a chatty child never blocks on a full pipe
-        process = self._process
-        if process is not None and self._ended is None and not self._fork_server_lost(process):
-            waitables.append(process.sentinel)
+        with self._lock:  # not while another thread reaps the child and closes its Process
+            status = self._status
+            if status is not None:
+                waitables.append(status)  # read while waiting: a chatty child never blocks on a full pipe
+            process = self._process
+            if process is not None and self._ended is None and not self._fork_server_lost(process):
+                waitables.append(process.sentinel)
         return waitables  # empty only in the moment a child whose fork server died exits
 
     def _carrier_alive(self) -> bool:
