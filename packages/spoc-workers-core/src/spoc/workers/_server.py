@@ -8,7 +8,6 @@ import threading
 import time
 from collections.abc import Callable
 from multiprocessing.connection import wait
-from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from ._backoff import Backoff
@@ -494,12 +493,7 @@ class Server:
     def __enter__(self) -> Server:
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self.stop()
         self.join_all(self.shutdown_timeout)
 

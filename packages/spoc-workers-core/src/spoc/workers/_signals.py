@@ -8,7 +8,7 @@ import signal
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from types import FrameType, TracebackType
+from types import FrameType
 from typing import Any
 
 __all__ = ["SHUTDOWN_SIGNALS", "SignalHandlers", "WakeupPipe"]
@@ -44,12 +44,7 @@ class SignalHandlers:
         self.installed = True
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self._restore()
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import sys
 from collections.abc import Coroutine
-from types import TracebackType
 from typing import Any, TypeVar
 
 from ._loops import LoopFactory, factory_for
@@ -52,12 +51,7 @@ class LoopRunner:
     def __enter__(self) -> LoopRunner:
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self.close()
 
     @property

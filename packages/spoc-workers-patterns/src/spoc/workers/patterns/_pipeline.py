@@ -17,7 +17,6 @@ import multiprocessing
 import os
 import time
 from collections.abc import Callable, Iterable, Iterator
-from types import TracebackType
 from typing import Any
 
 from spoc.workers import START_METHOD_ENV, AbstractWorker
@@ -381,12 +380,7 @@ class Pipeline(_PipelineFlow):
     def __enter__(self) -> Pipeline:
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self.stop()
 
     # -- observing -------------------------------------------------------------------

@@ -34,7 +34,7 @@ from ._hops import END_OF_STREAM, count_down
 from ._pipeline_errors import DeadLetter, PipelineStoppedError, picklable_letter
 from ._pipeline_stats import STAGE_FIELDS, StageStats, stage_stats
 from ._queues import check_shareable, is_process_queue, reader_for, writer_for
-from ._support import check_number, has_async, log_failure, new_counters, short_repr
+from ._support import Counters, check_number, has_async, log_failure, new_counters, short_repr
 
 if TYPE_CHECKING:
     from prometheus_client.core import Metric
@@ -127,7 +127,7 @@ class _StageMixin(AbstractWorker):
         from ._metrics import counter_family, depth_family, duration_family  # noqa: PLC0415 (when scraped)
 
         values = self._counters.snapshot()
-        labels = {"stage": self._stage_name()}
+        labels = {"stage": stage_name(self._link, self)}
         yield counter_family(
             "spoc_stage_items",
             "Items a stage worker finished, by outcome: out (passed on), failed, dropped.",
@@ -148,21 +148,66 @@ class _StageMixin(AbstractWorker):
 
     def main(self) -> Awaitable[None] | None:
         """Process items until the end-of-stream marker or a stop (async when ``process_item`` is)."""
-        consumer = _StageConsumer(self)
+        consumer = _StageConsumer(self, self._link, self._counters)
         if has_async(self.process_item, self.lifecycle):
             return aconsume(consumer)
         consume(consumer)
         return None
 
-    def _not_passed_on(self) -> PipelineStoppedError:
-        return PipelineStoppedError(
-            f"{self._who()} was stopped while its output queue stayed full for put_grace="
-            f"{self.put_grace:g}s: its result was not passed on to {self._next_stage_name()!r}"
-        )
 
-    def _end_decision(self) -> tuple[bool, int]:
+def stage_name(link: StageLink | None, worker: AbstractWorker) -> str:
+    """The name of the stage ``worker`` belongs to (its own name outside a pipeline)."""
+    return link.stage if link is not None else worker.name
+
+
+class _StageConsumer(Consumer):
+    """A stage worker's steps of the consume loop: process the item, then pass the result on.
+
+    Given by the stage what a pipeline told it (``link``), it counts end
+    markers and writes dead letters; the stage itself is read only through
+    its public attributes.
+    """
+
+    screens = True  # the end-of-stream marker is no item
+
+    def __init__(self, worker: _StageMixin, link: StageLink | None, counters: Counters) -> None:
+        super().__init__(
+            worker,
+            worker.input_queue,
+            worker.process_item,
+            counters,
+            phase="process_item",
+            subject="item",
+            interrupted=_INTERRUPTED,
+        )
+        self.stage = worker
+        self.link = link
+        self.writer = self.output = writer_for(worker.output_queue)
+        self.grace = worker.put_grace
+        self.add = counters.add
+        self.name = stage_name(link, worker)
+        self.next_name = link.next_stage if link is not None else f"the output of {worker.name}"
+        self.who = f"{type(worker).__name__} {worker.name!r}"
+
+    def unreadable(self, exc: Exception) -> Event:  # e.g. an item that cannot be unpickled here
+        return self.fail(None, exc, "get", self.name)
+
+    def arrived(self, item: Any) -> tuple[Verdict, Sequence[Put]]:
+        stage = self.stage
+        if item is not END_OF_STREAM:
+            self.add("items_in")
+            return HANDLE
+        leave, siblings = self.end_decision()
+        if not leave:
+            return Verdict.SKIP, ()
+        own = writer_for(stage.input_queue)
+        puts = [Put(own, END_OF_STREAM, self.grace) for _ in range(siblings)]
+        puts.append(Put(self.writer, END_OF_STREAM, self.grace))
+        return Verdict.LEAVE, puts
+
+    def end_decision(self) -> tuple[bool, int]:
         """(leave the loop?, how many markers to give to siblings) for one marker taken."""
-        link = self._link
+        link = self.link
         if link is None:
             return True, 0
         left = count_down(link.markers_left)
@@ -172,73 +217,10 @@ class _StageMixin(AbstractWorker):
             return True, link.siblings  # the last upstream marker: wake the siblings
         return True, 0  # a sibling's marker
 
-    # -- failures ------------------------------------------------------------------
-
-    def _dead_letter(self, item: Any, error: BaseException, stage: str) -> None:
-        link = self._link
-        if link is None:
-            return
-        letter = DeadLetter(stage=stage, item=item, error=error, worker=self.name)
-        if is_process_queue(link.dead_letters):
-            letter = picklable_letter(letter)
-        # Written into the pipe at once (see QueueWriter), so a SIGKILL does not take it along;
-        # through the feeder only if the queue's write lock stays taken (its holder was killed).
-        if not writer_for(link.dead_letters).put(self, letter, self.put_grace):
-            link.dead_letters.put(letter)
-
-    # -- names ---------------------------------------------------------------------
-
-    def _stage_name(self) -> str:
-        return self._link.stage if self._link is not None else self.name
-
-    def _next_stage_name(self) -> str:
-        return self._link.next_stage if self._link is not None else f"the output of {self.name}"
-
-    def _who(self) -> str:
-        return f"{type(self).__name__} {self.name!r}"
-
-
-class _StageConsumer(Consumer):
-    """A stage worker's steps of the consume loop: process the item, then pass the result on."""
-
-    screens = True  # the end-of-stream marker is no item
-
-    def __init__(self, worker: _StageMixin) -> None:
-        super().__init__(
-            worker,
-            worker.input_queue,
-            worker.process_item,
-            worker._counters,
-            phase="process_item",
-            subject="item",
-            interrupted=_INTERRUPTED,
-        )
-        self.stage = worker
-        self.writer = self.output = writer_for(worker.output_queue)
-        self.grace = worker.put_grace
-        self.add = worker._counters.add
-
-    def unreadable(self, exc: Exception) -> Event:  # e.g. an item that cannot be unpickled here
-        return self.fail(None, exc, "get", self.stage._stage_name())
-
-    def arrived(self, item: Any) -> tuple[Verdict, Sequence[Put]]:
-        stage = self.stage
-        if item is not END_OF_STREAM:
-            self.add("items_in")
-            return HANDLE
-        leave, siblings = stage._end_decision()
-        if not leave:
-            return Verdict.SKIP, ()
-        own = writer_for(stage.input_queue)
-        puts = [Put(own, END_OF_STREAM, stage.put_grace) for _ in range(siblings)]
-        puts.append(Put(self.writer, END_OF_STREAM, stage.put_grace))
-        return Verdict.LEAVE, puts
-
     def handled(self, item: Any, result: Any, error: Exception | None, started: float) -> tuple[Event, Any]:
-        stage = self.stage
         self.account(started)  # the duration of process_item(), whatever became of the item
         if error is not None:
-            return self.fail(item, error, "process_item", stage._stage_name()), None
+            return self.fail(item, error, "process_item", self.name), None
         if result is None:
             self.count("dropped")
             return None, None
@@ -246,29 +228,45 @@ class _StageConsumer(Consumer):
             self.writer.check_picklable(result)
         except Exception as exc:
             unpicklable = TypeError(
-                f"{stage._who()}: the result of process_item() cannot be pickled for the "
+                f"{self.who}: the result of process_item() cannot be pickled for the "
                 f"multiprocessing queue to the next stage: {exc!r}"
             )
             unpicklable.__cause__ = exc
-            return self.fail(item, unpicklable, "process_item", stage._stage_name()), None
+            return self.fail(item, unpicklable, "process_item", self.name), None
         return None, result
 
     def put_done(self, result: Any, ok: bool) -> Event:
         if ok:
             self.add("items_out")
             return None
-        stage = self.stage
-        return self.fail(result, stage._not_passed_on(), "put", stage._next_stage_name())
+        not_passed_on = PipelineStoppedError(
+            f"{self.who} was stopped while its output queue stayed full for put_grace="
+            f"{self.grace:g}s: its result was not passed on to {self.next_name!r}"
+        )
+        return self.fail(result, not_passed_on, "put", self.next_name)
 
     def fail(self, item: Any, error: BaseException, phase: str, stage: str) -> Event:
         """Log, dead-letter and count a failed item; the ``"error"`` event to send."""
         log_failure(self.stage, f"{phase} of item {short_repr(item)}", error)
-        self.stage._dead_letter(item, error, stage)
+        self.dead_letter(item, error, stage)
         self.count("failed")
         return {"exception": error, "phase": phase, "item": item}
 
+    def dead_letter(self, item: Any, error: BaseException, stage: str) -> None:
+        """In a pipeline, report a failed item as a :class:`DeadLetter`."""
+        link = self.link
+        if link is None:
+            return
+        letter = DeadLetter(stage=stage, item=item, error=error, worker=self.stage.name)
+        if is_process_queue(link.dead_letters):
+            letter = picklable_letter(letter)
+        # Written into the pipe at once (see QueueWriter), so a SIGKILL does not take it along;
+        # through the feeder only if the queue's write lock stays taken (its holder was killed).
+        if not writer_for(link.dead_letters).put(self.stage, letter, self.grace):
+            link.dead_letters.put(letter)
+
     def cut_short(self, item: Any, exc: BaseException) -> Event:  # the item is a dead letter, not lost
-        return self.fail(item, exc, "process_item", self.stage._stage_name())
+        return self.fail(item, exc, "process_item", self.name)
 
     def done(self, outcome: BaseException | None) -> None:
         """Every item taken is done for its source, a failed one too: it became a dead letter."""

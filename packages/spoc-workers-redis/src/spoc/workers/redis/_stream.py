@@ -313,30 +313,31 @@ class RedisStream:
             self._local.metrics_failed(self, exc)
             return []
         self._local.metrics_answered(self)
-        labels = [self.stream, self.group]
-        families = []
-        family = GaugeMetricFamily(
-            "spoc_redis_stream_length", "Entries in the Redis stream (XLEN).", labels=["stream"]
-        )
-        family.add_metric([self.stream], float(length))
-        families.append(family)
+
+        def gauge(name: str, documentation: str, value: float, group_too: bool = True) -> GaugeMetricFamily:
+            names, values = (
+                (["stream", "group"], [self.stream, self.group]) if group_too else (["stream"], [self.stream])
+            )
+            family = GaugeMetricFamily(name, documentation, labels=names)
+            family.add_metric(values, float(value))
+            return family
+
+        families = [gauge("spoc_redis_stream_length", "Entries in the Redis stream (XLEN).", length, False)]
         if group is not None:
             pending, lag = group
-            family = GaugeMetricFamily(
-                "spoc_redis_stream_pending",
-                "Entries delivered to a consumer of the group and not acknowledged yet (XPENDING).",
-                labels=["stream", "group"],
-            )
-            family.add_metric(labels, float(pending))
-            families.append(family)
-            if lag is not None:
-                family = GaugeMetricFamily(
-                    "spoc_redis_stream_lag",
-                    "Entries of the stream not delivered to the group yet.",
-                    labels=["stream", "group"],
+            families.append(
+                gauge(
+                    "spoc_redis_stream_pending",
+                    "Entries delivered to a consumer of the group and not acknowledged yet (XPENDING).",
+                    pending,
                 )
-                family.add_metric(labels, float(lag))
-                families.append(family)
+            )
+            if lag is not None:
+                families.append(
+                    gauge(
+                        "spoc_redis_stream_lag", "Entries of the stream not delivered to the group yet.", lag
+                    )
+                )
         return families
 
     def _figures(self) -> tuple[int, tuple[int, int | None] | None]:
