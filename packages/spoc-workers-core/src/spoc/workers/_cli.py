@@ -191,21 +191,26 @@ def _parser() -> argparse.ArgumentParser:
         help="text (default) or json: one JSON object per line, with the framework's fields "
         "(spoc_server, spoc_worker, spoc_state...)",
     )
-    run.add_argument(
-        "--http",
-        metavar="ADDRESS",
-        default=os.environ.get(HTTP_ENV) or None,
-        help="serve health and readiness probes, status, Prometheus metrics and a status page on "
-        f"HOST:PORT (e.g. 127.0.0.1:9000; a bare port binds to loopback; default: ${HTTP_ENV}); "
-        "needs the http extra (prometheus_client)",
-    )
-    run.add_argument(
-        "--http-token",
-        metavar="TOKEN",
-        default=os.environ.get(HTTP_TOKEN_ENV) or None,
-        help="enable remote control (POST /workers/NAME/restart and /stop) with this Bearer token "
-        f"(default: ${HTTP_TOKEN_ENV}, which keeps it out of the process list)",
-    )
+    for flag, metavar, env, what in (
+        (
+            "--http",
+            "ADDRESS",
+            HTTP_ENV,
+            "serve health and readiness probes, status, Prometheus metrics and a status page on "
+            "HOST:PORT (e.g. 127.0.0.1:9000; a bare port binds to loopback; default: ${env}); "
+            "needs the http extra (prometheus_client)",
+        ),
+        (
+            "--http-token",
+            "TOKEN",
+            HTTP_TOKEN_ENV,
+            "enable remote control (POST /workers/NAME/restart and /stop) with this Bearer token "
+            "(default: ${env}, which keeps it out of the process list)",
+        ),
+    ):  # defaults from the environment
+        run.add_argument(
+            flag, metavar=metavar, default=os.environ.get(env) or None, help=what.format(env=env)
+        )
     run.add_argument("--shutdown-timeout", type=float, metavar="SECONDS", help="override the server's")
     run.add_argument(
         "--start-method",
