@@ -12,6 +12,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import nox
@@ -27,8 +28,7 @@ nox.options.reuse_existing_virtualenvs = True
 # In CI a missing interpreter is an error; on a laptop with fewer Pythons it is skipped.
 nox.options.error_on_missing_interpreters = IN_CI
 nox.options.sessions = [
-    "tests",
-    "tests_without_uvloop",
+    "matrix",  # every cell of tests and tests_without_uvloop, several at a time
     "lint",
     "typecheck",
     "docs",
@@ -109,7 +109,10 @@ WITHOUT_UVLOOP_TESTS = [
 """Where the choice of event loop shows: the loop helpers, and the async hooks of both carriers."""
 
 
-@nox.session(python=[PYTHONS[0], PYTHONS[-1]] if len(PYTHONS) > 1 else PYTHONS)
+_WITHOUT_UVLOOP_PYTHONS = [PYTHONS[0], PYTHONS[-1]] if len(PYTHONS) > 1 else PYTHONS
+
+
+@nox.session(python=_WITHOUT_UVLOOP_PYTHONS)
 def tests_without_uvloop(session: nox.Session) -> None:
     """The tests of event loops and async hooks without uvloop installed (it is an optional extra)."""
     install_project(session, uvloop=False)
@@ -120,6 +123,98 @@ def tests_without_uvloop(session: nox.Session) -> None:
         *session.posargs,
         env={"SPOC_WORKERS_START_METHOD": "forkserver", "SPOC_WORKERS_TEST_UVLOOP": "0"},
     )
+
+
+MATRIX_JOBS_ENV = "SPOC_WORKERS_MATRIX_JOBS"
+
+
+def _matrix_cells() -> list[str]:
+    """The names of every test cell, the longest first (forkserver runs the whole suite)."""
+    cells = [
+        f"tests-{python}(start_method='{method}')" for method in reversed(START_METHODS) for python in PYTHONS
+    ]
+    return cells + [f"tests_without_uvloop-{python}" for python in _WITHOUT_UVLOOP_PYTHONS]
+
+
+def _cell_log(logs: Path, cell: str) -> Path:
+    return logs / f"{re.sub(r'[^A-Za-z0-9.]+', '-', cell).strip('-')}.log"
+
+
+@nox.session(python=False)
+def matrix(session: nox.Session) -> None:
+    """Every cell of ``tests`` and ``tests_without_uvloop``, three at a time (``$SPOC_WORKERS_MATRIX_JOBS``).
+
+    The suite mostly waits (on processes, pipes, deadlines), so cells side by
+    side finish several times sooner than one after another. Each cell is its
+    own ``nox -s`` run with its own log under ``.nox/matrix/``; a failed cell's
+    log is printed whole at the end. Arguments after ``--`` go to every pytest.
+    """
+    jobs = max(1, int(os.environ.get(MATRIX_JOBS_ENV, "3")))
+    logs = ROOT / ".nox" / "matrix"
+    logs.mkdir(parents=True, exist_ok=True)
+    cells = _matrix_cells()
+    waiting = list(cells)
+    running: dict[str, tuple[subprocess.Popen[bytes], float, str]] = {}
+    failed: list[str] = []
+    begun = time.monotonic()
+    try:
+        _run_cells(session, jobs, logs=logs, waiting=waiting, running=running, failed=failed)
+    finally:
+        for proc, _, _ in running.values():  # interrupted: no cell outlives the session
+            proc.terminate()
+    session.log(f"{len(cells)} cells in {(time.monotonic() - begun) / 60:.1f} min, {jobs} at a time")
+    for cell in failed:
+        log_path = _cell_log(logs, cell)
+        print(f"\n===== {cell}: {log_path} =====\n{log_path.read_text(errors='replace')}", flush=True)
+    if failed:
+        session.error(f"{len(failed)} cell(s) failed: {', '.join(failed)}")
+
+
+def _run_cells(
+    session: nox.Session,
+    jobs: int,
+    *,
+    logs: Path,
+    waiting: list[str],
+    running: dict[str, tuple[subprocess.Popen[bytes], float, str]],
+    failed: list[str],
+) -> None:
+    """Start cells while fewer than ``jobs`` run; log each as it ends."""
+    number = 0
+    while waiting or running:
+        while waiting and len(running) < jobs:
+            cell = waiting.pop(0)
+            number += 1
+            log = _cell_log(logs, cell).open("wb")
+            # Each cell's own temporary directory: pytest prunes old ones, a neighbour's too.
+            basetemp = f"/tmp/spoc-workers-matrix-{os.getpid()}-{number}"
+            command = [
+                sys.executable,
+                "-m",
+                "nox",
+                "-s",
+                cell,
+                "--",
+                f"--basetemp={basetemp}",
+                *session.posargs,
+            ]
+            running[cell] = (
+                subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT),
+                time.monotonic(),
+                basetemp,
+            )
+            log.close()
+        time.sleep(0.5)
+        for cell, (proc, started, basetemp) in list(running.items()):
+            if proc.poll() is None:
+                continue
+            del running[cell]
+            shutil.rmtree(basetemp, ignore_errors=True)
+            took = time.monotonic() - started
+            verdict = "ok" if proc.returncode == 0 else f"FAILED (exit {proc.returncode})"
+            session.log(f"{verdict:>6}  {cell}  {took / 60:.1f} min")
+            if proc.returncode != 0:
+                failed.append(cell)
 
 
 @nox.session(python=PYTHONS[-1])
