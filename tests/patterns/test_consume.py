@@ -14,12 +14,12 @@ from typing import Any
 import pytest
 
 import patterns_targets as pt
-from spoc.workers.patterns._queues import _ThreadQueueReader
+from spoc.workers.patterns._queues import ThreadQueueReader
 
 pytestmark = pytest.mark.no_processes
 
 
-class _RecordingReader(_ThreadQueueReader):
+class _RecordingReader(ThreadQueueReader):
     """A queue's reader that notes each ``done(error)`` and ``task_done()`` it is told."""
 
     def __init__(self, q: Any, log: list[Any]) -> None:

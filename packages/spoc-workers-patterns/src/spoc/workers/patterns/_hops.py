@@ -11,6 +11,7 @@ killed while holding the queue's read lock.
 
 from __future__ import annotations
 
+import collections
 import io
 import logging
 import os
@@ -23,10 +24,13 @@ from collections.abc import Callable
 from multiprocessing.reduction import ForkingPickler
 from typing import Any
 
-from ._queues import is_process_queue
+from spoc.workers import AbstractWorker
+
+from ._queues import QueueReader, ThreadQueueReader, is_process_queue, notify
 
 __all__ = [
     "END_OF_STREAM",
+    "TAKE_AT_ONCE",
     "Hop",
     "LocalCount",
     "count_down",
@@ -67,13 +71,52 @@ by hand: one per worker reading the queue.
 """
 
 
+TAKE_AT_ONCE = 32
+"""The most items the one reader of a :class:`Hop` takes under one hold of its lock."""
+
+
 class Hop(queue.Queue):  # type: ignore[type-arg]
     """A pipeline's own queue between two thread ends.
 
     Nobody ``join()``s it, so ``task_done()`` does nothing instead of taking
     a lock and notifying a condition for every item. The pipeline's wait for
     a result on it can be cut short (:meth:`get_unless`, :meth:`wake`).
+
+    Args:
+        maxsize: as for :class:`queue.Queue`.
+        readers: how many stage workers read it. The one reader of a hop
+            takes what is there (up to :data:`TAKE_AT_ONCE` items, and half
+            of ``maxsize``) under one hold of the lock, instead of one item at
+            a time; several readers take one item at a time, so that none
+            sits on items another could be working on.
     """
+
+    def __init__(self, maxsize: int = 0, readers: int = 1) -> None:
+        super().__init__(maxsize)
+        self.readers = readers
+        # Taken by the one reader and not handed out yet: still counted in qsize(), so that
+        # the items in flight stay within maxsize; given back as room once handed out.
+        self.held = 0
+
+    def _qsize(self) -> int:  # what put() and qsize() see
+        return len(self.queue) + self.held
+
+    def get(self, block: bool = True, timeout: float | None = None) -> Any:
+        """As :meth:`queue.Queue.get`, of what is in the queue itself (not what its reader holds)."""
+        with self.not_empty:
+            deadline = None if timeout is None else time.monotonic() + timeout
+            while not self.queue:
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if not block or (remaining is not None and remaining <= 0):
+                    raise queue.Empty
+                self.not_empty.wait(remaining)
+            item = self.queue.popleft()
+            notify(self.not_full)
+            return item
+
+    def spoc_reader(self) -> QueueReader:
+        """The reader a stage worker takes items with (see ``readers``)."""
+        return _TakingReader(self) if self.readers == 1 else ThreadQueueReader(self)
 
     def task_done(self) -> None:
         """Nothing to account for."""
@@ -82,14 +125,23 @@ class Hop(queue.Queue):  # type: ignore[type-arg]
         """``get(True, timeout)`` that also raises ``queue.Empty`` when woken with ``give_up()`` true."""
         with self.not_empty:
             end = time.monotonic() + timeout
-            while not self._qsize():
+            while not self.queue:
                 remaining = end - time.monotonic()
                 if remaining <= 0 or give_up():
                     raise queue.Empty
                 self.not_empty.wait(remaining)
             item = self._get()
-            self.not_full.notify()
+            notify(self.not_full)
             return item
+
+    def take_available(self, at_most: int) -> list[Any]:
+        """Take what is there, up to ``at_most`` items, without waiting."""
+        with self.mutex:
+            items = self.queue
+            taken = [items.popleft() for _ in range(min(len(items), at_most))]
+            if taken:
+                self.not_full.notify(len(taken))
+        return taken
 
     def wake(self) -> None:
         """Wake every thread waiting in :meth:`get_unless`."""
@@ -97,10 +149,73 @@ class Hop(queue.Queue):  # type: ignore[type-arg]
             self.not_empty.notify_all()
 
 
-def make_hop(context: Any, maxsize: int, crosses_processes: bool) -> Any:
+class _TakingReader(ThreadQueueReader):
+    """The one reader of a :class:`Hop`: takes what is there at once, hands it out one by one.
+
+    What it took stays counted in the hop's size (:attr:`Hop.held`) until it
+    comes back for more, so the hop never holds more than ``maxsize``. When
+    its worker's loop ends (a stop, the end marker), :meth:`arm`'s undo puts
+    what it did not hand out back at the front of the hop, in order, where
+    the pipeline finds it.
+    """
+
+    def __init__(self, q: Hop) -> None:
+        super().__init__(q)
+        self._taken: collections.deque[Any] = collections.deque()
+        self._at_once = min(TAKE_AT_ONCE, q.maxsize // 2) if q.maxsize > 0 else TAKE_AT_ONCE
+
+    def arm(self, worker: AbstractWorker) -> Callable[[], None]:
+        disarm = super().arm(worker)
+
+        def undo() -> None:
+            disarm()
+            self._give_back_taken()
+
+        return undo
+
+    def get(self, worker: AbstractWorker, timeout: float | None = None) -> tuple[bool, Any]:
+        taken = self._taken
+        if taken:
+            return True, taken.popleft()
+        q = self.queue
+        self._release()
+        got, first = super().get(worker, timeout)  # waits for the first item
+        if got and self._at_once > 1:
+            with q.mutex:
+                items = q.queue
+                for _ in range(min(len(items), self._at_once - 1)):
+                    taken.append(items.popleft())
+                q.held = len(taken)
+        return got, first
+
+    def get_nowait(self) -> tuple[bool, Any]:
+        if self._taken:
+            return True, self._taken.popleft()
+        self._release()
+        return super().get_nowait()
+
+    def _release(self) -> None:
+        """Everything taken last time was handed out: it makes room now."""
+        q = self.queue
+        if q.held:
+            with q.mutex:
+                q.not_full.notify(q.held)
+                q.held = 0
+
+    def _give_back_taken(self) -> None:
+        q = self.queue
+        with q.mutex:
+            q.queue.extendleft(reversed(self._taken))
+            q.held = 0
+            q.not_empty.notify_all()
+            q.not_full.notify_all()
+        self._taken.clear()
+
+
+def make_hop(context: Any, maxsize: int, crosses_processes: bool, readers: int = 1) -> Any:
     """A queue of ``maxsize`` between two stages: a multiprocessing one of ``context`` when a
-    process is at either end (``crosses_processes``), else a :class:`Hop`."""
-    return context.Queue(maxsize) if crosses_processes else Hop(maxsize)
+    process is at either end (``crosses_processes``), else a :class:`Hop` read by ``readers``."""
+    return context.Queue(maxsize) if crosses_processes else Hop(maxsize, readers)
 
 
 class LocalCount:

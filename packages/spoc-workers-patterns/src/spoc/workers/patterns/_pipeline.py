@@ -304,11 +304,12 @@ class Pipeline(_PipelineFlow):
                 if not self.join(self.shutdown_timeout):
                     self._force_stop(DEFAULT_PUT_GRACE + 0.5)
                 continue
-            got, item = self._take_result(PUMP_WAIT)
-            if got:
-                yield item
+            results = self._take_results(PUMP_WAIT)
+            if results:
+                with self._lock:
+                    self._results.extend(results)  # yielded from the buffer, each once
             now = time.monotonic()
-            if not got or now - housekept > PUMP_WAIT:
+            if not results or now - housekept > PUMP_WAIT:
                 housekept = now
                 self._housekeeping()
         if not self.join(self.shutdown_timeout):

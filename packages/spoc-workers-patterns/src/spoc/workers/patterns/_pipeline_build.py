@@ -131,7 +131,11 @@ def wire(
     """
     context: Any = multiprocessing.get_context(method)
     kinds = ["thread", *(s.kind for s in stages), "thread"]  # the pipeline itself is a thread end
-    hops = [make_hop(context, maxsize, "process" in (kinds[i], kinds[i + 1])) for i in range(len(stages) + 1)]
+    readers = [*(s.workers for s in stages), 1]  # the pipeline reads the last hop
+    hops = [
+        make_hop(context, maxsize, "process" in (kinds[i], kinds[i + 1]), readers[i])
+        for i in range(len(stages) + 1)
+    ]
     any_process = any(s.kind == "process" for s in stages)
     server = Server(pipeline, shutdown_timeout=shutdown_timeout)
     # A stage worker that fails is seen at once: a thread reports its end itself, and

@@ -2,7 +2,7 @@
 
 An item goes in through :meth:`_PipelineFlow._accept` (from ``Pipeline.put``
 or a feeder) into the first queue, through the stage workers from hop to
-hop, and out of the last queue in :meth:`_PipelineFlow._take_result` (from
+hop, and out of the last queue in :meth:`_PipelineFlow._take_results` (from
 ``Pipeline.results`` and every wait, which collect results into a buffer
 meanwhile). The end marker goes in behind the last accepted item
 (:meth:`_PipelineFlow._close_input`); the end of stream is told in ``_stages``.
@@ -44,10 +44,11 @@ from typing import Any
 from spoc.workers import AbstractWorker, Server, WorkerEvent, WorkerState
 
 from ._feeders import Feeder, SourceFeeder
-from ._hops import END_OF_STREAM, Hop, drain, feeds_here
+from ._hops import END_OF_STREAM, TAKE_AT_ONCE, Hop, drain, feeds_here
 from ._pipeline_build import StageSpec
 from ._pipeline_errors import DeadLetter, PipelineFailedError, PipelineStoppedError, stage_failure
 from ._pipeline_state import PipelineState, PipelineStatus
+from ._queues import put_if_room
 
 __all__ = ["PUMP_WAIT"]
 
@@ -124,6 +125,7 @@ class _PipelineFlow:
         """
         deadline = None if timeout is None else time.monotonic() + timeout
         first = self._hops[0]
+        local = isinstance(first, Hop)
         wait = PUMP_WAIT if feeder is not None else _CALLER_WAIT
         waited = False
         with self._put_lock:
@@ -134,6 +136,8 @@ class _PipelineFlow:
                     return False
                 if not self._status.accepting() or (feeder is not None and not feeder.is_running):
                     return False
+                if local and put_if_room(first, item):
+                    break
                 try:
                     first.put(item, True, wait)
                     break
@@ -197,32 +201,37 @@ class _PipelineFlow:
 
     # -- out, and the watch over the workers -------------------------------------------
 
-    def _take_result(self, wait: float) -> tuple[bool, Any]:
-        """Read one result from the last queue, waiting up to ``wait``; counts end markers."""
+    def _take_results(self, wait: float) -> list[Any]:
+        """Read the results in the last queue, waiting up to ``wait`` for the first; counts end markers.
+
+        From a :class:`Hop`, what is there (up to :data:`TAKE_AT_ONCE` items)
+        is taken under one hold of its lock; from a multiprocessing queue, one item.
+        """
         if self._status.ended():
-            return False, None
+            return []
         final = self._hops[-1]
         try:
             if wait <= 0:
-                item = final.get_nowait()
+                taken = [final.get_nowait()]
             elif isinstance(final, Hop):
-                item = final.get_unless(wait, self._has_failed)
+                taken = [final.get_unless(wait, self._has_failed)]
             else:  # a multiprocessing queue: wait on its pipe and on the latch a failure writes to
                 try:
-                    item = final.get_nowait()
+                    taken = [final.get_nowait()]
                 except queue.Empty:
                     wait_for_handles([final._reader, *self._status.latch_handles()], wait)
-                    item = final.get_nowait()
+                    taken = [final.get_nowait()]
         except queue.Empty:
-            return False, None
+            return []
         except (OSError, ValueError, EOFError):  # closed by a concurrent _finish()
-            return False, None
+            return []
+        if isinstance(final, Hop):
+            taken += final.take_available(TAKE_AT_ONCE - 1)
+        results = [item for item in taken if item is not END_OF_STREAM]
         with self._lock:
-            if item is END_OF_STREAM:
-                self._markers_seen += 1
-                return False, None
-            self._emitted += 1
-        return True, item
+            self._markers_seen += len(taken) - len(results)
+            self._emitted += len(results)
+        return results
 
     def _complete(self) -> bool:
         """No more results will come."""
@@ -245,13 +254,15 @@ class _PipelineFlow:
 
     def _collect_results(self, wait: float) -> None:
         """Move what the last queue holds (and no more) to the buffer, waiting ``wait`` for the first."""
-        for _ in range(self.maxsize + 1):
+        moved = 0
+        while moved <= self.maxsize:
             if self._complete():
                 return
-            got, item = self._take_result(wait)
-            if got:
+            results = self._take_results(wait)
+            if results:
+                moved += len(results)
                 with self._lock:
-                    self._results.append(item)
+                    self._results.extend(results)
             elif wait == 0:
                 return
             wait = 0

@@ -40,6 +40,7 @@ from __future__ import annotations
 import asyncio
 import multiprocessing.queues
 import queue
+import threading
 import time
 from collections.abc import Callable
 from multiprocessing.reduction import ForkingPickler
@@ -53,11 +54,14 @@ __all__ = [
     "PUT_POLL",
     "QueueReader",
     "QueueWriter",
+    "ThreadQueueReader",
     "aget",
     "aput",
     "check_shareable",
     "describe_queue",
     "is_process_queue",
+    "notify",
+    "put_if_room",
     "reader_for",
     "writer_for",
 ]
@@ -208,7 +212,7 @@ def _nothing() -> None:
     return None
 
 
-class _ThreadQueueReader(QueueReader):
+class ThreadQueueReader(QueueReader):
     """For :class:`queue.Queue`: wait on ``not_empty``; the stop notifies it."""
 
     def arm(self, worker: AbstractWorker) -> Callable[[], None]:
@@ -239,7 +243,7 @@ class _ThreadQueueReader(QueueReader):
                     wait = min(wait, remaining)
                 q.not_empty.wait(wait)
             item = q._get()
-            q.not_full.notify()
+            notify(q.not_full)
             return True, item
 
     def wait(self, worker: AbstractWorker, timeout: float) -> None:
@@ -318,7 +322,7 @@ def reader_for(q: Any) -> QueueReader:
             raise TypeError(f"{describe_queue(q)}.spoc_reader() returned {reader!r}, not a QueueReader")
         return reader
     if isinstance(q, queue.Queue):
-        return _ThreadQueueReader(q)
+        return ThreadQueueReader(q)
     if is_process_queue(q):
         return _ProcessQueueReader(q)
     if callable(getattr(q, "get", None)) and callable(getattr(q, "get_nowait", None)):
@@ -339,6 +343,7 @@ class QueueWriter:
     def __init__(self, q: Any) -> None:
         self.queue = q
         self.crosses_processes = is_process_queue(q)
+        self._local = isinstance(q, queue.Queue)  # its lock and hooks are used directly
         # A JoinableQueue counts unfinished tasks in put(): it goes through put().
         self._direct = type(q) is multiprocessing.queues.Queue
 
@@ -374,6 +379,9 @@ class QueueWriter:
             True when the item was put, False when the worker gave up.
         """
         q = self.queue
+        if self._local and put_if_room(q, item):
+            worker.heartbeat()  # a busy worker that never waits is alive too
+            return True
         direct = self._writes_pipe()
         give_up_at: float | None = None
         while True:
@@ -439,6 +447,26 @@ class QueueWriter:
         if self.crosses_processes:
             self.queue.close()
             self.queue.join_thread()
+
+
+def notify(condition: threading.Condition) -> None:
+    """``condition.notify()``, skipped when nobody waits (it costs a lock round trip per call).
+
+    The caller holds the condition's lock, so no waiter can come or go meanwhile.
+    """
+    if condition._waiters:  # type: ignore[attr-defined]
+        condition.notify()
+
+
+def put_if_room(q: queue.Queue[Any], item: Any) -> bool:
+    """``q.put_nowait(item)`` without an exception when full (the costly part): True when put."""
+    with q.not_full:
+        if 0 < q.maxsize <= q._qsize():
+            return False
+        q._put(item)
+        q.unfinished_tasks += 1
+        notify(q.not_empty)
+    return True
 
 
 def writer_for(q: Any) -> QueueWriter:
