@@ -74,7 +74,7 @@ def test_backoff_then_give_up_after_the_restart_intensity() -> None:
     assert len(starts) == 5  # the first run and 4 restarts; the 5th failure exceeds the intensity
     gaps = [b - a for a, b in itertools.pairwise(starts)]
     for gap, nominal in zip(gaps, [0.1, 0.2, 0.4, 0.8], strict=True):
-        assert nominal * 0.8 <= gap <= nominal * 1.2, (gaps, nominal)
+        assert nominal * 0.9 <= gap <= nominal + 0.25, (gaps, nominal)  # never early; late only by load
     assert len(events.of("gave_up")) == 1
     assert [e.delay for e in events.of("restart")] == pytest.approx([0.1, 0.2, 0.4, 0.8])
     assert all(isinstance(e.exception, RuntimeError) for e in events.of("restart"))

@@ -232,7 +232,7 @@ def test_stop_wakes_a_long_sleep_within_milliseconds() -> None:
     begun = time.perf_counter()
     worker.stop()
     assert worker.join(5)
-    assert time.perf_counter() - begun < 0.05
+    assert time.perf_counter() - begun < 0.2  # milliseconds, not a poll's 1 s (wide: a loaded machine)
 
 
 def test_stop_wakes_a_long_async_sleep_within_milliseconds() -> None:
@@ -249,7 +249,7 @@ def test_stop_wakes_a_long_async_sleep_within_milliseconds() -> None:
     begun = time.perf_counter()
     worker.stop()
     assert worker.join(5)
-    assert time.perf_counter() - begun < 0.05
+    assert time.perf_counter() - begun < 0.2  # milliseconds, not a poll's 1 s (wide: a loaded machine)
     assert worker.woke_early
 
 
@@ -481,7 +481,7 @@ def test_wait_readable_returns_ready_handles_or_nothing_on_stop() -> None:
         begun = time.perf_counter()
         worker.stop()
         assert worker.join(5)
-        assert time.perf_counter() - begun < 0.05
+        assert time.perf_counter() - begun < 0.2  # milliseconds, not a poll's 1 s (wide: a loaded machine)
         assert results == [[read], []]
     finally:
         os.close(read)

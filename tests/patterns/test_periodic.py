@@ -116,14 +116,14 @@ def test_no_drift_the_last_run_starts_on_its_tick(start_method: str) -> None:
 
 
 def test_skip_counts_the_ticks_each_overrun_spans(start_method: str) -> None:
-    """Work of 250 ms on a 100 ms grid: a run started on tick k ends between ticks k+2 and k+3.
+    """Work of 500 ms on a 200 ms grid: a run started on tick k ends between ticks k+2 and k+3.
 
     So each run skips exactly ticks k+1 and k+2 and the next starts on tick
-    k+3: skipped == 2 * runs, and run j starts at 3 * j * 100 ms. The work
-    ends 250 ms after its start, 50 ms from either tick: the count is exact
-    unless noise passes 50 ms. All four variants at once.
+    k+3: skipped == 2 * runs, and run j starts at 3 * j * 200 ms. The work
+    ends 500 ms after its start, 100 ms from either tick: the count is exact
+    unless noise passes 100 ms. All four variants at once.
     """
-    interval, work, runs = 0.1, 0.25, 5
+    interval, work, runs = 0.2, 0.5, 4
     recorded = {variant: arrays(start_method, runs) for variant in VARIANTS}
     workers = {
         variant: cls(f"skip-{variant}", interval, *recorded[variant], work=work, stop_after=runs)
@@ -137,7 +137,7 @@ def test_skip_counts_the_ticks_each_overrun_spans(start_method: str) -> None:
         assert stats.skipped == 2 * runs, (variant, stats)
         assert list(skips) == [2 * j for j in range(runs)], variant
         late = lateness(starts, [3 * j for j in range(runs)], interval)  # run j on tick 3j
-        assert max(late) <= 0.05, (variant, late)
+        assert max(late) <= 0.15, (variant, late)
 
 
 def test_one_long_run_skip_versus_coalesce(start_method: str) -> None:
@@ -169,7 +169,7 @@ def test_one_long_run_skip_versus_coalesce(start_method: str) -> None:
         stats = worker.stats
         if overrun == "skip":
             assert stats.skipped == 2, (kind, stats)
-            assert max(lateness(starts, [0, 3, 4, 5], interval)) <= 0.05, kind
+            assert max(lateness(starts, [0, 3, 4, 5], interval)) <= 0.15, kind
         else:
             assert stats.skipped == 1, (kind, stats)
             assert 0.5 <= starts[1] - starts[0] < 0.55, kind  # at once after the long run

@@ -37,6 +37,7 @@ __all__ = [
     "HANDLE",
     "SUM_FIELD",
     "Consumer",
+    "Events",
     "Put",
     "Verdict",
     "aconsume",
@@ -45,6 +46,8 @@ __all__ = [
 
 Event = dict[str, Any] | None
 """The data of an ``"error"`` event to send (``exception``, ``phase``, ...), or None for none."""
+Events = Event | list[dict[str, Any]]
+"""One event, several (the items of a batch), or None."""
 
 
 DURATION_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
@@ -133,6 +136,9 @@ class Consumer:
         self.output: QueueWriter | None = None  # where results go (a stage's output queue)
         self.grace = 0.0  # how long a put keeps trying after a stop
 
+    due: float | None = None
+    """When results held back for a batch must be put (``time.monotonic()``); None while none are."""
+
     # -- the steps ------------------------------------------------------------------
 
     def unreadable(self, exc: Exception) -> Event:
@@ -162,7 +168,7 @@ class Consumer:
         log_failure(self.worker, f"{self.phase}()", error)
         return {"exception": error, "phase": self.phase, self.subject: item}, None
 
-    def put_done(self, result: Any, ok: bool) -> Event:
+    def put_done(self, result: Any, ok: bool) -> Events:
         """The put :meth:`handled` asked for was made (``ok``) or given up after a stop."""
         return None
 
@@ -173,6 +179,16 @@ class Consumer:
     def done(self, outcome: BaseException | None) -> None:
         """Tell the reader what became of the item last taken (even on a ``BaseException``)."""
         self.reader.done(outcome)
+
+    def take_batch(self) -> Any:
+        """The results held back for a batch, to put now (then :meth:`put_done`); None for none."""
+        return None
+
+    def unhandled(self, items: list[Any]) -> Events:
+        """The loop ended with ``items`` taken (the rest of a batch) but not handled: give them back."""
+        for item in items:
+            self.reader.give_back(item)
+        return None
 
     def account(self, started: float, field: str | None = None) -> None:
         """Add 1 to counter ``field`` (None: none) and, when the worker keeps a duration histogram
@@ -203,8 +219,12 @@ def consume(consumer: Consumer) -> None:
     disarm = reader.arm(worker)
     try:
         while worker.is_running:
+            due = consumer.due  # results held back for a batch wait no longer than that
+            if due is not None and time.monotonic() >= due:
+                _put_held(consumer, worker)
+                due = None
             try:
-                got, item = get(worker)
+                got, item = get(worker) if due is None else get(worker, max(0.0, due - time.monotonic()))
             except Exception as exc:
                 event = consumer.unreadable(exc)
                 try:
@@ -218,6 +238,8 @@ def consume(consumer: Consumer) -> None:
             try:
                 if screen is not None:
                     verdict, puts = screen(item)
+                    if puts:  # they go behind the results held back
+                        _put_held(consumer, worker)
                     for put in puts:
                         put.writer.put(worker, put.item, put.grace)
                     if verdict is not Verdict.HANDLE:
@@ -247,7 +269,25 @@ def consume(consumer: Consumer) -> None:
             finally:
                 done(outcome)  # even on BaseException, so that queue.join() returns
     finally:
-        disarm()
+        try:
+            _put_held(consumer, worker)
+            _emit(worker, consumer.unhandled(reader.take_leftovers()))
+        finally:
+            disarm()
+
+
+def _put_held(consumer: Consumer, worker: AbstractWorker) -> None:
+    batch = consumer.take_batch()
+    if batch is not None and consumer.output is not None:
+        ok = consumer.output.put(worker, batch, consumer.grace)
+        _emit(worker, consumer.put_done(batch, ok))
+
+
+async def _aput_held(consumer: Consumer, worker: AbstractWorker) -> None:
+    batch = consumer.take_batch()
+    if batch is not None and consumer.output is not None:
+        ok = await aput(consumer.output, worker, batch, consumer.grace)
+        await _aemit(worker, consumer.put_done(batch, ok))
 
 
 async def aconsume(consumer: Consumer) -> None:
@@ -256,8 +296,10 @@ async def aconsume(consumer: Consumer) -> None:
     disarm = reader.arm(worker)
     try:
         while worker.is_running:
+            if consumer.due is not None and time.monotonic() >= consumer.due:
+                await _aput_held(consumer, worker)
             try:
-                got, item = await aget(reader, worker)
+                got, item = await aget(reader, worker, consumer.due)
             except Exception as exc:
                 event = consumer.unreadable(exc)
                 try:
@@ -271,6 +313,8 @@ async def aconsume(consumer: Consumer) -> None:
             try:
                 if consumer.screens:
                     verdict, puts = consumer.arrived(item)
+                    if puts:  # they go behind the results held back
+                        await _aput_held(consumer, worker)
                     for put in puts:
                         await aput(put.writer, worker, put.item, put.grace)
                     if verdict is not Verdict.HANDLE:
@@ -299,14 +343,20 @@ async def aconsume(consumer: Consumer) -> None:
             finally:
                 consumer.done(outcome)
     finally:
-        disarm()
+        try:
+            await _aput_held(consumer, worker)
+            await _aemit(worker, consumer.unhandled(reader.take_leftovers()))
+        finally:
+            disarm()
 
 
-def _emit(worker: AbstractWorker, event: Event) -> None:
-    if event is not None:
-        emit(worker, "error", **event)
+def _emit(worker: AbstractWorker, events: Events) -> None:
+    for event in events if isinstance(events, list) else (events,):
+        if event is not None:
+            emit(worker, "error", **event)
 
 
-async def _aemit(worker: AbstractWorker, event: Event) -> None:
-    if event is not None:
-        await aemit(worker, "error", **event)
+async def _aemit(worker: AbstractWorker, events: Events) -> None:
+    for event in events if isinstance(events, list) else (events,):
+        if event is not None:
+            await aemit(worker, "error", **event)

@@ -26,7 +26,7 @@ from typing import Any
 
 from spoc.workers import AbstractWorker
 
-from ._queues import QueueReader, ThreadQueueReader, is_process_queue, notify
+from ._queues import QueueReader, ThreadQueueReader, is_process_queue, notify, unbatch
 
 __all__ = [
     "END_OF_STREAM",
@@ -257,12 +257,12 @@ def drain(q: Any, wait: float, readers_gone: bool = False) -> list[Any]:
     if not is_process_queue(q):
         wait = 0.0
     elif readers_gone and _read_lock_lost(q):
-        return _read_pipe(q, wait)
+        return unbatch(_read_pipe(q, wait))
     while True:
         try:
             items.append(q.get(True, wait) if wait else q.get_nowait())
         except (queue.Empty, OSError, ValueError, EOFError):
-            return items
+            return unbatch(items)
 
 
 def _read_lock_lost(q: Any) -> bool:

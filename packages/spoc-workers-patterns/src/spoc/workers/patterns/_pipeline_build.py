@@ -119,9 +119,12 @@ def wire(
     start_method: str | None,
     shutdown_timeout: float,
     listener: Callable[[WorkerEvent], None],
+    batch: int = 1,
+    linger: float = 0.0,
 ) -> Wiring:
     """Make the queues (from start method ``method``'s context) and the stage workers, not
-    started, in a server with ``listener``. ``start_method``: the pipeline's, given to process stages.
+    started, in a server with ``listener``. ``start_method``: the pipeline's, given to process stages;
+    ``batch`` and ``linger``: the pipeline's, given to every stage worker (see :class:`StageLink`).
 
     If a worker cannot be made, what was made is released and the error raised.
 
@@ -152,6 +155,7 @@ def wire(
                 context=context,
                 method=method,
                 start_method=start_method,
+                batch=(batch, linger),
             )
     except BaseException:
         unbuild(stages, wiring)
@@ -176,6 +180,7 @@ def _build_stage(
     context: Any,
     method: str,
     start_method: str | None,
+    batch: tuple[int, float],
 ) -> None:
     stage = stages[index]
     upstream = 1 if index == 0 else stages[index - 1].workers
@@ -189,6 +194,8 @@ def _build_stage(
         siblings=stage.workers - 1,
         markers_left=markers,
         dead_letters=wiring.dead_letters,
+        batch=batch[0],
+        linger=batch[1],
     )
     options = dict(stage.options)
     if stage.kind == "process" and start_method is not None:

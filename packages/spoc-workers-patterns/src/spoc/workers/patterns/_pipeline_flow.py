@@ -48,7 +48,7 @@ from ._hops import END_OF_STREAM, TAKE_AT_ONCE, Hop, drain, feeds_here
 from ._pipeline_build import StageSpec
 from ._pipeline_errors import DeadLetter, PipelineFailedError, PipelineStoppedError, stage_failure
 from ._pipeline_state import PipelineState, PipelineStatus
-from ._queues import put_if_room
+from ._queues import put_if_room, unbatch
 
 __all__ = ["PUMP_WAIT"]
 
@@ -227,6 +227,8 @@ class _PipelineFlow:
             return []
         if isinstance(final, Hop):
             taken += final.take_available(TAKE_AT_ONCE - 1)
+        else:
+            taken = unbatch(taken)
         results = [item for item in taken if item is not END_OF_STREAM]
         with self._lock:
             self._markers_seen += len(taken) - len(results)
@@ -285,12 +287,13 @@ class _PipelineFlow:
             q = self._hops[index]
             while not self._status.ended():
                 try:
-                    item = q.get_nowait()
+                    taken = unbatch([q.get_nowait()])
                 except (queue.Empty, OSError, ValueError, EOFError):
                     break
-                if item is not END_OF_STREAM:
-                    with self._lock:
-                        self._queued_dead_letter(index, item)
+                with self._lock:
+                    for item in taken:
+                        if item is not END_OF_STREAM:
+                            self._queued_dead_letter(index, item)
 
     def _queued_dead_letter(self, index: int, item: Any) -> None:
         """``item`` was found waiting for stage ``index`` of a pipeline that stopped (holds the lock)."""

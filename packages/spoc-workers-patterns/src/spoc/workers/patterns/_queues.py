@@ -38,6 +38,8 @@ still in its feeder's buffer with it (up to the queue's ``maxsize``).
 from __future__ import annotations
 
 import asyncio
+import collections
+import itertools
 import multiprocessing.queues
 import queue
 import threading
@@ -52,6 +54,7 @@ __all__ = [
     "FALLBACK_WAIT",
     "POLL_WAIT",
     "PUT_POLL",
+    "Batch",
     "QueueReader",
     "QueueWriter",
     "ThreadQueueReader",
@@ -63,6 +66,7 @@ __all__ = [
     "notify",
     "put_if_room",
     "reader_for",
+    "unbatch",
     "writer_for",
 ]
 
@@ -80,6 +84,38 @@ ASYNC_WAIT = 0.25
 _NOTHING: tuple[bool, Any] = (False, None)
 # Values of these exact types always pickle: no need to pickle them twice to find out.
 _ALWAYS_PICKLABLE = frozenset({type(None), bool, int, float, complex, str, bytes})
+
+
+class Batch:
+    """Items that cross a process hop together (see ``Pipeline(batch=...)``): one pickle, one write.
+
+    Readers hand the items out one by one, in order; a :class:`Batch` is
+    never handed to a worker's handler.
+    """
+
+    __slots__ = ("items",)
+
+    def __init__(self, items: list[Any]) -> None:
+        self.items = items
+
+    def __reduce__(self) -> tuple[type[Batch], tuple[list[Any]]]:
+        return Batch, (self.items,)
+
+    def __repr__(self) -> str:
+        return f"Batch({len(self.items)} items)"
+
+
+def unbatch(raw: list[Any]) -> list[Any]:
+    """``raw`` as read from a queue, with every :class:`Batch` replaced by its items."""
+    if not any(type(item) is Batch for item in raw):
+        return raw
+    items: list[Any] = []
+    for item in raw:
+        if type(item) is Batch:
+            items.extend(item.items)
+        else:
+            items.append(item)
+    return items
 
 
 def is_process_queue(q: object) -> bool:
@@ -196,6 +232,10 @@ class QueueReader:
         """
         self.task_done()
 
+    def take_leftovers(self) -> list[Any]:
+        """The items taken from the queue but not handed out yet (the rest of a :class:`Batch`)."""
+        return []
+
     def give_back(self, item: Any) -> None:
         """Return the item last taken, unhandled (its consumer is stopping): back into the queue.
 
@@ -259,7 +299,34 @@ class ThreadQueueReader(QueueReader):
 
 
 class _ProcessQueueReader(QueueReader):
-    """For :mod:`multiprocessing` queues: wait until the pipe is readable, then take."""
+    """For :mod:`multiprocessing` queues: wait until the pipe is readable, then take.
+
+    A :class:`Batch` taken is handed out item by item.
+    """
+
+    def __init__(self, q: Any) -> None:
+        super().__init__(q)
+        self._batched: collections.deque[Any] = collections.deque()  # the rest of the last Batch
+
+    def get_nowait(self) -> tuple[bool, Any]:
+        if self._batched:
+            return True, self._batched.popleft()
+        try:
+            return True, self._unpack(self.queue.get_nowait())
+        except queue.Empty:
+            return _NOTHING
+
+    def take_leftovers(self) -> list[Any]:
+        leftovers = list(self._batched)
+        self._batched.clear()
+        return leftovers
+
+    def _unpack(self, raw: Any) -> Any:
+        if type(raw) is not Batch:
+            return raw
+        items = raw.items
+        self._batched.extend(itertools.islice(items, 1, None))
+        return items[0]
 
     def get(self, worker: AbstractWorker, timeout: float | None = None) -> tuple[bool, Any]:
         q = self.queue
@@ -278,7 +345,7 @@ class _ProcessQueueReader(QueueReader):
             if not worker.wait_readable([q._reader], remaining):
                 continue  # a stop or the timeout: the checks above end it
             try:
-                return True, q.get(True, RACE_WAIT)
+                return True, self._unpack(q.get(True, RACE_WAIT))
             except queue.Empty:  # another consumer took it
                 continue
 
@@ -483,8 +550,8 @@ def writer_for(q: Any) -> QueueWriter:
 # -- async: waits go to a thread of the loop's executor ----------------------------
 
 
-async def aget(reader: QueueReader, worker: AbstractWorker) -> tuple[bool, Any]:
-    """``await`` version of :meth:`QueueReader.get` (no timeout).
+async def aget(reader: QueueReader, worker: AbstractWorker, until: float | None = None) -> tuple[bool, Any]:
+    """``await`` version of :meth:`QueueReader.get`, waiting until ``until`` (``time.monotonic()``) at most.
 
     Takes an item at once when there is one; otherwise the wait runs in the
     loop's default executor, bounded to :data:`ASYNC_WAIT` seconds per round,
@@ -495,7 +562,12 @@ async def aget(reader: QueueReader, worker: AbstractWorker) -> tuple[bool, Any]:
         got = reader.get_nowait()
         if got[0]:
             return got
-        await loop.run_in_executor(None, reader.wait, worker, ASYNC_WAIT)
+        wait = ASYNC_WAIT
+        if until is not None:
+            wait = min(wait, until - time.monotonic())
+            if wait <= 0:
+                break
+        await loop.run_in_executor(None, reader.wait, worker, wait)
     return _NOTHING
 
 

@@ -22,6 +22,7 @@ nothing private of the worker.
 from __future__ import annotations
 
 import inspect
+import time
 from abc import abstractmethod
 from collections.abc import Awaitable, Iterator, Sequence
 from dataclasses import dataclass
@@ -29,11 +30,11 @@ from typing import TYPE_CHECKING, Any
 
 from spoc.workers import AbstractWorker, ProcessWorker, ThreadWorker
 
-from ._consume import DURATION_FIELDS, HANDLE, Consumer, Event, Put, Verdict, aconsume, consume
+from ._consume import DURATION_FIELDS, HANDLE, Consumer, Event, Events, Put, Verdict, aconsume, consume
 from ._hops import END_OF_STREAM, count_down
 from ._pipeline_errors import DeadLetter, PipelineStoppedError, picklable_letter
 from ._pipeline_stats import STAGE_FIELDS, StageStats, stage_stats
-from ._queues import check_shareable, is_process_queue, reader_for, writer_for
+from ._queues import Batch, check_shareable, is_process_queue, reader_for, writer_for
 from ._support import Counters, check_number, has_async, log_failure, new_counters, short_repr
 
 if TYPE_CHECKING:
@@ -65,6 +66,8 @@ class StageLink:
     siblings: int
     markers_left: Any  # multiprocessing.Value("i") or LocalCount, shared by the stage's workers
     dead_letters: Any  # a queue of DeadLetter records, read by the pipeline
+    batch: int = 1  # results sent at once into a multiprocessing output queue (see Pipeline)
+    linger: float = 0.0  # how long a result may wait for a batch to fill
 
 
 # -- stage workers ------------------------------------------------------------------
@@ -188,6 +191,10 @@ class _StageConsumer(Consumer):
         self.name = stage_name(link, worker)
         self.next_name = link.next_stage if link is not None else f"the output of {worker.name}"
         self.who = f"{type(worker).__name__} {worker.name!r}"
+        # Results into a process hop go in batches when the pipeline asks for it.
+        self.batch = link.batch if link is not None and self.writer.crosses_processes else 1
+        self.linger = link.linger if link is not None else 0.0
+        self.held: list[Any] = []
 
     def unreadable(self, exc: Exception) -> Event:  # e.g. an item that cannot be unpickled here
         return self.fail(None, exc, "get", self.name)
@@ -233,19 +240,45 @@ class _StageConsumer(Consumer):
             )
             unpicklable.__cause__ = exc
             return self.fail(item, unpicklable, "process_item", self.name), None
-        return None, result
+        if self.batch == 1:
+            return None, result
+        held = self.held
+        held.append(result)
+        if len(held) == 1:
+            self.due = time.monotonic() + self.linger
+        return None, (self.take_batch() if len(held) >= self.batch else None)
 
-    def put_done(self, result: Any, ok: bool) -> Event:
+    def take_batch(self) -> Batch | None:
+        if not self.held:
+            return None
+        batch, self.held, self.due = Batch(self.held), [], None
+        return batch
+
+    def put_done(self, result: Any, ok: bool) -> Events:
+        results = result.items if type(result) is Batch else None
         if ok:
-            self.add("items_out")
+            self.add("items_out", 1 if results is None else len(results))
             return None
         not_passed_on = PipelineStoppedError(
             f"{self.who} was stopped while its output queue stayed full for put_grace="
             f"{self.grace:g}s: its result was not passed on to {self.next_name!r}"
         )
-        return self.fail(result, not_passed_on, "put", self.next_name)
+        if results is None:
+            return self.fail(result, not_passed_on, "put", self.next_name)
+        return [self.fail(one, not_passed_on, "put", self.next_name) for one in results]
 
-    def fail(self, item: Any, error: BaseException, phase: str, stage: str) -> Event:
+    def unhandled(self, items: list[Any]) -> Events:
+        """The rest of a batch taken when the stop came: each one is a dead letter."""
+        stopped = PipelineStoppedError(f"{self.who} was stopped before it processed the item")
+        events: list[dict[str, Any]] = []
+        for item in items:
+            if item is END_OF_STREAM:
+                continue
+            self.add("items_in")
+            events.append(self.fail(item, stopped, "process_item", self.name))
+        return events
+
+    def fail(self, item: Any, error: BaseException, phase: str, stage: str) -> dict[str, Any]:
         """Log, dead-letter and count a failed item; the ``"error"`` event to send."""
         log_failure(self.stage, f"{phase} of item {short_repr(item)}", error)
         self.dead_letter(item, error, stage)
