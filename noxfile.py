@@ -142,14 +142,14 @@ def _cell_log(logs: Path, cell: str) -> Path:
 
 @nox.session(python=False)
 def matrix(session: nox.Session) -> None:
-    """Every cell of ``tests`` and ``tests_without_uvloop``, three at a time (``$SPOC_WORKERS_MATRIX_JOBS``).
+    """Every cell of ``tests`` and ``tests_without_uvloop``, two at a time (``$SPOC_WORKERS_MATRIX_JOBS``).
 
     The suite mostly waits (on processes, pipes, deadlines), so cells side by
     side finish several times sooner than one after another. Each cell is its
     own ``nox -s`` run with its own log under ``.nox/matrix/``; a failed cell's
     log is printed whole at the end. Arguments after ``--`` go to every pytest.
     """
-    jobs = max(1, int(os.environ.get(MATRIX_JOBS_ENV, "3")))
+    jobs = max(1, int(os.environ.get(MATRIX_JOBS_ENV, "2")))
     logs = ROOT / ".nox" / "matrix"
     logs.mkdir(parents=True, exist_ok=True)
     cells = _matrix_cells()

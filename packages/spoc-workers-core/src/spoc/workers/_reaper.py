@@ -23,7 +23,7 @@ __all__ = ["REAPER_GRACE", "forget", "reaper_pid", "watch"]
 
 logger = logging.getLogger("spoc.workers.worker")
 
-REAPER_GRACE = 0.5
+REAPER_GRACE = 0.25
 """Seconds past a child's ``stop_timeout`` that it may outlive its dead parent."""
 
 _SCRIPT = str(Path(__file__).with_name("_reaper_main.py"))
