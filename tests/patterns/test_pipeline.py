@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 import patterns_targets as pt
+from patterns_targets import check_conservation
 from spoc.workers import Server, WorkerState
 from spoc.workers.patterns import (
     END_OF_STREAM,
@@ -31,16 +32,6 @@ from spoc.workers.patterns import (
 from spoc.workers.patterns._queues import is_process_queue
 
 JOIN = 20.0
-
-
-def check_conservation(pipeline: Pipeline) -> None:
-    stats = pipeline.stats
-    assert stats.ended
-    assert stats.accepted == stats.emitted + stats.failed + stats.dropped, stats
-    assert stats.in_flight == 0 and stats.lost == 0, stats
-    assert len(pipeline.dead_letters) == stats.failed
-    for stage in stats.stages:
-        assert stage.in_flight == 0, stage
 
 
 def test_thread_process_thread_10000_items_each_exactly_once_within_the_bounds(start_method: str) -> None:

@@ -22,12 +22,24 @@ from spoc.workers import ProcessWorker, ThreadWorker
 from spoc.workers.patterns import (
     JobProcessor,
     PeriodicWorker,
+    Pipeline,
     ProcessJobProcessor,
     ProcessPeriodicWorker,
     ProcessStageWorker,
     StageWorker,
 )
 from targets import wait_for  # noqa: F401 - the suite's one, re-exported: the patterns tests call pt.wait_for
+
+
+def check_conservation(pipeline: Pipeline) -> None:
+    """The pipeline ended and accounts for every item it accepted: emitted, failed or dropped."""
+    stats = pipeline.stats
+    assert stats.ended
+    assert stats.accepted == stats.emitted + stats.failed + stats.dropped, stats
+    assert stats.in_flight == 0 and stats.lost == 0, stats
+    assert len(pipeline.dead_letters) == stats.failed
+    for stage in stats.stages:
+        assert stage.in_flight == 0, stage
 
 
 def drain(q: Any, timeout: float = 0.5) -> list[Any]:
