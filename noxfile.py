@@ -27,15 +27,7 @@ nox.options.default_venv_backend = "uv|virtualenv"
 nox.options.reuse_existing_virtualenvs = True
 # In CI a missing interpreter is an error; on a laptop with fewer Pythons it is skipped.
 nox.options.error_on_missing_interpreters = IN_CI
-nox.options.sessions = [
-    "matrix",  # every cell of tests and tests_without_uvloop, several at a time
-    "lint",
-    "typecheck",
-    "docs",
-    "examples",
-    "build",
-    "release_check",
-]
+nox.options.sessions = ["matrix"]  # every check below, two at a time
 os.environ.setdefault("UV_PYTHON_DOWNLOADS", "never")
 os.environ.setdefault("NO_MKDOCS_2_WARNING", "1")
 
@@ -128,12 +120,16 @@ def tests_without_uvloop(session: nox.Session) -> None:
 MATRIX_JOBS_ENV = "SPOC_WORKERS_MATRIX_JOBS"
 
 
+CHECKS = ["lint", "typecheck", "docs", "examples", "build", "release_check"]
+"""The sessions besides the test cells that a plain ``nox`` runs (through :func:`matrix`)."""
+
+
 def _matrix_cells() -> list[str]:
-    """The names of every test cell, the longest first (forkserver runs the whole suite)."""
+    """Every session a plain ``nox`` runs, the longest first (forkserver runs the whole suite)."""
     cells = [
         f"tests-{python}(start_method='{method}')" for method in reversed(START_METHODS) for python in PYTHONS
     ]
-    return cells + [f"tests_without_uvloop-{python}" for python in _WITHOUT_UVLOOP_PYTHONS]
+    return [*cells, *(f"tests_without_uvloop-{python}" for python in _WITHOUT_UVLOOP_PYTHONS), *CHECKS]
 
 
 def _cell_log(logs: Path, cell: str) -> Path:
@@ -142,12 +138,13 @@ def _cell_log(logs: Path, cell: str) -> Path:
 
 @nox.session(python=False)
 def matrix(session: nox.Session) -> None:
-    """Every cell of ``tests`` and ``tests_without_uvloop``, two at a time (``$SPOC_WORKERS_MATRIX_JOBS``).
+    """Every check: each cell of ``tests`` and ``tests_without_uvloop``, then lint, typecheck, docs,
+    examples, build and release_check, two at a time (``$SPOC_WORKERS_MATRIX_JOBS``).
 
     The suite mostly waits (on processes, pipes, deadlines), so cells side by
-    side finish several times sooner than one after another. Each cell is its
-    own ``nox -s`` run with its own log under ``.nox/matrix/``; a failed cell's
-    log is printed whole at the end. Arguments after ``--`` go to every pytest.
+    side finish sooner than one after another. Each is its own ``nox -s`` run
+    with its own log under ``.nox/matrix/``; a failed one's log is printed
+    whole at the end. Arguments after ``--`` go to every test cell's pytest.
     """
     jobs = max(1, int(os.environ.get(MATRIX_JOBS_ENV, "2")))
     logs = ROOT / ".nox" / "matrix"
@@ -188,16 +185,9 @@ def _run_cells(
             log = _cell_log(logs, cell).open("wb")
             # Each cell's own temporary directory: pytest prunes old ones, a neighbour's too.
             basetemp = f"/tmp/spoc-workers-matrix-{os.getpid()}-{number}"
-            command = [
-                sys.executable,
-                "-m",
-                "nox",
-                "-s",
-                cell,
-                "--",
-                f"--basetemp={basetemp}",
-                *session.posargs,
-            ]
+            command = [sys.executable, "-m", "nox", "-s", cell]
+            if cell.startswith("tests"):  # a test cell: pytest's arguments
+                command += ["--", f"--basetemp={basetemp}", *session.posargs]
             running[cell] = (
                 subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT),
                 time.monotonic(),
