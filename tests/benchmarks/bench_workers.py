@@ -127,6 +127,22 @@ def floor_thread_stage(inbox: Any, outbox: Any) -> None:
         outbox.put(increment(item))
 
 
+def passthrough(item: Any) -> Any:
+    """A stage that passes its item on unchanged: with large items, the figure is the hop's cost."""
+    return item
+
+
+def floor_passthrough_process(inbox: Any, outbox: Any) -> None:
+    """A hand-written process stage passing items on until (and including) ``None``."""
+    while True:
+        item = inbox.get()
+        outbox.put(item)
+        if item is None:
+            break
+    outbox.close()
+    outbox.join_thread()
+
+
 def floor_process_stage(inbox: Any, outbox: Any) -> None:
     """The same stage as a multiprocessing.Process target (flushes its queue before exit)."""
     floor_thread_stage(inbox, outbox)

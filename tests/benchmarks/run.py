@@ -51,9 +51,11 @@ from bench_workers import (
     bare_job_thread,
     bare_process_target,
     echo_round_trips,
+    floor_passthrough_process,
     floor_process_stage,
     floor_thread_stage,
     increment,
+    passthrough,
     quiet_logs,
     scrape,
 )
@@ -465,6 +467,53 @@ def _floor_rate(kinds: list[str], items: int, maxsize: int) -> float:
     return items / elapsed
 
 
+LARGE_ITEM = 1 << 20
+"""The size of one item of the large-items figure, in bytes."""
+
+
+def _large_items_rate(items: int, ours: bool) -> float:
+    """Items/s of ``LARGE_ITEM`` bytes each through one process and back: a Pipeline, or by hand."""
+    payload = bytes(LARGE_ITEM)
+    context = multiprocessing.get_context(DEFAULT_METHOD)
+    if ours:
+        pipeline = Pipeline("bench-large", maxsize=8, start_method=DEFAULT_METHOD)
+        pipeline.add_stage(passthrough, kind="process")
+        pipeline.start()
+        try:
+            _wait_until(_running(pipeline.workers), 30, "the pipeline's workers")
+            begun = time.perf_counter()
+            pipeline.feed(itertools.repeat(payload, items))
+            count = sum(1 for _ in pipeline.results())
+            elapsed = time.perf_counter() - begun
+        finally:
+            pipeline.stop(10)
+    else:
+        inbox, outbox = context.Queue(8), context.Queue(8)
+        process = context.Process(target=floor_passthrough_process, args=(inbox, outbox), daemon=True)
+        process.start()
+        inbox.put(b"warm-up")
+        outbox.get(timeout=30)
+
+        def feed() -> None:
+            for _ in range(items):
+                inbox.put(payload)
+            inbox.put(None)
+
+        begun = time.perf_counter()
+        threading.Thread(target=feed, daemon=True).start()
+        count = 0
+        while outbox.get() is not None:
+            count += 1
+        elapsed = time.perf_counter() - begun
+        process.join(10)
+        for q in (inbox, outbox):
+            q.close()
+            q.join_thread()
+    if count != items:
+        raise RuntimeError(f"large items ({'ours' if ours else 'floor'}): {count} results for {items} items")
+    return items / elapsed
+
+
 def pipeline_throughput(sizes: Sizes) -> list[Figure]:
     """Figure 4: Pipeline items/s vs hand-written queue chains (the floor), thread and process hops."""
     items, reps = sizes.pipeline_items, sizes.flow_reps
@@ -487,6 +536,19 @@ def pipeline_throughput(sizes: Sizes) -> list[Figure]:
                     note=f"{items:,} ints, start method {DEFAULT_METHOD}",
                 ).aim(f">= {factor}x floor", lambda f, x=factor: (f.ratio or 0) >= x)  # type: ignore[misc]
             )
+    large = max(20, items // 300)
+    ours = _repeat(reps, lambda: _large_items_rate(large, ours=True))
+    floor = _repeat(reps, lambda: _large_items_rate(large, ours=False))
+    figures.append(
+        Figure(
+            "pipeline process hop, 1 MiB bytes items",
+            ours,
+            "mp.Queue to a Process and back",
+            floor,
+            unit=RATE,
+            note=f"{large} items of {LARGE_ITEM:,} bytes, one process stage passing them on, maxsize 8",
+        )
+    )
     kinds = ["thread", "process", "thread"]
     ours = _repeat(reps, lambda: _pipeline_rate(kinds, items, 8, batch=BATCH))
     floor = _repeat(reps, lambda: _floor_rate(kinds, items, 8))
