@@ -103,16 +103,7 @@ class Hop(queue.Queue):  # type: ignore[type-arg]
 
     def get(self, block: bool = True, timeout: float | None = None) -> Any:
         """As :meth:`queue.Queue.get`, of what is in the queue itself (not what its reader holds)."""
-        with self.not_empty:
-            deadline = None if timeout is None else time.monotonic() + timeout
-            while not self.queue:
-                remaining = None if deadline is None else deadline - time.monotonic()
-                if not block or (remaining is not None and remaining <= 0):
-                    raise queue.Empty
-                self.not_empty.wait(remaining)
-            item = self.queue.popleft()
-            notify(self.not_full)
-            return item
+        return self._take_one(block, timeout, None)
 
     def spoc_reader(self) -> QueueReader:
         """The reader a stage worker takes items with (see ``readers``)."""
@@ -123,23 +114,36 @@ class Hop(queue.Queue):  # type: ignore[type-arg]
 
     def get_unless(self, timeout: float, give_up: Callable[[], bool]) -> Any:
         """``get(True, timeout)`` that also raises ``queue.Empty`` when woken with ``give_up()`` true."""
+        return self._take_one(True, timeout, give_up)
+
+    def _take_one(self, block: bool, timeout: float | None, give_up: Callable[[], bool] | None) -> Any:
         with self.not_empty:
-            end = time.monotonic() + timeout
+            deadline = None if timeout is None else time.monotonic() + timeout
             while not self.queue:
-                remaining = end - time.monotonic()
-                if remaining <= 0 or give_up():
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if (
+                    not block
+                    or (remaining is not None and remaining <= 0)
+                    or (give_up is not None and give_up())
+                ):
                     raise queue.Empty
                 self.not_empty.wait(remaining)
-            item = self._get()
+            item = self.queue.popleft()
             notify(self.not_full)
             return item
 
-    def take_available(self, at_most: int) -> list[Any]:
-        """Take what is there, up to ``at_most`` items, without waiting."""
+    def take_available(self, at_most: int, hold: bool = False) -> list[Any]:
+        """Take what is there, up to ``at_most`` items, without waiting.
+
+        ``hold``: the one reader takes them, and they stay counted in the
+        hop's size (:attr:`held`) instead of making room now.
+        """
         with self.mutex:
             items = self.queue
             taken = [items.popleft() for _ in range(min(len(items), at_most))]
-            if taken:
+            if hold:
+                self.held += len(taken)
+            elif taken:
                 self.not_full.notify(len(taken))
         return taken
 
@@ -177,15 +181,10 @@ class _TakingReader(ThreadQueueReader):
         taken = self._taken
         if taken:
             return True, taken.popleft()
-        q = self.queue
         self._release()
         got, first = super().get(worker, timeout)  # waits for the first item
         if got and self._at_once > 1:
-            with q.mutex:
-                items = q.queue
-                for _ in range(min(len(items), self._at_once - 1)):
-                    taken.append(items.popleft())
-                q.held = len(taken)
+            taken.extend(self.queue.take_available(self._at_once - 1, hold=True))
         return got, first
 
     def get_nowait(self) -> tuple[bool, Any]:

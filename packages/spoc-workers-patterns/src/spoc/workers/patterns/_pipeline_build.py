@@ -155,7 +155,8 @@ def wire(
                 context=context,
                 method=method,
                 start_method=start_method,
-                batch=(batch, linger),
+                batch=batch,
+                linger=linger,
             )
     except BaseException:
         unbuild(stages, wiring)
@@ -180,7 +181,8 @@ def _build_stage(
     context: Any,
     method: str,
     start_method: str | None,
-    batch: tuple[int, float],
+    batch: int,
+    linger: float,
 ) -> None:
     stage = stages[index]
     upstream = 1 if index == 0 else stages[index - 1].workers
@@ -194,8 +196,8 @@ def _build_stage(
         siblings=stage.workers - 1,
         markers_left=markers,
         dead_letters=wiring.dead_letters,
-        batch=batch[0],
-        linger=batch[1],
+        batch=batch,
+        linger=linger,
     )
     options = dict(stage.options)
     if stage.kind == "process" and start_method is not None:

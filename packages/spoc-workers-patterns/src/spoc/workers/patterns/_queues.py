@@ -410,7 +410,8 @@ class QueueWriter:
     def __init__(self, q: Any) -> None:
         self.queue = q
         self.crosses_processes = is_process_queue(q)
-        self._local = isinstance(q, queue.Queue)  # its lock and hooks are used directly
+        # Its lock and hooks are used directly, unless a subclass does its own put().
+        self._local = isinstance(q, queue.Queue) and type(q).put is queue.Queue.put
         # A JoinableQueue counts unfinished tasks in put(): it goes through put().
         self._direct = type(q) is multiprocessing.queues.Queue
 
@@ -526,9 +527,12 @@ def notify(condition: threading.Condition) -> None:
 
 
 def put_if_room(q: queue.Queue[Any], item: Any) -> bool:
-    """``q.put_nowait(item)`` without an exception when full (the costly part): True when put."""
+    """``q.put_nowait(item)`` without an exception when full (the costly part): True when put.
+
+    False too for a queue shut down (Python 3.13+): its own ``put()`` says so.
+    """
     with q.not_full:
-        if 0 < q.maxsize <= q._qsize():
+        if 0 < q.maxsize <= q._qsize() or getattr(q, "is_shutdown", False):
             return False
         q._put(item)
         q.unfinished_tasks += 1
