@@ -76,10 +76,14 @@ def test_the_builder_picks_the_queue_type_of_each_hop() -> None:
         pipeline.stop()
 
 
-def test_stop_in_the_middle_drains_every_accepted_item(start_method: str) -> None:
-    """Stop after 2,000 results: feeding stops, what was accepted drains; none failed, none lost."""
-    pipeline = Pipeline("mid", maxsize=8)
-    pipeline.add_stage(pt.increment).add_stage(pt.Square).add_stage(pt.tag)
+@pytest.mark.parametrize(("batch", "squares"), [(1, 1), (32, 2)], ids=["item-by-item", "batched"])
+def test_stop_in_the_middle_drains_every_accepted_item(start_method: str, batch: int, squares: int) -> None:
+    """Stop after 2,000 results: feeding stops, what was accepted drains; none failed, none lost.
+
+    Batched too (``Pipeline(batch=32)``, two process workers): no item stays in a batch.
+    """
+    pipeline = Pipeline("mid", maxsize=8, batch=batch)
+    pipeline.add_stage(pt.increment).add_stage(pt.Square, workers=squares).add_stage(pt.tag)
     results: list[Any] = []
     with pipeline:
         pipeline.start()
@@ -94,6 +98,8 @@ def test_stop_in_the_middle_drains_every_accepted_item(start_method: str) -> Non
     assert stats.accepted == stats.emitted == len(results)
     assert sorted(results) == sorted(("r", (i + 1) ** 2) for i in range(stats.accepted))
     check_conservation(pipeline)
+    for stage in stats.stages:  # each item a stage took in was passed on
+        assert stage.items_in == stage.items_out + stage.failed + stage.dropped, stage
     with pytest.raises(RuntimeError):
         pipeline.put(1)
 
