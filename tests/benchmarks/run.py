@@ -13,6 +13,7 @@ on purpose (uvloop not installed, a feature the library lacks) do not count.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.util
 import itertools
 import json
@@ -28,7 +29,7 @@ import sys
 import threading
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -983,6 +984,28 @@ def redis_throughput(sizes: Sizes) -> list[Figure]:
 # -- 11. the HTTP endpoint's cost ------------------------------------------------------------
 
 
+@contextlib.contextmanager
+def _scraped(server: Server, http: bool, ready: Callable[[], object]) -> Iterator[None]:
+    """Once ``ready()`` returned, scrape the started ``server``'s endpoint (when ``http``) inside the
+    block, as Prometheus and a kubelet would; then stop the scraper and the server, however it ends."""
+    stop_scraping = threading.Event()
+    scraper: threading.Thread | None = None
+    try:
+        ready()
+        if http:
+            address = server.http_address
+            assert address is not None
+            scraper = threading.Thread(target=scrape, args=(address, stop_scraping), daemon=True)
+            scraper.start()
+        yield
+    finally:
+        stop_scraping.set()
+        if scraper is not None:
+            scraper.join(10)
+        server.stop()
+        server.join_all(10)
+
+
 def _ops_sample(http: bool, window: float) -> tuple[float, float]:
     """(stop latency, loop rounds/s) of thread workers in a Server, with the endpoint on or off.
 
@@ -996,16 +1019,7 @@ def _ops_sample(http: bool, window: float) -> tuple[float, float]:
     server.add_worker(idle)
     server.add_worker(counting)
     server.start()
-    stop_scraping = threading.Event()
-    scraper: threading.Thread | None = None
-    try:
-        idle.entered.wait(10)
-        counting.entered.wait(10)
-        if http:
-            address = server.http_address
-            assert address is not None
-            scraper = threading.Thread(target=scrape, args=(address, stop_scraping), daemon=True)
-            scraper.start()
+    with _scraped(server, http, ready=lambda: (idle.entered.wait(10), counting.entered.wait(10))):
         before, begun = counting.count, time.perf_counter()
         time.sleep(window)
         rate = (counting.count - before) / (time.perf_counter() - begun)
@@ -1016,12 +1030,6 @@ def _ops_sample(http: bool, window: float) -> tuple[float, float]:
         idle.stop()
         idle.join(10)
         stopped = time.perf_counter() - begun
-    finally:
-        stop_scraping.set()
-        if scraper is not None:
-            scraper.join(10)
-        server.stop()
-        server.join_all(10)
     return stopped, rate
 
 
@@ -1039,29 +1047,19 @@ def _jobs_sample(http: bool, window: float, backlog: int) -> float:
     worker = NullJobs("jobs", jobs)
     server.add_worker(worker)
     server.start()
-    stop_scraping = threading.Event()
-    scraper: threading.Thread | None = None
-    try:
+
+    def first_job_done() -> None:
         deadline = time.monotonic() + 10
         while worker.stats.processed == 0 and time.monotonic() < deadline:
             time.sleep(0.001)
-        if http:
-            address = server.http_address
-            assert address is not None
-            scraper = threading.Thread(target=scrape, args=(address, stop_scraping), daemon=True)
-            scraper.start()
+
+    with _scraped(server, http, ready=first_job_done):
         before, begun = worker.stats.processed, time.perf_counter()
         time.sleep(window)
         done = worker.stats.processed - before
         rate = done / (time.perf_counter() - begun)
         if not jobs.queue:
             raise RuntimeError(f"the backlog of {backlog:,} jobs ran out within the window: make it larger")
-    finally:
-        stop_scraping.set()
-        if scraper is not None:
-            scraper.join(10)
-        server.stop()
-        server.join_all(10)
     return rate
 
 
