@@ -11,7 +11,7 @@ import threading
 import time
 from typing import Any
 
-from spoc.workers.patterns import JobProcessor, ProcessJobProcessor, StageWorker
+from spoc.workers.patterns import JobProcessor, ProcessJobProcessor, ProcessStageWorker, StageWorker
 from spoc.workers.redis import RedisStream
 
 
@@ -106,6 +106,39 @@ class Doubler(StageWorker):
 
     def process_item(self, item: Any) -> Any:
         return item * 2
+
+
+class _SlowDoubling:
+    """``process_item``: the item times 2, after 2 ms (so that a kill -9 finds items inside)."""
+
+    def process_item(self, item: Any) -> Any:
+        time.sleep(0.002)
+        return item * 2
+
+
+class SlowDoubler(_SlowDoubling, StageWorker):
+    """A thread stage that doubles each item slowly."""
+
+
+class ProcessSlowDoubler(_SlowDoubling, ProcessStageWorker):
+    """A process stage that doubles each item slowly."""
+
+
+class _Sorting:
+    """``process_item``: drops odd items, raises on 7s (7, 17, 27, ...), passes the rest on."""
+
+    def process_item(self, item: Any) -> Any:
+        if item % 10 == 7:
+            raise ValueError(f"no {item}")
+        return item if item % 2 == 0 else None
+
+
+class Sorter(_Sorting, StageWorker):
+    """A thread stage that drops, fails or passes on (see ``_Sorting``)."""
+
+
+class ProcessSorter(_Sorting, ProcessStageWorker):
+    """A process stage that drops, fails or passes on (see ``_Sorting``)."""
 
 
 class GatedProcessor(JobProcessor):

@@ -35,6 +35,7 @@ __all__ = [
     "DURATION_BUCKETS",
     "DURATION_FIELDS",
     "HANDLE",
+    "HANDLE_INNER",
     "SUM_FIELD",
     "Consumer",
     "Events",
@@ -46,7 +47,7 @@ __all__ = [
 
 Event = dict[str, Any] | None
 """The data of an ``"error"`` event to send (``exception``, ``phase``, ...), or None for none."""
-Events = Event | list[dict[str, Any]]
+Events = Event | list[Event]
 """One event, several (the items of a batch), or None."""
 
 
@@ -65,12 +66,15 @@ class Verdict(enum.Enum):
     """What :meth:`Consumer.arrived` says of an item taken."""
 
     HANDLE = "handle"  # hand it to the handler
+    HANDLE_INNER = "handle inner"  # hand the item inside its envelope (``item.item``) to the handler
     SKIP = "skip"  # not a job: go on with the next one
     LEAVE = "leave"  # not a job, and the loop ends
 
 
 HANDLE: tuple[Verdict, Sequence[Put]] = (Verdict.HANDLE, ())
 """What :meth:`Consumer.arrived` says of most items: one object, nothing made per item."""
+HANDLE_INNER: tuple[Verdict, Sequence[Put]] = (Verdict.HANDLE_INNER, ())
+"""What :meth:`Consumer.arrived` says of an item in an envelope (a tracked item, see ``_tracked``)."""
 
 
 class Put(NamedTuple):
@@ -242,7 +246,9 @@ def consume(consumer: Consumer) -> None:
                         _put_held(consumer, worker)
                     for put in puts:
                         put.writer.put(worker, put.item, put.grace)
-                    if verdict is not Verdict.HANDLE:
+                    if verdict is Verdict.HANDLE_INNER:
+                        item = item.item
+                    elif verdict is not Verdict.HANDLE:
                         outcome = None
                         if verdict is Verdict.LEAVE:
                             return
@@ -317,7 +323,9 @@ async def aconsume(consumer: Consumer) -> None:
                         await _aput_held(consumer, worker)
                     for put in puts:
                         await aput(put.writer, worker, put.item, put.grace)
-                    if verdict is not Verdict.HANDLE:
+                    if verdict is Verdict.HANDLE_INNER:
+                        item = item.item
+                    elif verdict is not Verdict.HANDLE:
                         outcome = None
                         if verdict is Verdict.LEAVE:
                             return

@@ -15,7 +15,9 @@ from typing import Any
 from spoc.workers import ThreadWorker
 
 from ._consume import Consumer, Event, consume
+from ._queues import QueueReader
 from ._support import short_repr
+from ._tracked import Tracked
 
 __all__ = ["Feeder", "SourceFeeder"]
 
@@ -67,14 +69,38 @@ class Feeder(ThreadWorker):
 class SourceFeeder(Feeder):
     """Takes items from a queue or job source until stopped and puts them into a pipeline.
 
-    A job source's item is acknowledged (``done(None)``) once the pipeline
-    accepted it; one taken while the pipeline stops is given back: left
-    unacknowledged to a job source (delivered again), put back into a queue.
+    A job source that acknowledges late (its reader's ``defer()`` gives a
+    token) has each item put in as a :class:`Tracked` envelope tagged
+    ``(tag, token)``, and is told when the item has left the pipeline,
+    through :meth:`settle`. Any other source's item is done for it
+    (``done(None)``) once the pipeline accepted it. An item taken while the
+    pipeline stops is given back: left unacknowledged to a job source
+    (delivered again), put back into a queue.
+
+    Args:
+        tag: what tells this feeder's items apart in the pipeline (its index there).
+        *args: as for :class:`Feeder`.
     """
+
+    def __init__(self, tag: int, *args: Any) -> None:
+        super().__init__(*args)
+        self.tag = tag
+        self.reader: QueueReader | None = None  # the source's reader, once main() made it
 
     def main(self) -> None:
         """Take items from the source and feed them, until stopped."""
-        consume(_FeedConsumer(self))
+        consumer = _FeedConsumer(self)
+        self.reader = consumer.reader
+        consume(consumer)
+
+    def settle(self, token: Any, error: BaseException | None) -> None:
+        """A tracked item of this feeder's has left the pipeline: tell its source (any thread)."""
+        reader = self.reader
+        assert reader is not None  # the token came from it
+        try:
+            reader.settle(token, error)
+        except Exception:
+            logger.exception("%r: could not settle an item with its source", self.name)
 
 
 class _FeedConsumer(Consumer):
@@ -100,7 +126,16 @@ class _FeedConsumer(Consumer):
 
     def _accept(self, item: Any) -> bool:
         self.item, self.accepted = item, False
-        self.accepted = self.feeder.accept(item, self.feeder)
+        feeder = self.feeder
+        token = self.reader.defer()
+        if token is None:
+            self.accepted = feeder.accept(item, feeder)
+            return self.accepted
+        try:
+            self.accepted = feeder.accept(Tracked((feeder.tag, token), item), feeder)
+        finally:
+            if not self.accepted:  # given back: its source delivers it again
+                feeder.settle(token, _NOT_ACCEPTED)
         return self.accepted
 
     def unreadable(self, exc: Exception) -> Event:

@@ -31,6 +31,7 @@ from ._pipeline_stats import PipelineStats, StageStats, stage_totals
 from ._queues import reader_for
 from ._stages import DEFAULT_PUT_GRACE, ProcessStageWorker, StageWorker
 from ._support import check_number
+from ._tracked import Tracked
 
 __all__ = [
     "END_OF_STREAM",
@@ -255,12 +256,18 @@ class Pipeline(_PipelineFlow):
         """Take items from ``source`` in a background thread until :meth:`stop`.
 
         ``source`` is a queue (``queue.Queue``, a multiprocessing queue) or a
-        job source such as ``spoc-workers-redis``'s ``RedisStream``: then an
-        item is acknowledged once the pipeline accepted it (it is in the
-        pipeline's care from then on: :meth:`stop` drains it), and an item
-        taken while the pipeline stops is left unacknowledged, to be
-        delivered again. Such a pipeline has no end of input: it runs until
-        :meth:`stop`. Callable before :meth:`start`.
+        job source such as ``spoc-workers-redis``'s ``RedisStream``. A queue's
+        item is done for it once the pipeline accepted it. A job source that
+        acknowledges late (whose reader's ``defer()`` gives a token, as
+        ``RedisStream``'s does) is *at least once, end to end*: an item is
+        acknowledged only when it has left the pipeline (its result
+        consumed from :meth:`results`, dropped by a stage, or a dead letter
+        of a failing ``process_item``), so an item inside a process that
+        dies is delivered again. One that a stop turned into a dead letter
+        (:class:`PipelineStoppedError`), or taken while the pipeline stops,
+        is left unacknowledged, to be delivered again. Such a pipeline has
+        no end of input: it runs until :meth:`stop`. Callable before
+        :meth:`start`.
 
         Raises:
             TypeError: ``source`` is neither a queue nor a job source.
@@ -304,6 +311,10 @@ class Pipeline(_PipelineFlow):
         thread that iterates (and in every later call). The items that did
         not come out are in :attr:`dead_letters` or :attr:`PipelineStats.lost`.
 
+        The result of an item from a job source that acknowledges late (see
+        :meth:`feed_from`) is acknowledged once the loop's body ran for it:
+        when the loop comes back for the next result, or leaves.
+
         Raises:
             RuntimeError: the pipeline is not started.
             PipelineFailedError: a stage worker failed (after the last result).
@@ -317,7 +328,13 @@ class Pipeline(_PipelineFlow):
                 item = self._results.popleft() if buffered else None
                 complete = not buffered and self._complete()
             if buffered:
-                yield item
+                if type(item) is not Tracked:
+                    yield item
+                    continue
+                try:
+                    yield item.item
+                finally:  # the loop's body ran: it came back for the next one, or left (see _tracked)
+                    self._settle(item.tag, None)
                 continue
             if complete:
                 break

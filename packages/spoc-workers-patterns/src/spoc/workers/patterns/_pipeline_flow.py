@@ -49,6 +49,7 @@ from ._pipeline_build import StageSpec
 from ._pipeline_errors import DeadLetter, PipelineFailedError, PipelineStoppedError, stage_failure
 from ._pipeline_state import PipelineState, PipelineStatus
 from ._queues import put_if_room, unbatch
+from ._tracked import DROPPED, Tracked
 
 __all__ = ["PUMP_WAIT"]
 
@@ -103,10 +104,10 @@ class _PipelineFlow:
     def _start_feeder(self, items: Any, close: bool, is_source: bool = False) -> None:
         server = self._server
         assert server is not None
-        kind = SourceFeeder if is_source else Feeder
         with self._lock:
             name = f"{self.name}.feed-{len(self._feeders) + 1}"
-            feeder = kind(name, items, self._feeder_accept, self._feeder_close, close)
+            args = (name, items, self._feeder_accept, self._feeder_close, close)
+            feeder = SourceFeeder(len(self._feeders), *args) if is_source else Feeder(*args)
             self._feeders.append(feeder)
         server.add_worker(feeder)
 
@@ -229,11 +230,42 @@ class _PipelineFlow:
             taken += final.take_available(TAKE_AT_ONCE - 1)
         else:
             taken = unbatch(taken)
-        results = [item for item in taken if item is not END_OF_STREAM]
         with self._lock:
-            self._markers_seen += len(taken) - len(results)
-            self._emitted += len(results)
+            return self._arrived(taken)
+
+    def _arrived(self, taken: list[Any]) -> list[Any]:
+        """What came out of the last queue: the results in it; counts end markers (holds the lock).
+
+        A tracked result stays in its envelope until :meth:`results` yields
+        it; a tombstone (a tracked item dropped on its way) is settled now.
+        """
+        results = [item for item in taken if item is not END_OF_STREAM]
+        self._markers_seen += len(taken) - len(results)
+        if self._feeders and any(type(item) is Tracked for item in results):
+            for tombstone in [item for item in results if type(item) is Tracked and item.item is DROPPED]:
+                results.remove(tombstone)
+                self._settle(tombstone.tag, None)
+        self._emitted += len(results)
         return results
+
+    def _settle(self, tag: tuple[int, Any], error: BaseException | None) -> None:
+        """A tracked item has left the pipeline: tell the feeder of its source (see ``_tracked``)."""
+        index, token = tag
+        feeder = self._feeders[index]
+        assert isinstance(feeder, SourceFeeder)
+        feeder.settle(token, error)
+
+    def _add_letter(self, letter: Any) -> None:
+        """Keep a dead letter as its queue delivered it; a tracked one's source is told (see
+        ``_tracked``), and a tombstone a stage could not pass on is only settled (holds the lock)."""
+        if type(letter) is Tracked:
+            tag, letter = letter
+            if letter is DROPPED:
+                self._settle(tag, None)
+                return
+            stopped = isinstance(letter.error, PipelineStoppedError)  # not processed: delivered again
+            self._settle(tag, letter.error if stopped else None)
+        self._dead_letters.append(letter)
 
     def _complete(self) -> bool:
         """No more results will come."""
@@ -301,6 +333,12 @@ class _PipelineFlow:
         error = PipelineStoppedError(
             f"pipeline {self.name!r} stopped while the item waited for stage {stage!r}"
         )
+        if type(item) is Tracked:
+            tag, item = item
+            if item is DROPPED:  # dropped on purpose already: only its source is to be told
+                self._settle(tag, None)
+                return
+            self._settle(tag, error)
         self._dead_letters.append(DeadLetter(stage=stage, item=item, error=error))
         self._drained += 1
 
@@ -349,7 +387,7 @@ class _PipelineFlow:
             except (queue.Empty, OSError, ValueError, EOFError):
                 return
             with self._lock:
-                self._dead_letters.append(letter)
+                self._add_letter(letter)
 
     def _force_stop(self, timeout: float) -> None:
         server = self._server
@@ -378,7 +416,7 @@ class _PipelineFlow:
                 if missing <= 0 or time.monotonic() >= deadline:
                     return
                 continue
-            self._dead_letters.append(letter)
+            self._add_letter(letter)
 
     def _finish(self) -> None:
         """After the workers ended: empty every queue (results to the buffer, the rest to dead
@@ -399,14 +437,12 @@ class _PipelineFlow:
                 # Only stage workers read a queue before the results; once all of them are gone,
                 # its read lock may be ignored (one killed while holding it leaves it taken).
                 readers_gone = index < last and not any(w.is_alive() for w in self._stages[index].instances)
-                for item in drain(q, wait, readers_gone):
-                    if item is END_OF_STREAM:
-                        if index == last:
-                            self._markers_seen += 1
-                    elif index == last:
-                        self._results.append(item)
-                        self._emitted += 1
-                    else:
+                items = drain(q, wait, readers_gone)
+                if index == last:
+                    self._results.extend(self._arrived(items))
+                    continue
+                for item in items:
+                    if item is not END_OF_STREAM:
                         self._queued_dead_letter(index, item)
             self._collect_last_dead_letters()
             self._release()

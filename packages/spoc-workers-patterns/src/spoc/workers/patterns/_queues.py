@@ -232,6 +232,26 @@ class QueueReader:
         """
         self.task_done()
 
+    def defer(self) -> Any | None:
+        """Detach the acknowledgement of the job last taken: its token, to :meth:`settle` later.
+
+        Called by a :class:`Pipeline`'s source feeder before it puts the job
+        in, so that the job is acknowledged only once it has left the
+        pipeline (at least once, end to end), from whichever thread sees it
+        leave; :meth:`done` then concerns that job no more. The token must
+        pickle (it travels with the item, across process hops).
+
+        Returns:
+            None when this source cannot wait (a queue forgets a job once
+            taken): the job is then done for it once accepted.
+        """
+        return None
+
+    def settle(self, token: Any, error: BaseException | None) -> None:
+        """The job of ``token`` (from :meth:`defer`) has left: acknowledge it, or, with ``error``,
+        leave it to be delivered again. Called from any thread, also after the consumer stopped."""
+        raise NotImplementedError(f"{type(self).__name__} defers nothing")
+
     def take_leftovers(self) -> list[Any]:
         """The items taken from the queue but not handed out yet (the rest of a :class:`Batch`)."""
         return []

@@ -30,12 +30,24 @@ from typing import TYPE_CHECKING, Any
 
 from spoc.workers import AbstractWorker, ProcessWorker, ThreadWorker
 
-from ._consume import DURATION_FIELDS, HANDLE, Consumer, Event, Events, Put, Verdict, aconsume, consume
+from ._consume import (
+    DURATION_FIELDS,
+    HANDLE,
+    HANDLE_INNER,
+    Consumer,
+    Event,
+    Events,
+    Put,
+    Verdict,
+    aconsume,
+    consume,
+)
 from ._hops import END_OF_STREAM, count_down
 from ._pipeline_errors import DeadLetter, PipelineStoppedError, picklable_letter
 from ._pipeline_stats import STAGE_FIELDS, StageStats, stage_stats
 from ._queues import Batch, check_shareable, is_process_queue, reader_for, writer_for
 from ._support import Counters, check_number, has_async, log_failure, new_counters, short_repr
+from ._tracked import DROPPED, Tracked, is_tombstone
 
 if TYPE_CHECKING:
     from prometheus_client.core import Metric
@@ -195,6 +207,8 @@ class _StageConsumer(Consumer):
         self.batch = link.batch if link is not None and self.writer.crosses_processes else 1
         self.linger = link.linger if link is not None else 0.0
         self.held: list[Any] = []
+        self.tag: Any = None  # the tag of the tracked item being handled (see _tracked)
+        self.tracking = False  # whether a tracked item came: results may then hold tombstones
 
     def unreadable(self, exc: Exception) -> Event:  # e.g. an item that cannot be unpickled here
         return self.fail(None, exc, "get", self.name)
@@ -202,6 +216,8 @@ class _StageConsumer(Consumer):
     def arrived(self, item: Any) -> tuple[Verdict, Sequence[Put]]:
         stage = self.stage
         if item is not END_OF_STREAM:
+            if type(item) is Tracked:
+                return self.arrived_tracked(item)
             self.add("items_in")
             return HANDLE
         leave, siblings = self.end_decision()
@@ -211,6 +227,35 @@ class _StageConsumer(Consumer):
         puts = [Put(own, END_OF_STREAM, self.grace) for _ in range(siblings)]
         puts.append(Put(self.writer, END_OF_STREAM, self.grace))
         return Verdict.LEAVE, puts
+
+    def arrived_tracked(self, item: Tracked) -> tuple[Verdict, Sequence[Put]]:
+        """A tracked item is handled from inside its envelope; a tombstone is passed on as it is."""
+        self.tracking = True
+        if item.item is DROPPED:
+            return Verdict.SKIP, self.pass_on(item)
+        self.tag = item.tag
+        self.add("items_in")
+        return HANDLE_INNER
+
+    def retag(self, obj: Any) -> Any:
+        """``obj`` in the envelope of the tracked item being handled (as it is for an untracked one)."""
+        tag, self.tag = self.tag, None
+        return obj if tag is None else Tracked(tag, obj)
+
+    def pass_on(self, obj: Any) -> Sequence[Put]:
+        """The puts that pass ``obj`` on behind the results held back (none when it is held too)."""
+        if self.batch == 1:
+            return (Put(self.writer, obj, self.grace),)
+        self.hold(obj)
+        return ()
+
+    def hold(self, obj: Any) -> Batch | None:
+        """Hold ``obj`` back for a batch; the batch, when it is full."""
+        held = self.held
+        held.append(obj)
+        if len(held) == 1:
+            self.due = time.monotonic() + self.linger
+        return self.take_batch() if len(held) >= self.batch else None
 
     def end_decision(self) -> tuple[bool, int]:
         """(leave the loop?, how many markers to give to siblings) for one marker taken."""
@@ -227,10 +272,12 @@ class _StageConsumer(Consumer):
     def handled(self, item: Any, result: Any, error: Exception | None, started: float) -> tuple[Event, Any]:
         self.account(started)  # the duration of process_item(), whatever became of the item
         if error is not None:
-            return self.fail(item, error, "process_item", self.name), None
+            return self.fail(self.retag(item), error, "process_item", self.name), None
         if result is None:
             self.count("dropped")
-            return None, None
+            if self.tag is None:
+                return None, None
+            result = DROPPED  # its tombstone goes on, for the pipeline to settle it
         try:
             self.writer.check_picklable(result)
         except Exception as exc:
@@ -239,14 +286,11 @@ class _StageConsumer(Consumer):
                 f"multiprocessing queue to the next stage: {exc!r}"
             )
             unpicklable.__cause__ = exc
-            return self.fail(item, unpicklable, "process_item", self.name), None
+            return self.fail(self.retag(item), unpicklable, "process_item", self.name), None
+        result = self.retag(result)
         if self.batch == 1:
             return None, result
-        held = self.held
-        held.append(result)
-        if len(held) == 1:
-            self.due = time.monotonic() + self.linger
-        return None, (self.take_batch() if len(held) >= self.batch else None)
+        return None, self.hold(result)
 
     def take_batch(self) -> Batch | None:
         if not self.held:
@@ -257,7 +301,11 @@ class _StageConsumer(Consumer):
     def put_done(self, result: Any, ok: bool) -> Events:
         results = result.items if type(result) is Batch else None
         if ok:
-            self.add("items_out", 1 if results is None else len(results))
+            out = 1 if results is None else len(results)
+            if self.tracking:  # a tombstone is no result
+                out -= sum(1 for one in (results or (result,)) if is_tombstone(one))
+            if out:
+                self.add("items_out", out)
             return None
         not_passed_on = PipelineStoppedError(
             f"{self.who} was stopped while its output queue stayed full for put_grace="
@@ -270,36 +318,51 @@ class _StageConsumer(Consumer):
     def unhandled(self, items: list[Any]) -> Events:
         """The rest of a batch taken when the stop came: each one is a dead letter."""
         stopped = PipelineStoppedError(f"{self.who} was stopped before it processed the item")
-        events: list[dict[str, Any]] = []
+        events: list[Event] = []
         for item in items:
             if item is END_OF_STREAM:
                 continue
-            self.add("items_in")
+            if type(item) is not Tracked or item.item is not DROPPED:
+                self.add("items_in")
             events.append(self.fail(item, stopped, "process_item", self.name))
         return events
 
-    def fail(self, item: Any, error: BaseException, phase: str, stage: str) -> dict[str, Any]:
-        """Log, dead-letter and count a failed item; the ``"error"`` event to send."""
+    def fail(self, item: Any, error: BaseException, phase: str, stage: str) -> Event:
+        """Log, dead-letter and count a failed item; the ``"error"`` event to send.
+
+        A tracked item's letter carries its tag; a tombstone that could not be
+        passed on is no failure (its item was dropped on purpose): it goes to
+        the pipeline through the dead letters' queue, to be settled there.
+        """
+        tag = None
+        if type(item) is Tracked:
+            tag, item = item
+            if item is DROPPED:
+                self.dead_letter(Tracked(tag, DROPPED))
+                return None
         log_failure(self.stage, f"{phase} of item {short_repr(item)}", error)
-        self.dead_letter(item, error, stage)
+        letter = DeadLetter(stage=stage, item=item, error=error, worker=self.stage.name)
+        self.dead_letter(letter if tag is None else Tracked(tag, letter))
         self.count("failed")
         return {"exception": error, "phase": phase, "item": item}
 
-    def dead_letter(self, item: Any, error: BaseException, stage: str) -> None:
-        """In a pipeline, report a failed item as a :class:`DeadLetter`."""
+    def dead_letter(self, letter: DeadLetter | Tracked) -> None:
+        """In a pipeline, report a failed item (a :class:`DeadLetter`, tracked or not)."""
         link = self.link
         if link is None:
             return
-        letter = DeadLetter(stage=stage, item=item, error=error, worker=self.stage.name)
         if is_process_queue(link.dead_letters):
-            letter = picklable_letter(letter)
+            if type(letter) is DeadLetter:
+                letter = picklable_letter(letter)
+            elif isinstance(letter, Tracked) and type(letter.item) is DeadLetter:
+                letter = Tracked(letter.tag, picklable_letter(letter.item))
         # Written into the pipe at once (see QueueWriter), so a SIGKILL does not take it along;
         # through the feeder only if the queue's write lock stays taken (its holder was killed).
         if not writer_for(link.dead_letters).put(self.stage, letter, self.grace):
             link.dead_letters.put(letter)
 
     def cut_short(self, item: Any, exc: BaseException) -> Event:  # the item is a dead letter, not lost
-        return self.fail(item, exc, "process_item", self.name)
+        return self.fail(self.retag(item), exc, "process_item", self.name)
 
     def done(self, outcome: BaseException | None) -> None:
         """Every item taken is done for its source, a failed one too: it became a dead letter."""

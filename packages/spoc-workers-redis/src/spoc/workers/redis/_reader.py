@@ -19,6 +19,7 @@ import collections
 import logging
 import os
 import socket
+import threading
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -61,6 +62,11 @@ class RedisStreamReader(QueueReader):
         # acknowledged together, in the round trip that reads the next batch (or at release).
         self._acks: list[tuple[bytes, bool]] = []
         self._current_redelivered = False  # an error note may exist only for a job delivered before
+        # Deferred jobs (a pipeline's, see defer()): settled from other threads, so through this lock.
+        self._settle_lock = threading.Lock()
+        self._settled: list[tuple[bytes, bool]] = []  # acknowledgements for _acks, at the next round trip
+        self._deferred: set[bytes] = set()  # in a pipeline now: never taken over by this reader
+        self._released = False  # the worker's loop ended: a settled job is acknowledged at once
         self._group_ready = False
         self._next_claim = 0.0
         self._claim_cursor: bytes | str = "0-0"
@@ -88,6 +94,7 @@ class RedisStreamReader(QueueReader):
                 return _NOTHING  # release() sends the acknowledgements still pending
             wait = self.stream.block
             if deadline is not None:
+                self._collect_settled()
                 wait = min(wait, deadline - time.monotonic())
                 if wait <= 0:
                     if self._acks and not flushed:  # a caller may not come back soon: send them now
@@ -133,18 +140,62 @@ class RedisStreamReader(QueueReader):
         if error is None:
             self._acks.append((entry_id, self._current_redelivered))
         else:
-            note = f"{type(error).__name__}: {error}"[:2000]
-            if not self._retrying(
-                "note a job's error",
-                lambda: self._client().hset(self.stream.errors_key, entry_id, note),
-            ):
-                logger.error(
-                    "%r: job %s failed (%s); it is delivered again after %gs, its error not noted",
-                    self.stream,
-                    text(entry_id),
-                    note,
-                    self.stream.claim_idle,
-                )
+            self._note(entry_id, error)
+
+    def defer(self) -> tuple[bytes, bool] | None:
+        """Detach the job last taken: acknowledged only when :meth:`settle` says so (a pipeline's item).
+
+        Until then this reader does not take the entry over again; another
+        consumer does once it stays pending longer than ``claim_idle``
+        (when this process died), so ``claim_idle`` must exceed the time an
+        item spends in the pipeline.
+        """
+        entry_id, self._current = self._current, None
+        if entry_id is None:
+            return None
+        with self._settle_lock:
+            self._deferred.add(entry_id)
+        return entry_id, self._current_redelivered
+
+    def settle(self, token: Any, error: BaseException | None) -> None:
+        """The job of ``token`` has left the pipeline: acknowledge it (with the next round trip, or
+        at once once the worker's loop ended), or, with ``error``, leave it pending, noting the error."""
+        entry_id, redelivered = token
+        with self._settle_lock:
+            self._deferred.discard(entry_id)
+            if error is None:
+                self._settled.append((entry_id, redelivered))
+            released = self._released
+        if error is not None:
+            self._note(entry_id, error)
+        elif released:
+            with self._settle_lock:  # one sender at a time once the worker's thread is gone
+                self._collect_settled_locked()
+                self._flush_acks()
+
+    def _note(self, entry_id: bytes, error: BaseException) -> None:
+        note = f"{type(error).__name__}: {error}"[:2000]
+        if not self._retrying(
+            "note a job's error",
+            lambda: self._client().hset(self.stream.errors_key, entry_id, note),
+        ):
+            logger.error(
+                "%r: job %s failed (%s); it is delivered again after %gs, its error not noted",
+                self.stream,
+                text(entry_id),
+                note,
+                self.stream.claim_idle,
+            )
+
+    def _collect_settled(self) -> None:
+        """Move the acknowledgements settled by other threads to the ones this thread sends."""
+        if self._settled:
+            with self._settle_lock:
+                self._collect_settled_locked()
+
+    def _collect_settled_locked(self) -> None:
+        self._acks.extend(self._settled)
+        self._settled.clear()
 
     def give_back(self, item: Any) -> None:
         """Leave the job last taken unacknowledged: it is delivered again after ``claim_idle``."""
@@ -157,6 +208,12 @@ class RedisStreamReader(QueueReader):
         take them. Re-adding (with all their fields) and acknowledging is one
         transaction; when Redis cannot be reached they stay pending instead.
         """
+        with self._settle_lock:  # a settle() from another thread waits, then sends its own
+            self._collect_settled_locked()
+            self._released = True
+            self._release_locked()
+
+    def _release_locked(self) -> None:
         entries, self._buffer = list(self._buffer), collections.deque()
         if not entries:
             self._flush_acks()
@@ -220,6 +277,7 @@ class RedisStreamReader(QueueReader):
 
         The acknowledgements of the jobs done since the last read go in the same round trip.
         """
+        self._collect_settled()
         what = f"read jobs, acknowledging {len(self._acks)} done" if self._acks else "read jobs"
         try:
             if not self._group_ready:
@@ -274,7 +332,9 @@ class RedisStreamReader(QueueReader):
         self._claim_cursor = reply[0]
         for entry_id in reply[2] if len(reply) > 2 else ():  # Redis 7: dropped from the group by the claim
             self._deleted(entry_id)
-        entries = [(entry_id, fields) for entry_id, fields in reply[1] if entry_id is not None]
+        with self._settle_lock:
+            in_pipeline = set(self._deferred)
+        entries = [(i, fields) for i, fields in reply[1] if i is not None and i not in in_pipeline]
         if not entries:
             return
         counts = {
@@ -308,6 +368,8 @@ class RedisStreamReader(QueueReader):
     def _queue_acks(self, pipe: Any) -> None:
         """Add the pending acknowledgements to ``pipe``: one ``XACK``, one ``HDEL`` of error notes."""
         stream = self.stream
+        if not self._acks:  # XACK with no id is an error (it would fail a whole transaction)
+            return
         pipe.xack(stream.stream, stream.group, *(entry_id for entry_id, _ in self._acks))
         noted = [entry_id for entry_id, may_have_note in self._acks if may_have_note]
         if noted:
