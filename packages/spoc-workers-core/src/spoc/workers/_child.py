@@ -21,6 +21,7 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
 from multiprocessing import parent_process
 from multiprocessing.connection import Connection, wait
 from typing import TYPE_CHECKING, Any
@@ -54,9 +55,17 @@ _CANCEL_GRACE = 0.25  # lets an async main's own cancellation win over the watch
 
 
 def child_main(
-    worker: ProcessWorker, control: Connection, status: Connection, liveness: Liveness, use_uvloop: bool
+    enter: Callable[[StopToken, Liveness], ProcessWorker],
+    control: Connection,
+    status: Connection,
+    liveness: Liveness,
+    use_uvloop: bool,
 ) -> None:
-    """Entry point of the child process (module-level, so spawn can import it)."""
+    """Entry point of the child process (module-level, so spawn can import it).
+
+    ``enter`` is the worker's own step into the child (its bound ``_enter_child``):
+    given the child's stop token and the shared liveness, it returns the worker.
+    """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     if hasattr(signal, "SIGUSR1"):  # like the parent's run_forever: show stacks, never die of it
         faulthandler.register(signal.SIGUSR1, all_threads=True, chain=False)
@@ -68,7 +77,7 @@ def child_main(
         use_default_loop()
     token = StopToken()
     signal.signal(signal.SIGTERM, lambda signum, frame: token.set())
-    worker._enter_child(token, liveness)
+    worker = enter(token, liveness)
     _set_process_name(worker.name)
     reporter = PipeReporter(status)
     finished = threading.Event()

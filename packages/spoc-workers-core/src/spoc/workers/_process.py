@@ -16,6 +16,7 @@ import pickle
 import signal
 import threading
 import time
+from collections.abc import Callable
 from multiprocessing.connection import Connection, wait
 from pathlib import Path
 from typing import Any, ClassVar
@@ -30,7 +31,7 @@ from ._pickling import find_unpicklable
 from ._protocol import DUMP, EXIT, STOP, DoneReport, ErrorReport, Report, StacksReport, StateReport
 from ._state import TERMINAL_STATES, WorkerState
 from ._stop import StopToken
-from ._supervision import HUNG_KILL_AFTER, Supervision
+from ._supervision import HUNG_KILL_AFTER, Lent, Supervision
 from ._worker import DEFAULT_STOP_TIMEOUT, AbstractWorker
 
 __all__ = ["START_METHOD_ENV", "ProcessWorker", "describe_exitcode", "resident_bytes", "signal_name"]
@@ -102,7 +103,13 @@ class ProcessWorker(AbstractWorker):
         )
 
     def _new_supervision(self) -> Supervision:
-        return _ProcessSupervision(self)
+        return _ProcessSupervision(
+            self,
+            self._lent(),
+            waitables=self._waitables,
+            record_error=self._record_error,
+            request_stacks=self._request_stacks,
+        )
 
     # -- introspection --------------------------------------------------------
 
@@ -236,12 +243,17 @@ class ProcessWorker(AbstractWorker):
 
     # -- carrier --------------------------------------------------------------
 
-    def _enter_child(self, token: StopToken, liveness: Liveness) -> None:
-        """Called in the child: a clean runtime, the child's own stop token, shared liveness."""
+    def _enter_child(self, token: StopToken, liveness: Liveness) -> ProcessWorker:
+        """Called in the child: a clean runtime, the child's own stop token, shared liveness.
+
+        Returns:
+            this worker, ready for its run in the child.
+        """
         self._init_runtime()
         self._token = token
         self._liveness = liveness
         self._state = WorkerState.STARTING
+        return self
 
     def _new_liveness(self) -> Liveness:
         # In shared memory: the child writes its heartbeats, the parent reads them.
@@ -264,7 +276,8 @@ class ProcessWorker(AbstractWorker):
         status_reader, status_writer = context.Pipe(duplex=False)
         process = context.Process(
             target=child_main,
-            args=(self, control_reader, status_writer, self._liveness, uvloop_enabled()),
+            # The bound method carries the worker: it pickles as (worker, "_enter_child").
+            args=(self._enter_child, control_reader, status_writer, self._liveness, uvloop_enabled()),
             name=self.name,
             daemon=self.daemon,
         )
@@ -410,17 +423,31 @@ class _ProcessSupervision(Supervision):
     start_first = True
     measures_memory = True
 
+    def __init__(
+        self,
+        worker: ProcessWorker,
+        lent: Lent,
+        *,
+        waitables: Callable[[], list[Any]],
+        record_error: Callable[[BaseException], None],
+        request_stacks: Callable[[], None],
+    ) -> None:
+        """``waitables``, ``record_error`` and ``request_stacks``: what a process worker lends besides."""
+        super().__init__(worker, lent)
+        self._waitables = waitables
+        self._record_error = record_error
+        self._request_stacks = request_stacks
+
     def rss_bytes(self) -> int | None:
         return resident_bytes(self._worker.pid) if self._worker.is_alive() else None
 
     def waitables(self) -> list[Any]:
-        return self._worker._waitables()
+        return self._waitables()
 
     def declare_hung(self, error: BaseException) -> float:
-        worker = self._worker
-        worker._record_error(error)
-        worker._request_stacks()  # logged by the parent when they arrive
-        worker.terminate()
+        self._record_error(error)
+        self._request_stacks()  # logged by the parent when they arrive
+        self._worker.terminate()
         return HUNG_KILL_AFTER
 
     def terminate(self) -> bool:

@@ -7,18 +7,23 @@ answers differ by carrier (a thread cannot be terminated; a process's stack
 has to be asked for), so each carrier provides its own :class:`Supervision`,
 and a supervisor never branches on the carrier or reads a worker's private
 state.
+
+Nor does a :class:`Supervision`: the worker builds it and lends it what it
+needs of the worker's internals (a :class:`Lent`, and a carrier's own extras
+as arguments), so it reads only its own attributes and the worker's public API.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from ._state import WorkerState
     from ._worker import AbstractWorker
 
-__all__ = ["HUNG_KILL_AFTER", "ExitListener", "StateListener", "Supervision"]
+__all__ = ["HUNG_KILL_AFTER", "ExitListener", "Lent", "StateListener", "Supervision"]
 
 HUNG_KILL_AFTER = 1.0
 """Seconds after which a hung process that ignored its terminate is killed (SIGKILL)."""
@@ -27,6 +32,26 @@ StateListener = Callable[["AbstractWorker", "WorkerState", "WorkerState"], None]
 """Called with ``(worker, old, new)`` after each state change."""
 ExitListener = Callable[["AbstractWorker"], None]
 """Called with the worker once its thread or process has ended."""
+
+
+@dataclass(frozen=True)
+class Lent:
+    """What a worker lends its :class:`Supervision` of its internals (built by ``_new_supervision()``).
+
+    Callables, not values: the worker makes its supervision before its first
+    run number and liveness exist, and a start replaces both.
+    """
+
+    run: Callable[[], int]
+    """The number of the worker's current run."""
+    stop_requested: Callable[[], bool]
+    """Whether a stop was requested for the current (or last) run."""
+    silent_for: Callable[[float | None], float]
+    """Seconds since the current run's last sign of life, as of ``now`` (None: now)."""
+    state_listeners: list[StateListener]
+    """The worker's own list of state listeners (a supervisor's is added to it)."""
+    exit_listeners: list[ExitListener]
+    """The worker's own list of exit listeners (a supervisor's is added to it)."""
 
 
 class Supervision:
@@ -42,14 +67,15 @@ class Supervision:
     measures_memory = False
     """Whether :meth:`rss_bytes` can tell the worker's own resident memory (a process's)."""
 
-    def __init__(self, worker: AbstractWorker) -> None:
-        self._worker = worker
+    def __init__(self, worker: AbstractWorker, lent: Lent) -> None:
+        self._worker = worker  # its public API only; the rest comes through ``lent``
+        self._lent = lent
         self._owner: object | None = None
 
     @property
     def run(self) -> int:
         """The number of the worker's current run; it grows with each start (and when a run is abandoned)."""
-        return self._worker._run
+        return self._lent.run()
 
     @property
     def owner(self) -> object | None:
@@ -65,8 +91,8 @@ class Supervision:
         if self._owner is not None:
             raise ValueError(f"worker {self._worker.name!r} already has a supervisor: {self._owner!r}")
         self._owner = owner
-        self._worker._state_listeners.append(on_state)
-        self._worker._exit_listeners.append(on_exit)
+        self._lent.state_listeners.append(on_state)
+        self._lent.exit_listeners.append(on_exit)
 
     @property
     def stop_requested(self) -> bool:
@@ -76,11 +102,11 @@ class Supervision:
         supervisor can tell a worker stopped on purpose from one that ended
         by itself or crashed.
         """
-        return self._worker._stop_requested()
+        return self._lent.stop_requested()
 
     def silent_for(self, now: float | None = None) -> float:
         """Seconds since the worker's last sign of life (0 while it waits in the framework)."""
-        return self._worker._liveness.silent_for(now)
+        return self._lent.silent_for(now)
 
     def waitables(self) -> list[Any]:
         """Handles that become readable when the worker changes (for :func:`multiprocessing.connection.wait`).

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from typing import ClassVar
 
 from ._lifecycle import run_lifecycle
 from ._stacks import thread_stack
 from ._state import TERMINAL_STATES, WorkerState
 from ._stop import StopToken
-from ._supervision import Supervision
+from ._supervision import Lent, Supervision
 from ._worker import AbstractWorker
 
 __all__ = ["ThreadWorker"]
@@ -35,7 +36,7 @@ class ThreadWorker(AbstractWorker):
         return (*super()._runtime_attrs(), "_thread")
 
     def _new_supervision(self) -> Supervision:
-        return _ThreadSupervision(self)
+        return _ThreadSupervision(self, self._lent(), abandon=self._abandon)
 
     @property
     def thread(self) -> threading.Thread | None:
@@ -85,13 +86,24 @@ class ThreadWorker(AbstractWorker):
     def _carry(self, token: StopToken, run: int) -> None:
         final = WorkerState.FAILED
         try:
-            final = run_lifecycle(self, token, _ThreadReporter(self, run))
+            reporter = _ThreadReporter(run, report_state=self._report_state, report_error=self._report_error)
+            final = run_lifecycle(self, token, reporter)
         finally:
             token.close()
-            self._set_state(final, run=run)
-            self._fire_changes()
+            self._report_state(final, run)
             self._abandoned.pop(threading.get_ident(), None)
             self._notify_exit()
+
+    def _report_state(self, state: WorkerState, run: int) -> None:
+        """Run ``run`` moved to ``state`` (ignored once that run is no longer the current one)."""
+        self._set_state(state, run=run)
+        self._fire_changes()
+
+    def _report_error(self, exc: BaseException, run: int) -> None:
+        """Run ``run`` raised ``exc``; recorded only while that run is the current one."""
+        with self._lock:
+            if self._run == run:
+                self._record_error(exc)
 
     def _abandon(self, error: BaseException) -> None:
         with self._lock:
@@ -110,20 +122,24 @@ class ThreadWorker(AbstractWorker):
 
 
 class _ThreadReporter:
-    """Records a thread run's progress straight on the worker object."""
+    """Records one thread run's progress on its worker, through the two reports the worker lends it."""
 
-    def __init__(self, worker: ThreadWorker, run: int) -> None:
-        self.worker = worker
+    def __init__(
+        self,
+        run: int,
+        *,
+        report_state: Callable[[WorkerState, int], None],
+        report_error: Callable[[BaseException, int], None],
+    ) -> None:
         self.run = run
+        self._report_state = report_state
+        self._report_error = report_error
 
     def state(self, state: WorkerState) -> None:
-        self.worker._set_state(state, run=self.run)
-        self.worker._fire_changes()
+        self._report_state(state, self.run)
 
     def error(self, phase: str, exc: BaseException) -> None:
-        with self.worker._lock:
-            if self.worker._run == self.run:
-                self.worker._record_error(exc)
+        self._report_error(exc, self.run)
 
 
 class _ThreadSupervision(Supervision):
@@ -131,9 +147,14 @@ class _ThreadSupervision(Supervision):
 
     _worker: ThreadWorker
 
+    def __init__(self, worker: ThreadWorker, lent: Lent, *, abandon: Callable[[BaseException], None]) -> None:
+        """``abandon``: what a thread worker lends besides, to give up on its current run."""
+        super().__init__(worker, lent)
+        self._abandon = abandon
+
     def stack(self) -> str:
         return thread_stack(self._worker.ident)
 
     def declare_hung(self, error: BaseException) -> None:
         # Python cannot end a thread: abandon the run, so that a new one can start.
-        self._worker._abandon(error)
+        self._abandon(error)

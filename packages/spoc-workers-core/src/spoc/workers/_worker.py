@@ -16,7 +16,7 @@ from ._events import RestartPolicy
 from ._liveness import Liveness
 from ._state import TERMINAL_STATES, WorkerState, check_transition
 from ._stop import StopToken
-from ._supervision import ExitListener, StateListener, Supervision
+from ._supervision import ExitListener, Lent, StateListener, Supervision
 
 __all__ = ["AbstractWorker", "WorkerContext", "check_initialised"]
 
@@ -428,7 +428,18 @@ class AbstractWorker(ABC):
         return Liveness()
 
     def _new_supervision(self) -> Supervision:
-        return Supervision(self)  # each carrier provides its own
+        return Supervision(self, self._lent())  # each carrier provides its own
+
+    def _lent(self) -> Lent:
+        """What every carrier's Supervision is lent of this worker (see :class:`Lent`)."""
+        # Read when called: _run and _liveness do not exist yet, and a start replaces them.
+        return Lent(
+            run=lambda: self._run,
+            stop_requested=self._stop_requested,
+            silent_for=lambda now: self._liveness.silent_for(now),  # noqa: PLW0108 (read at call time)
+            state_listeners=self._state_listeners,
+            exit_listeners=self._exit_listeners,
+        )
 
     def _set_state(self, state: WorkerState, *, run: int | None = None) -> None:
         """Move to ``state`` and queue the change for the state listeners.
