@@ -36,7 +36,7 @@ def test_there_are_examples() -> None:
     }
 
 
-NEEDS_REDIS = {"redis_scale_out.py"}
+NEEDS_REDIS = {"redis_scale_out.py", "redis_pipeline.py"}
 
 
 @pytest.mark.parametrize("example", [process_free(p, p.read_text(), p.name) for p in EXAMPLES])

@@ -18,7 +18,7 @@ from redis_targets import (
     seen,
     seen_key,
 )
-from spoc.workers import Server
+from spoc.workers import Server, ThreadWorker
 from spoc.workers.patterns import JobProcessor
 from spoc.workers.redis import RedisStream
 from targets import started, wait_for
@@ -352,3 +352,28 @@ def test_the_acknowledgements_of_a_batch_go_in_one_call(redis_url: str, stream_n
         batched.client().delete(seen_key(batched))
         batched.delete()
         batched.close()
+
+
+@pytest.mark.no_processes
+def test_jobs_read_but_not_started_go_back_at_once_when_no_acknowledgement_is_due(
+    stream: RedisStream,
+) -> None:
+    # An async worker can stop right after a read sent the last acknowledgements: then the
+    # hand-back has nothing to acknowledge, and must not send an XACK without ids (an error
+    # that failed the whole transaction, leaving the jobs pending for claim_idle).
+    stream.enqueue_many(range(5))
+    pending: list[int] = []
+
+    class ReadsThenStops(ThreadWorker):
+        def main(self) -> None:
+            reader = stream.spoc_reader()
+            reader.arm(self)
+            reader.wait(self, 1.0)  # reads the five into its buffer, takes none
+            pending.append(stream.pending())
+            reader.release()
+
+    worker = ReadsThenStops("reader")
+    worker.start()
+    assert worker.join(JOIN)
+    assert pending == [5]
+    assert stream.pending() == 0 and stream.length() == 10  # re-added, the old entries acknowledged
