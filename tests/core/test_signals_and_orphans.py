@@ -79,6 +79,19 @@ def test_a_second_signal_ends_a_stubborn_shutdown_at_once(tmp_path: Path) -> Non
     assert "'st' did not stop in time" in out and "'sp' did not stop in time" in out
 
 
+def _alive_in_group(pgid: int) -> list[int]:
+    """The processes of process group ``pgid`` that have not ended (zombies have)."""
+    alive = []
+    for stat_file in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat_file.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if fields[0] != "Z" and int(fields[2]) == pgid:
+            alive.append(int(stat_file.parent.name))
+    return alive
+
+
 def _dead(pid: int) -> bool:
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
@@ -106,6 +119,9 @@ def test_workers_of_a_killed_parent_are_gone_within_stop_timeout_plus_1s(tmp_pat
         killed_at = time.monotonic()
         wait_for(lambda: all(_dead(pid) for pid in pids), timeout=10)
         elapsed = time.monotonic() - killed_at
+        # multiprocessing's helpers (the forkserver, the resource tracker) end by themselves too,
+        # the tracker after removing the semaphores the killed parent's queue left in /dev/shm.
+        wait_for(lambda: not _alive_in_group(proc.pid), timeout=10)
     finally:
         try:
             os.killpg(proc.pid, signal.SIGKILL)
