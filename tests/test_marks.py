@@ -24,6 +24,9 @@ def test_a_script_that_names_a_process_is_taken_to_start_one() -> None:
     assert uses_processes('pipeline.add_stage(f, kind="process")')
     assert uses_processes("import multiprocessing")
     assert not uses_processes("class Poller(ThreadWorker): ...")
+    assert not uses_processes('class Worker(JobProcessor):\n    """Process jobs from a queue."""')
+    assert uses_processes("server.add_worker(ProcessJobProcessor('p', q))")
+    assert uses_processes("p = ctx.Process(target=f)")
 
 
 @pytest.mark.no_processes

@@ -55,6 +55,7 @@ def finish(procs: list[subprocess.Popen[str]]) -> list[int]:
     return codes
 
 
+@pytest.mark.no_processes  # thread job processors in each server
 def test_two_servers_process_10000_jobs_exactly_once(stream: RedisStream) -> None:
     procs = [start_consumer(stream, claim_idle=30.0) for _ in range(2)]
     try:
@@ -67,6 +68,7 @@ def test_two_servers_process_10000_jobs_exactly_once(stream: RedisStream) -> Non
     assert len(counts) == JOBS and set(counts.values()) == {1}
 
 
+@pytest.mark.no_processes  # thread job processors in each server
 def test_kill_9_of_one_server_midway_loses_no_job(stream: RedisStream) -> None:
     procs = [start_consumer(stream, claim_idle=0.5) for _ in range(2)]
     try:

@@ -20,9 +20,20 @@ PROCESS_FREE_SITE = Path(__file__).resolve().parent / "process_free_site"
 """Put first on ``PYTHONPATH`` for the subprocesses of a ``no_processes`` test."""
 
 
+_STARTS_PROCESSES = re.compile(
+    r"""\bProcess[A-Z]\w*|\bProcess\(|multiprocessing|concurrent\.futures|kind\s*=\s*["']process["']"""
+)
+"""What code that may start a process names: a process worker or stage class (``ProcessWorker``,
+``ProcessJobProcessor``, ...), ``Process(``, ``multiprocessing``, a ``kind="process"`` stage."""
+
+
 def uses_processes(code: str) -> bool:
-    """Whether a script's source may start a process; errs on the side of yes."""
-    return re.search(r"[Pp]rocess|multiprocessing", code) is not None
+    """Whether a script's source may start a process; errs on the side of yes.
+
+    "Process jobs" in a docstring is no process; a wrong answer the other way
+    fails loudly (see the module docstring).
+    """
+    return _STARTS_PROCESSES.search(code) is not None
 
 
 def process_free(value: Any, code: str, id: str | None = None) -> Any:
