@@ -74,7 +74,7 @@ class Verdict(enum.Enum):
 HANDLE: tuple[Verdict, Sequence[Put]] = (Verdict.HANDLE, ())
 """What :meth:`Consumer.arrived` says of most items: one object, nothing made per item."""
 HANDLE_INNER: tuple[Verdict, Sequence[Put]] = (Verdict.HANDLE_INNER, ())
-"""What :meth:`Consumer.arrived` says of an item in an envelope (a tracked item, see ``_tracked``)."""
+"""What :meth:`Consumer.arrived` says of an item in an envelope (a tracked item, see ``_envelopes``)."""
 
 
 class Put(NamedTuple):

@@ -15,9 +15,9 @@ from typing import Any
 from spoc.workers import ThreadWorker
 
 from ._consume import Consumer, Event, consume
+from ._envelopes import Tracked
 from ._queues import QueueReader
 from ._support import short_repr
-from ._tracked import Tracked
 
 __all__ = ["Feeder", "SourceFeeder"]
 

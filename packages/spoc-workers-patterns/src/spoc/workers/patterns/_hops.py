@@ -26,7 +26,9 @@ from typing import Any
 
 from spoc.workers import AbstractWorker
 
-from ._queues import QueueReader, ThreadQueueReader, is_process_queue, notify, unbatch
+from ._envelopes import unbatch
+from ._queues import QueueReader, ThreadQueueReader, is_process_queue, notify
+from ._support import Marker
 
 __all__ = [
     "END_OF_STREAM",
@@ -44,24 +46,7 @@ logger = logging.getLogger("spoc.workers.patterns")
 _LOCK_WAIT = 0.05  # how long a read lock must stay taken to count as lost with a killed reader
 
 
-class _EndOfStream:
-    """The end-of-stream marker; one object per process, the same after pickling."""
-
-    _instance: _EndOfStream | None = None
-
-    def __new__(cls) -> _EndOfStream:
-        if cls._instance is None:
-            cls._instance = super().__new__(cls)
-        return cls._instance
-
-    def __reduce__(self) -> str:
-        return "END_OF_STREAM"  # pickled as this module's global of that name
-
-    def __repr__(self) -> str:
-        return "END_OF_STREAM"
-
-
-END_OF_STREAM: Any = _EndOfStream()
+END_OF_STREAM: Any = Marker("END_OF_STREAM", __name__)
 """The marker that ends a stream of items.
 
 A stage worker that takes it from its input passes one downstream and ends

@@ -22,6 +22,7 @@ from typing import Any
 from spoc.workers import START_METHOD_ENV, AbstractWorker
 from spoc.workers._checks import check_count
 
+from ._envelopes import Tracked
 from ._hops import END_OF_STREAM, Hop
 from ._pipeline_build import StageKind, make_stage, unbuild, wire
 from ._pipeline_errors import DeadLetter, PipelineFailedError, PipelineStoppedError
@@ -31,7 +32,6 @@ from ._pipeline_stats import PipelineStats, StageStats, stage_totals
 from ._queues import reader_for
 from ._stages import DEFAULT_PUT_GRACE, ProcessStageWorker, StageWorker
 from ._support import check_number
-from ._tracked import Tracked
 
 __all__ = [
     "END_OF_STREAM",
@@ -333,7 +333,7 @@ class Pipeline(_PipelineFlow):
                     continue
                 try:
                     yield item.item
-                finally:  # the loop's body ran: it came back for the next one, or left (see _tracked)
+                finally:  # the loop's body ran: it came back for the next one, or left (see _envelopes)
                     self._settle(item.tag, None)
                 continue
             if complete:

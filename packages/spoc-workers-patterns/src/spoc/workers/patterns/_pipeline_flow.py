@@ -43,13 +43,13 @@ from typing import Any
 
 from spoc.workers import AbstractWorker, Server, WorkerEvent, WorkerState
 
+from ._envelopes import DROPPED, Tracked, unbatch
 from ._feeders import Feeder, SourceFeeder
 from ._hops import END_OF_STREAM, TAKE_AT_ONCE, Hop, drain, feeds_here
 from ._pipeline_build import StageSpec
 from ._pipeline_errors import DeadLetter, PipelineFailedError, PipelineStoppedError, stage_failure
 from ._pipeline_state import PipelineState, PipelineStatus
-from ._queues import put_if_room, unbatch
-from ._tracked import DROPPED, Tracked
+from ._queues import put_if_room
 
 __all__ = ["PUMP_WAIT"]
 
@@ -249,7 +249,7 @@ class _PipelineFlow:
         return results
 
     def _settle(self, tag: tuple[int, Any], error: BaseException | None) -> None:
-        """A tracked item has left the pipeline: tell the feeder of its source (see ``_tracked``)."""
+        """A tracked item has left the pipeline: tell the feeder of its source (see ``_envelopes``)."""
         index, token = tag
         feeder = self._feeders[index]
         assert isinstance(feeder, SourceFeeder)
@@ -257,7 +257,7 @@ class _PipelineFlow:
 
     def _add_letter(self, letter: Any) -> None:
         """Keep a dead letter as its queue delivered it; a tracked one's source is told (see
-        ``_tracked``), and a tombstone a stage could not pass on is only settled (holds the lock)."""
+        ``_envelopes``), and a tombstone a stage could not pass on is only settled (holds the lock)."""
         if type(letter) is Tracked:
             tag, letter = letter
             if letter is DROPPED:

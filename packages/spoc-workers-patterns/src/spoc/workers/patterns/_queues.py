@@ -50,11 +50,12 @@ from typing import Any
 
 from spoc.workers import AbstractWorker
 
+from ._envelopes import Batch
+
 __all__ = [
     "FALLBACK_WAIT",
     "POLL_WAIT",
     "PUT_POLL",
-    "Batch",
     "QueueReader",
     "QueueWriter",
     "ThreadQueueReader",
@@ -66,7 +67,6 @@ __all__ = [
     "notify",
     "put_if_room",
     "reader_for",
-    "unbatch",
     "writer_for",
 ]
 
@@ -84,38 +84,6 @@ ASYNC_WAIT = 0.25
 _NOTHING: tuple[bool, Any] = (False, None)
 # Values of these exact types always pickle: no need to pickle them twice to find out.
 _ALWAYS_PICKLABLE = frozenset({type(None), bool, int, float, complex, str, bytes})
-
-
-class Batch:
-    """Items that cross a process hop together (see ``Pipeline(batch=...)``): one pickle, one write.
-
-    Readers hand the items out one by one, in order; a :class:`Batch` is
-    never handed to a worker's handler.
-    """
-
-    __slots__ = ("items",)
-
-    def __init__(self, items: list[Any]) -> None:
-        self.items = items
-
-    def __reduce__(self) -> tuple[type[Batch], tuple[list[Any]]]:
-        return Batch, (self.items,)
-
-    def __repr__(self) -> str:
-        return f"Batch({len(self.items)} items)"
-
-
-def unbatch(raw: list[Any]) -> list[Any]:
-    """``raw`` as read from a queue, with every :class:`Batch` replaced by its items."""
-    if not any(type(item) is Batch for item in raw):
-        return raw
-    items: list[Any] = []
-    for item in raw:
-        if type(item) is Batch:
-            items.extend(item.items)
-        else:
-            items.append(item)
-    return items
 
 
 def is_process_queue(q: object) -> bool:

@@ -42,12 +42,12 @@ from ._consume import (
     aconsume,
     consume,
 )
+from ._envelopes import DROPPED, Batch, Tracked, is_tombstone
 from ._hops import END_OF_STREAM, count_down
 from ._pipeline_errors import DeadLetter, PipelineStoppedError, picklable_letter
 from ._pipeline_stats import STAGE_FIELDS, StageStats, stage_stats
-from ._queues import Batch, check_shareable, is_process_queue, reader_for, writer_for
+from ._queues import check_shareable, is_process_queue, reader_for, writer_for
 from ._support import Counters, check_number, has_async, log_failure, new_counters, short_repr
-from ._tracked import DROPPED, Tracked, is_tombstone
 
 if TYPE_CHECKING:
     from prometheus_client.core import Metric
@@ -207,7 +207,7 @@ class _StageConsumer(Consumer):
         self.batch = link.batch if link is not None and self.writer.crosses_processes else 1
         self.linger = link.linger if link is not None else 0.0
         self.held: list[Any] = []
-        self.tag: Any = None  # the tag of the tracked item being handled (see _tracked)
+        self.tag: Any = None  # the tag of the tracked item being handled (see _envelopes)
         self.tracking = False  # whether a tracked item came: results may then hold tombstones
 
     def unreadable(self, exc: Exception) -> Event:  # e.g. an item that cannot be unpickled here

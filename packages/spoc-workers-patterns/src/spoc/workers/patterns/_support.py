@@ -26,6 +26,7 @@ from spoc.workers._lifecycle import run_on_run_loop
 
 __all__ = [
     "Counters",
+    "Marker",
     "aemit",
     "awaitable",
     "check_number",
@@ -238,3 +239,23 @@ def short_repr(item: object) -> str:
     """``repr(item)``, cut to 80 characters for a log line."""
     text = repr(item)
     return text if len(text) <= 80 else text[:77] + "..."
+
+
+class Marker:
+    """A marker object (``END_OF_STREAM``, ``DROPPED``): pickled by its global name, so that it
+    is the very same object after a process hop, and compared with ``is``.
+
+    Args:
+        name: the name of the module global that holds it.
+        module: that module's ``__name__``.
+    """
+
+    def __init__(self, name: str, module: str) -> None:
+        self._name = name
+        self.__module__ = module  # where pickle looks the name up
+
+    def __reduce__(self) -> str:
+        return self._name
+
+    def __repr__(self) -> str:
+        return self._name

@@ -332,9 +332,8 @@ class RedisStreamReader(QueueReader):
         self._claim_cursor = reply[0]
         for entry_id in reply[2] if len(reply) > 2 else ():  # Redis 7: dropped from the group by the claim
             self._deleted(entry_id)
-        with self._settle_lock:
-            in_pipeline = set(self._deferred)
-        entries = [(i, fields) for i, fields in reply[1] if i is not None and i not in in_pipeline]
+        held = self._held()
+        entries = [(i, fields) for i, fields in reply[1] if i is not None and i not in held]
         if not entries:
             return
         counts = {
@@ -355,6 +354,18 @@ class RedisStreamReader(QueueReader):
                 self._dead_letter(entry_id, fields, deliveries - 1, None)
             else:
                 self._buffer.append((entry_id, fields, deliveries))
+
+    def _held(self) -> set[bytes]:
+        """The entries this reader holds already (read, in hand, in a pipeline, acknowledged but not
+        sent): a take-over of its own must not deliver them a second time."""
+        held = {entry_id for entry_id, _, _ in self._buffer}
+        held.update(entry_id for entry_id, _ in self._acks)
+        if self._current is not None:
+            held.add(self._current)
+        with self._settle_lock:
+            held.update(self._deferred)
+            held.update(entry_id for entry_id, _ in self._settled)
+        return held
 
     def _deleted(self, entry_id: bytes) -> None:
         logger.warning(

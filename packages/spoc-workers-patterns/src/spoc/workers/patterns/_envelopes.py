@@ -1,4 +1,7 @@
-"""Items whose source waits for them to leave the pipeline: the envelope, and the tombstone.
+"""What travels through a pipeline's hops around items: batches, tracked envelopes, tombstones.
+
+A :class:`Batch` carries several items across a process hop in one pickle
+and one write (``Pipeline(batch=...)``); readers unpack it (:func:`unbatch`).
 
 A :class:`Pipeline` fed from a job source that acknowledges late (one whose
 reader's :meth:`~spoc.workers.patterns.QueueReader.defer` gives a token,
@@ -24,27 +27,12 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
-__all__ = ["DROPPED", "Tracked", "is_tombstone"]
+from ._support import Marker
+
+__all__ = ["DROPPED", "Batch", "Tracked", "is_tombstone", "unbatch"]
 
 
-class _Dropped:
-    """What a tombstone carries instead of an item; one object per process, the same after pickling."""
-
-    _instance: _Dropped | None = None
-
-    def __new__(cls) -> _Dropped:
-        if cls._instance is None:
-            cls._instance = super().__new__(cls)
-        return cls._instance
-
-    def __reduce__(self) -> str:
-        return "DROPPED"  # pickled as this module's global of that name
-
-    def __repr__(self) -> str:
-        return "DROPPED"
-
-
-DROPPED: Any = _Dropped()
+DROPPED: Any = Marker("DROPPED", __name__)
 """Carried by a tombstone: the tracked item was dropped by a stage (``process_item`` returned None)."""
 
 
@@ -58,3 +46,35 @@ class Tracked(NamedTuple):
 def is_tombstone(obj: object) -> bool:
     """Whether ``obj`` is what a stage passes on for a tracked item it dropped."""
     return type(obj) is Tracked and obj.item is DROPPED
+
+
+class Batch:
+    """Items that cross a process hop together (see ``Pipeline(batch=...)``): one pickle, one write.
+
+    Readers hand the items out one by one, in order; a :class:`Batch` is
+    never handed to a worker's handler.
+    """
+
+    __slots__ = ("items",)
+
+    def __init__(self, items: list[Any]) -> None:
+        self.items = items
+
+    def __reduce__(self) -> tuple[type[Batch], tuple[list[Any]]]:
+        return Batch, (self.items,)
+
+    def __repr__(self) -> str:
+        return f"Batch({len(self.items)} items)"
+
+
+def unbatch(raw: list[Any]) -> list[Any]:
+    """``raw`` as read from a queue, with every :class:`Batch` replaced by its items."""
+    if not any(type(item) is Batch for item in raw):
+        return raw
+    items: list[Any] = []
+    for item in raw:
+        if type(item) is Batch:
+            items.extend(item.items)
+        else:
+            items.append(item)
+    return items
