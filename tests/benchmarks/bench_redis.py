@@ -1,4 +1,4 @@
-"""Jobs per second through ``RedisStream`` with 1, 2 and 4 worker processes.
+"""Jobs per second through ``RedisStream`` with 1, 2 and 4 worker processes, and through a Pipeline.
 
 Baseline, in the same run and against the same private ``redis-server``: as
 many bare processes running the loop one would write by hand with redis-py
@@ -7,6 +7,10 @@ Both sides decode the same JSON job and do no other work, so the figure is
 the framework's cost per job. Each sample: fill a fresh stream with N jobs,
 start the consumers (``fork``: start-up is not what is measured), time until
 the group has nothing left to deliver and nothing pending.
+
+A last row feeds a :class:`Pipeline` from the stream (``feed_from``: an
+entry is acknowledged once its result was taken from ``results()``),
+against one bare loop.
 
 Usable alone (``python tests/benchmarks/bench_redis.py [--quick]``) and from
 ``run.py``, which calls :func:`measure`.
@@ -25,7 +29,7 @@ import uuid
 from typing import Any
 
 import redis
-from spoc.workers.patterns import ProcessJobProcessor
+from spoc.workers.patterns import Pipeline, ProcessJobProcessor
 from spoc.workers.redis import RedisStream, local_redis_server
 
 WORKER_COUNTS = (1, 2, 4)
@@ -94,6 +98,36 @@ def ours_once(url: str, workers: int, jobs: int) -> float:
     return took
 
 
+def pipeline_once(url: str, jobs: int) -> float:
+    """Seconds for a Pipeline fed from the stream (one thread stage passing each job on) to emit
+    ``jobs`` results and acknowledge them all: at least once, end to end."""
+    stream = _fresh_stream(url, jobs)
+    pipeline = Pipeline("bench-redis", maxsize=64)
+    pipeline.add_stage(_passthrough)
+    pipeline.feed_from(stream)
+    began = time.perf_counter()
+    pipeline.start()
+    emitted = 0
+    try:
+        for _ in pipeline.results():
+            emitted += 1
+            if emitted == jobs:
+                break
+        _wait_drained(stream)
+        took = time.perf_counter() - began
+    finally:
+        pipeline.stop(30)
+    stream.delete()
+    stream.close()
+    if emitted != jobs:
+        raise RuntimeError(f"emitted {emitted} of {jobs} jobs")
+    return took
+
+
+def _passthrough(item: Any) -> Any:
+    return item
+
+
 def bare_once(url: str, workers: int, jobs: int) -> float:
     """Seconds for ``workers`` bare redis-py loops to take and acknowledge ``jobs`` jobs."""
     stream = _fresh_stream(url, jobs)
@@ -143,6 +177,19 @@ def measure(quick: bool) -> list[dict[str, Any]]:
                     "ratio": statistics.median(ours) / statistics.median(bare),
                 }
             )
+        ours, bare = [], []
+        for _ in range(reps):
+            ours.append(jobs / pipeline_once(url, jobs))
+            bare.append(jobs / bare_once(url, 1, jobs))
+        rows.append(
+            {
+                "workers": "pipeline",
+                "jobs": jobs,
+                "ours": ours,
+                "bare": bare,
+                "ratio": statistics.median(ours) / statistics.median(bare),
+            }
+        )
     return rows
 
 

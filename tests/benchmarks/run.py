@@ -968,7 +968,7 @@ def redis_throughput(sizes: Sizes) -> list[Figure]:
                 note="redis-server is not installed",
             )
         ]
-    return [
+    figures = [
         Figure(
             f"redis: RedisStream, {row['workers']} process(es)",
             Stat.of(row["ours"]),
@@ -978,7 +978,22 @@ def redis_throughput(sizes: Sizes) -> list[Figure]:
             note=f"{row['jobs']:,} JSON jobs, no work; start() to nothing pending (fork)",
         )
         for row in rows
+        if row["workers"] != "pipeline"
     ]
+    figures += [
+        Figure(
+            "redis: a Pipeline fed from RedisStream, at least once end to end",
+            Stat.of(row["ours"]),
+            "bare redis-py loop x1",
+            Stat.of(row["bare"]),
+            unit=RATE,
+            note=f"{row['jobs']:,} JSON jobs, one thread stage passing them on; acknowledged once taken "
+            "from results()",
+        )
+        for row in rows
+        if row["workers"] == "pipeline"
+    ]
+    return figures
 
 
 # -- 11. the HTTP endpoint's cost ------------------------------------------------------------
