@@ -91,6 +91,7 @@ class _PipelineFlow:
         self._markers_seen = 0
         self._pending_feeds: list[tuple[Any, bool, bool]] = []  # (items or source, close, is a source)
         self._feeders: list[Feeder] = []
+        self._tracks = False  # whether items may come in a Tracked envelope (fed from a source)
         self._accepted = 0
         self._emitted = 0  # results taken from the last queue: counted where they arrive
         self._drained = 0  # dead letters the pipeline found in a queue (not reported by a worker)
@@ -108,6 +109,7 @@ class _PipelineFlow:
             name = f"{self.name}.feed-{len(self._feeders) + 1}"
             args = (name, items, self._feeder_accept, self._feeder_close, close)
             feeder = SourceFeeder(len(self._feeders), *args) if is_source else Feeder(*args)
+            self._tracks = self._tracks or is_source
             self._feeders.append(feeder)
         server.add_worker(feeder)
 
@@ -241,7 +243,7 @@ class _PipelineFlow:
         """
         results = [item for item in taken if item is not END_OF_STREAM]
         self._markers_seen += len(taken) - len(results)
-        if self._feeders and any(type(item) is Tracked for item in results):
+        if self._tracks and any(type(item) is Tracked for item in results):
             for tombstone in [item for item in results if type(item) is Tracked and item.item is DROPPED]:
                 results.remove(tombstone)
                 self._settle(tombstone.tag, None)

@@ -287,7 +287,8 @@ class _StageConsumer(Consumer):
             )
             unpicklable.__cause__ = exc
             return self.fail(self.retag(item), unpicklable, "process_item", self.name), None
-        result = self.retag(result)
+        if self.tag is not None:
+            result = self.retag(result)
         if self.batch == 1:
             return None, result
         return None, self.hold(result)
