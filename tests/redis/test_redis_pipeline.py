@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 from test_redis_scale_out import finish
 
-from redis_targets import ProcessSorter, Sorter, seen, seen_key
+from redis_targets import ProcessBatchHalver, ProcessSorter, Sorter, seen, seen_key
 from spoc.workers.patterns import Pipeline, StageWorker
 from spoc.workers.redis import RedisStream
 from targets import wait_for
@@ -108,6 +108,25 @@ def test_dropped_and_dead_lettered_items_are_acknowledged_too(
     stats = pipeline.stats
     assert stats.accepted == 40 and stats.dropped == 16 and stats.lost == 0
     wait_for(lambda: stream.pending() == 0, timeout=JOIN)  # every one settled
+
+
+def test_a_batch_stage_settles_every_item_of_its_batches(stream: RedisStream) -> None:
+    stream.enqueue_many(range(200))
+    pipeline = Pipeline("batches", maxsize=8, batch=16)
+    pipeline.add_stage(ProcessBatchHalver)
+    pipeline.feed_from(stream)
+    pipeline.start()
+    results: list[int] = []
+    try:
+        for result in pipeline.results():
+            results.append(result)
+            if len(results) == 100:
+                break
+    finally:
+        assert pipeline.stop(JOIN)
+    assert sorted(results) == list(range(100))
+    assert pipeline.stats.dropped == 100 and pipeline.stats.lost == 0
+    wait_for(lambda: stream.pending() == 0, timeout=JOIN)  # the dropped ones too, by their tombstones
 
 
 def _start(stream: RedisStream, kind: str) -> subprocess.Popen[str]:

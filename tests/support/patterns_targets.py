@@ -566,3 +566,35 @@ class FlakyThread(ThreadWorker):
             raise RuntimeError(f"start {len(self.started)} fails")
         while self.sleep(60):
             pass
+
+
+class _BatchSquares:
+    """``process_batch``: each item squared, with the size of its batch; drops x13s, raises on a negative."""
+
+    def process_batch(self, items: list[int]) -> list[Any]:
+        if min(items) < 0:
+            raise ValueError("a batch with a negative number")
+        return [None if x % 100 == 13 else (x * x, len(items)) for x in items]
+
+
+class BatchSquares(_BatchSquares, StageWorker):
+    """A thread stage that squares a batch at a time (it defines no process_item)."""
+
+
+class ProcessBatchSquares(_BatchSquares, ProcessStageWorker):
+    """A process stage that squares a batch at a time (it defines no process_item)."""
+
+
+class AsyncProcessBatchSquares(ProcessStageWorker):
+    """A process stage whose ``process_batch`` is ``async def``."""
+
+    async def process_batch(self, items: list[int]) -> list[Any]:
+        await asyncio.sleep(0)
+        return [(x * x, len(items)) for x in items]
+
+
+class WrongLengthBatch(StageWorker):
+    """``process_batch`` that returns one result too few."""
+
+    def process_batch(self, items: list[int]) -> list[int]:
+        return items[:-1]

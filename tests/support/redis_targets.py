@@ -170,3 +170,10 @@ class GatedProcessor(JobProcessor):
     def errors(self, phase: str) -> list[dict[str, Any]]:
         """The data of the ``"error"`` events of ``phase`` so far."""
         return [data for kind, data in self.events if kind == "error" and data.get("phase") == phase]
+
+
+class ProcessBatchHalver(ProcessStageWorker):
+    """A process stage with ``process_batch``: halves the even items, drops the odd ones."""
+
+    def process_batch(self, items: list[int]) -> list[int | None]:
+        return [x // 2 if x % 2 == 0 else None for x in items]

@@ -40,6 +40,7 @@ __all__ = [
     "Consumer",
     "Events",
     "Put",
+    "Several",
     "Verdict",
     "aconsume",
     "consume",
@@ -75,6 +76,16 @@ HANDLE: tuple[Verdict, Sequence[Put]] = (Verdict.HANDLE, ())
 """What :meth:`Consumer.arrived` says of most items: one object, nothing made per item."""
 HANDLE_INNER: tuple[Verdict, Sequence[Put]] = (Verdict.HANDLE_INNER, ())
 """What :meth:`Consumer.arrived` says of an item in an envelope (a tracked item, see ``_envelopes``)."""
+
+
+class Several:
+    """What :meth:`Consumer.handled` returns to put more than one thing, in order (the results of
+    a batch handled at once); each put is followed by :meth:`Consumer.put_done`."""
+
+    __slots__ = ("items",)
+
+    def __init__(self, items: list[Any]) -> None:
+        self.items = items
 
 
 class Put(NamedTuple):
@@ -158,12 +169,13 @@ class Consumer:
         """An item was taken: hand it over, or not (and what to put first); asked when :attr:`screens`."""
         return HANDLE
 
-    def handled(self, item: Any, result: Any, error: Exception | None, started: float) -> tuple[Event, Any]:
+    def handled(self, item: Any, result: Any, error: Exception | None, started: float) -> tuple[Events, Any]:
         """The handler returned ``result`` or raised ``error``: account for it.
 
         Returns:
-            the event to send, and the result to put into :attr:`output` (then
-            :meth:`put_done`), None for nothing.
+            the event(s) to send, and the result to put into :attr:`output`
+            (then :meth:`put_done`): None for nothing, :class:`Several` for
+            more than one.
         """
         if error is None:
             self.account(started, self.done_field)
@@ -176,7 +188,7 @@ class Consumer:
         """The put :meth:`handled` asked for was made (``ok``) or given up after a stop."""
         return None
 
-    def cut_short(self, item: Any, exc: BaseException) -> Event:
+    def cut_short(self, item: Any, exc: BaseException) -> Events:
         """A ``BaseException`` ends the handling of ``item``, and the loop (it is raised on)."""
         return None
 
@@ -265,12 +277,16 @@ def consume(consumer: Consumer) -> None:
                 except BaseException as exc:
                     _emit(worker, consumer.cut_short(item, exc))
                     raise
-                event, passing = handled(item, result, error, started)
-                if event is not None:
-                    _emit(worker, event)
+                events, passing = handled(item, result, error, started)
+                if events is not None:
+                    _emit(worker, events)
                 if passing is not None and output is not None:
-                    ok = output.put(worker, passing, consumer.grace)
-                    _emit(worker, consumer.put_done(passing, ok))
+                    if type(passing) is Several:
+                        for one in passing.items:
+                            _emit(worker, consumer.put_done(one, output.put(worker, one, consumer.grace)))
+                    else:
+                        ok = output.put(worker, passing, consumer.grace)
+                        _emit(worker, consumer.put_done(passing, ok))
                 outcome = error
             finally:
                 done(outcome)  # even on BaseException, so that queue.join() returns
@@ -342,11 +358,12 @@ async def aconsume(consumer: Consumer) -> None:
                 except BaseException as exc:
                     await _aemit(worker, consumer.cut_short(item, exc))
                     raise
-                event, passing = consumer.handled(item, result, error, started)
-                await _aemit(worker, event)
+                events, passing = consumer.handled(item, result, error, started)
+                await _aemit(worker, events)
                 if passing is not None and output is not None:
-                    ok = await aput(output, worker, passing, consumer.grace)
-                    await _aemit(worker, consumer.put_done(passing, ok))
+                    for one in passing.items if type(passing) is Several else (passing,):
+                        ok = await aput(output, worker, one, consumer.grace)
+                        await _aemit(worker, consumer.put_done(one, ok))
                 outcome = error
             finally:
                 consumer.done(outcome)

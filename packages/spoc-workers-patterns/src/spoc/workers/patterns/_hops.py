@@ -27,7 +27,7 @@ from typing import Any
 from spoc.workers import AbstractWorker
 
 from ._envelopes import unbatch
-from ._queues import QueueReader, ThreadQueueReader, is_process_queue, notify
+from ._queues import QueueReader, ThreadQueueReader, is_process_queue, notify, take_ready
 from ._support import Marker
 
 __all__ = [
@@ -177,6 +177,9 @@ class _TakingReader(ThreadQueueReader):
             return True, self._taken.popleft()
         self._release()
         return super().get_nowait()
+
+    def take_ready(self, at_most: int, before: object) -> list[Any]:
+        return take_ready(self._taken, at_most, before)
 
     def _release(self) -> None:
         """Everything taken last time was handed out: it makes room now."""

@@ -67,6 +67,7 @@ __all__ = [
     "notify",
     "put_if_room",
     "reader_for",
+    "take_ready",
     "writer_for",
 ]
 
@@ -224,6 +225,11 @@ class QueueReader:
         """The items taken from the queue but not handed out yet (the rest of a :class:`Batch`)."""
         return []
 
+    def take_ready(self, at_most: int, before: object) -> list[Any]:
+        """Hand out, without waiting, up to ``at_most`` of the items taken already (the rest of a
+        :class:`Batch`, what a :class:`Hop`'s one reader took), stopping before ``before``."""
+        return []
+
     def give_back(self, item: Any) -> None:
         """Return the item last taken, unhandled (its consumer is stopping): back into the queue.
 
@@ -309,6 +315,9 @@ class _ProcessQueueReader(QueueReader):
         self._batched.clear()
         return leftovers
 
+    def take_ready(self, at_most: int, before: object) -> list[Any]:
+        return take_ready(self._batched, at_most, before)
+
     def _unpack(self, raw: Any) -> Any:
         if type(raw) is not Batch:
             return raw
@@ -362,6 +371,14 @@ class _PollingQueueReader(QueueReader):
 
     def wait(self, worker: AbstractWorker, timeout: float) -> None:
         worker.sleep(min(POLL_WAIT, timeout))
+
+
+def take_ready(items: collections.deque[Any], at_most: int, before: object) -> list[Any]:
+    """Pop up to ``at_most`` items from the front of ``items``, stopping before ``before``."""
+    taken: list[Any] = []
+    while items and len(taken) < at_most and items[0] is not before:
+        taken.append(items.popleft())
+    return taken
 
 
 def reader_for(q: Any) -> QueueReader:

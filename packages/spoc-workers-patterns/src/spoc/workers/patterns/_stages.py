@@ -121,6 +121,27 @@ class _StageMixin(AbstractWorker):
         the worker goes on with the next item.
         """
 
+    def process_batch(self, items: list[Any]) -> Any:
+        """Optional: process the items that arrived together at once, as ``def`` or ``async def``.
+
+        Define it instead of (or besides) :meth:`process_item` to handle
+        items in bulk (a vectorised computation, one database round trip).
+        It gets the item taken and those that came with it: the rest of a
+        batch from a process hop, or what the stage's one worker took from a
+        thread hop at once, up to the pipeline's ``batch`` (32 when that is
+        1), never across an end marker; with little traffic, one item. It
+        returns one result per item, in order (None drops that item); raising
+        makes every item of the batch a dead letter. Counts stay per item.
+        """
+        raise NotImplementedError
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        # A class that defines only process_batch handles a lone item as a batch of one.
+        batches = cls.process_batch is not _StageMixin.process_batch
+        if batches and getattr(cls.process_item, "__isabstractmethod__", False):
+            cls.process_item = _one_as_a_batch  # type: ignore[method-assign]
+
     @property
     def stats(self) -> StageStats:
         """This worker's counters (for a process worker, read from shared memory)."""
@@ -163,11 +184,27 @@ class _StageMixin(AbstractWorker):
 
     def main(self) -> Awaitable[None] | None:
         """Process items until the end-of-stream marker or a stop (async when ``process_item`` is)."""
-        consumer = _StageConsumer(self, self._link, self._counters)
-        if has_async(self.process_item, self.lifecycle):
+        from ._stage_batches import BatchStageConsumer, takes_batches  # noqa: PLC0415 (it builds on this module)
+
+        batches = takes_batches(self)
+        kind = BatchStageConsumer if batches else _StageConsumer
+        consumer = kind(self, self._link, self._counters)
+        if has_async(self.process_batch if batches else self.process_item, self.lifecycle):
             return aconsume(consumer)
         consume(consumer)
         return None
+
+
+def _one_as_a_batch(self: _StageMixin, item: Any) -> Any:
+    """``process_item`` of a class that defines only ``process_batch``."""
+    result = self.process_batch([item])
+    if inspect.isawaitable(result):
+        return _first_of(result)
+    return result[0]
+
+
+async def _first_of(results: Awaitable[list[Any]]) -> Any:
+    return (await results)[0]
 
 
 def stage_name(link: StageLink | None, worker: AbstractWorker) -> str:
@@ -269,7 +306,7 @@ class _StageConsumer(Consumer):
             return True, link.siblings  # the last upstream marker: wake the siblings
         return True, 0  # a sibling's marker
 
-    def handled(self, item: Any, result: Any, error: Exception | None, started: float) -> tuple[Event, Any]:
+    def handled(self, item: Any, result: Any, error: Exception | None, started: float) -> tuple[Events, Any]:
         self.account(started)  # the duration of process_item(), whatever became of the item
         if error is not None:
             return self.fail(self.retag(item), error, "process_item", self.name), None
@@ -362,7 +399,7 @@ class _StageConsumer(Consumer):
         if not writer_for(link.dead_letters).put(self.stage, letter, self.grace):
             link.dead_letters.put(letter)
 
-    def cut_short(self, item: Any, exc: BaseException) -> Event:  # the item is a dead letter, not lost
+    def cut_short(self, item: Any, exc: BaseException) -> Events:  # the item is a dead letter, not lost
         return self.fail(self.retag(item), exc, "process_item", self.name)
 
     def done(self, outcome: BaseException | None) -> None:
