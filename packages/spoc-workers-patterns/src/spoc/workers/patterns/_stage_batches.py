@@ -84,12 +84,8 @@ class BatchStageConsumer(_StageConsumer):
             try:
                 self.writer.check_picklable(out)
             except Exception as exc:
-                unpicklable = TypeError(
-                    f"{self.who}: a result of process_batch() cannot be pickled for the "
-                    f"multiprocessing queue to the next stage: {exc!r}"
-                )
-                unpicklable.__cause__ = exc
-                events.append(self.fail(self._tagged(tag, one), unpicklable, "process_item", self.name))
+                error = self.unpicklable("a result of process_batch()", exc)
+                events.append(self.fail(self._tagged(tag, one), error, "process_item", self.name))
                 continue
             outs.append(self._tagged(tag, out))
         return events or None, self._several(outs)

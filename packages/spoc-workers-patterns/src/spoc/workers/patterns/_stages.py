@@ -318,17 +318,25 @@ class _StageConsumer(Consumer):
         try:
             self.writer.check_picklable(result)
         except Exception as exc:
-            unpicklable = TypeError(
-                f"{self.who}: the result of process_item() cannot be pickled for the "
-                f"multiprocessing queue to the next stage: {exc!r}"
-            )
-            unpicklable.__cause__ = exc
-            return self.fail(self.retag(item), unpicklable, "process_item", self.name), None
+            return self.fail(
+                self.retag(item),
+                self.unpicklable("the result of process_item()", exc),
+                "process_item",
+                self.name,
+            ), None
         if self.tag is not None:
             result = self.retag(result)
         if self.batch == 1:
             return None, result
         return None, self.hold(result)
+
+    def unpicklable(self, what: str, exc: Exception) -> TypeError:
+        """The error of an item whose result (``what``) cannot be pickled into the next process hop."""
+        error = TypeError(
+            f"{self.who}: {what} cannot be pickled for the multiprocessing queue to the next stage: {exc!r}"
+        )
+        error.__cause__ = exc
+        return error
 
     def take_batch(self) -> Batch | None:
         if not self.held:
