@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 from test_redis_scale_out import finish
 
+import patterns_targets as pt
 from redis_targets import ProcessBatchHalver, ProcessSorter, Sorter, seen, seen_key
 from spoc.workers.patterns import Pipeline, StageWorker
 from spoc.workers.redis import RedisStream
@@ -94,15 +95,7 @@ def test_dropped_and_dead_lettered_items_are_acknowledged_too(
     pipeline = Pipeline("sorting", maxsize=4, batch=batch)
     pipeline.add_stage(Sorter if kind == "thread" else ProcessSorter, workers=2)
     pipeline.feed_from(stream)
-    pipeline.start()
-    results: list[int] = []
-    try:
-        for result in pipeline.results():
-            results.append(result)
-            if len(results) == 20:
-                break
-    finally:
-        assert pipeline.stop(JOIN)
+    results = pt.first_results_then_stop(pipeline, 20, JOIN)
     assert sorted(results) == list(range(0, 40, 2))
     assert sorted(letter.item for letter in pipeline.dead_letters) == [7, 17, 27, 37]
     stats = pipeline.stats
@@ -115,15 +108,7 @@ def test_a_batch_stage_settles_every_item_of_its_batches(stream: RedisStream) ->
     pipeline = Pipeline("batches", maxsize=8, batch=16)
     pipeline.add_stage(ProcessBatchHalver)
     pipeline.feed_from(stream)
-    pipeline.start()
-    results: list[int] = []
-    try:
-        for result in pipeline.results():
-            results.append(result)
-            if len(results) == 100:
-                break
-    finally:
-        assert pipeline.stop(JOIN)
+    results = pt.first_results_then_stop(pipeline, 100, JOIN)
     assert sorted(results) == list(range(100))
     assert pipeline.stats.dropped == 100 and pipeline.stats.lost == 0
     wait_for(lambda: stream.pending() == 0, timeout=JOIN)  # the dropped ones too, by their tombstones

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+import patterns_targets as pt
 from redis_targets import (
     AsyncCountingProcessor,
     AsyncEventsProcessor,
@@ -305,15 +306,7 @@ def test_a_pipeline_fed_from_a_stream_acknowledges_what_it_accepted(stream: Redi
     pipeline = Pipeline("from-redis", maxsize=4)
     pipeline.add_stage(Doubler)
     pipeline.feed_from(stream)
-    pipeline.start()
-    results = []
-    try:
-        for result in pipeline.results():
-            results.append(result)
-            if len(results) == 100:
-                break
-    finally:
-        assert pipeline.stop(10)
+    results = pt.first_results_then_stop(pipeline, 100, 10)
     assert sorted(results) == [i * 2 for i in range(100)]
     assert stream.pending() == 0 and pipeline.stats.accepted == 100
 

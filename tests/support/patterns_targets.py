@@ -42,6 +42,21 @@ def check_conservation(pipeline: Pipeline) -> None:
         assert stage.in_flight == 0, stage
 
 
+def first_results_then_stop(pipeline: Pipeline, count: int, timeout: float = 20.0) -> list[Any]:
+    """Start ``pipeline``, take its first ``count`` results (fewer if it ends first), then stop it
+    (the stop must end within ``timeout``): how a pipeline fed from a source without end is used."""
+    results: list[Any] = []
+    pipeline.start()
+    try:
+        for result in pipeline.results():
+            results.append(result)
+            if len(results) == count:
+                break
+    finally:
+        assert pipeline.stop(timeout)
+    return results
+
+
 def drain(q: Any, timeout: float = 0.5) -> list[Any]:
     """Everything a queue holds now (a multiprocessing queue: until it stays empty ``timeout`` s)."""
     items: list[Any] = []

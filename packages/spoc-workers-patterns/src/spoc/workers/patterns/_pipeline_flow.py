@@ -43,7 +43,7 @@ from typing import Any
 
 from spoc.workers import AbstractWorker, Server, WorkerEvent, WorkerState
 
-from ._envelopes import DROPPED, Tracked, unbatch
+from ._envelopes import DROPPED, Tracked, is_tombstone, unbatch
 from ._feeders import Feeder, SourceFeeder
 from ._hops import END_OF_STREAM, TAKE_AT_ONCE, Hop, drain, feeds_here
 from ._pipeline_build import StageSpec
@@ -243,10 +243,14 @@ class _PipelineFlow:
         """
         results = [item for item in taken if item is not END_OF_STREAM]
         self._markers_seen += len(taken) - len(results)
-        if self._tracks and any(type(item) is Tracked for item in results):
-            for tombstone in [item for item in results if type(item) is Tracked and item.item is DROPPED]:
-                results.remove(tombstone)
-                self._settle(tombstone.tag, None)
+        if self._tracks:
+            kept = []
+            for item in results:
+                if is_tombstone(item):
+                    self._settle(item.tag, None)
+                else:
+                    kept.append(item)
+            results = kept
         self._emitted += len(results)
         return results
 

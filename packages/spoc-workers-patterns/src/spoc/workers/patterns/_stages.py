@@ -368,7 +368,7 @@ class _StageConsumer(Consumer):
         for item in items:
             if item is END_OF_STREAM:
                 continue
-            if type(item) is not Tracked or item.item is not DROPPED:
+            if not is_tombstone(item):
                 self.add("items_in")
             events.append(self.fail(item, stopped, "process_item", self.name))
         return events
