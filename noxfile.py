@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -118,6 +119,14 @@ def tests_without_uvloop(session: nox.Session) -> None:
 
 
 MATRIX_JOBS_ENV = "SPOC_WORKERS_MATRIX_JOBS"
+CELL_DEADLINE_ENV = "SPOC_WORKERS_CELL_DEADLINE"
+CELL_DEADLINE = 20 * 60.0
+"""Seconds a cell may run (``$SPOC_WORKERS_CELL_DEADLINE``): past it, it is killed and fails.
+
+A cell takes 6 minutes at most today. Without a deadline one hung cell would hold
+the whole matrix until CI's own limit, with no log to show where it hung; the
+suite's watchdog (tests/conftest.py) normally ends a hang sooner, with every
+thread's stack in the cell's log."""
 
 
 CHECKS = ["lint", "typecheck", "docs", "examples", "build", "release_check"]
@@ -147,6 +156,7 @@ def matrix(session: nox.Session) -> None:
     whole at the end. Arguments after ``--`` go to every test cell's pytest.
     """
     jobs = max(1, int(os.environ.get(MATRIX_JOBS_ENV, "2")))
+    deadline = float(os.environ.get(CELL_DEADLINE_ENV, CELL_DEADLINE))
     logs = ROOT / ".nox" / "matrix"
     logs.mkdir(parents=True, exist_ok=True)
     cells = _matrix_cells()
@@ -155,10 +165,12 @@ def matrix(session: nox.Session) -> None:
     failed: list[str] = []
     begun = time.monotonic()
     try:
-        _run_cells(session, jobs, logs=logs, waiting=waiting, running=running, failed=failed)
+        _run_cells(
+            session, jobs, deadline, logs=logs, waiting=waiting, running=running, failed=failed
+        )
     finally:
         for proc, _, _ in running.values():  # interrupted: no cell outlives the session
-            proc.terminate()
+            _kill_cell(proc)
     session.log(f"{len(cells)} cells in {(time.monotonic() - begun) / 60:.1f} min, {jobs} at a time")
     for cell in failed:
         log_path = _cell_log(logs, cell)
@@ -167,9 +179,24 @@ def matrix(session: nox.Session) -> None:
         session.error(f"{len(failed)} cell(s) failed: {', '.join(failed)}")
 
 
+def _kill_cell(proc: subprocess.Popen[bytes]) -> None:
+    """End a cell and everything it started (its own process group): nox, pytest, their children."""
+    for signal_number in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(proc.pid, signal_number)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            continue
+        return
+
+
 def _run_cells(
     session: nox.Session,
     jobs: int,
+    deadline: float,
     *,
     logs: Path,
     waiting: list[str],
@@ -189,7 +216,9 @@ def _run_cells(
             if cell.startswith("tests"):  # a test cell: pytest's arguments
                 command += ["--", f"--basetemp={basetemp}", *session.posargs]
             running[cell] = (
-                subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT),
+                subprocess.Popen(
+                    command, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, start_new_session=True
+                ),
                 time.monotonic(),
                 basetemp,
             )
@@ -197,7 +226,11 @@ def _run_cells(
         time.sleep(0.5)
         for cell, (proc, started, basetemp) in list(running.items()):
             if proc.poll() is None:
-                continue
+                if time.monotonic() - started < deadline:
+                    continue
+                _kill_cell(proc)
+                with _cell_log(logs, cell).open("a") as log_file:
+                    log_file.write(f"\n[matrix] killed: still running after {deadline / 60:.0f} min\n")
             del running[cell]
             shutil.rmtree(basetemp, ignore_errors=True)
             took = time.monotonic() - started

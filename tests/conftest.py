@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import faulthandler
 import gc
 import importlib.util
 import multiprocessing
@@ -11,7 +12,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import pytest
 
@@ -27,6 +28,13 @@ they really start no process."""
 UVLOOP_EXPECTED = os.environ.get("SPOC_WORKERS_TEST_UVLOOP")
 UVLOOP_INSTALLED = importlib.util.find_spec("uvloop") is not None
 LEAK_GRACE = 5.0  # seconds a test's threads and processes get to finish after it
+WATCHDOG_SECONDS = float(os.environ.get("SPOC_WORKERS_TEST_WATCHDOG", "300"))
+"""How long one test (fixtures and leak check included), or the interpreter's exit after
+the last one, may take before the watchdog writes every thread's stack and ends the run.
+
+pytest-timeout (120 s a test) cannot end every hang: not one in the cleanup that its own
+timeout set off, nor one in the interpreter's exit (a join at exit). The watchdog turns
+those into a failed run with the stacks in its log, instead of a run that never ends."""
 
 if UVLOOP_EXPECTED is not None:
     # Each nox cell says whether it installed uvloop: its async hooks must then get it by default.
@@ -54,6 +62,30 @@ class _ProcessStarts:
 
 
 _ProcessStarts.install()
+
+
+class _Watchdog:
+    """faulthandler's timer, armed anew as each test starts and once more for the exit."""
+
+    stream: TextIO | None = None
+
+    @classmethod
+    def arm(cls) -> None:
+        if cls.stream is None:  # a copy of stderr from before any test's capture
+            cls.stream = os.fdopen(os.dup(2), "w")
+        faulthandler.dump_traceback_later(WATCHDOG_SECONDS, exit=True, file=cls.stream)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    _Watchdog.arm()
+
+
+def pytest_runtest_logstart(nodeid: str, location: tuple[str, int | None, str]) -> None:
+    _Watchdog.arm()
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    _Watchdog.arm()  # the exit: atexit handlers, joins of threads and the resource tracker
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
