@@ -165,9 +165,7 @@ def matrix(session: nox.Session) -> None:
     failed: list[str] = []
     begun = time.monotonic()
     try:
-        _run_cells(
-            session, jobs, deadline, logs=logs, waiting=waiting, running=running, failed=failed
-        )
+        _run_cells(session, jobs, deadline, logs=logs, waiting=waiting, running=running, failed=failed)
     finally:
         for proc, _, _ in running.values():  # interrupted: no cell outlives the session
             _kill_cell(proc)

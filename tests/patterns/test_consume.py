@@ -9,6 +9,7 @@ source every item it took is simply done (``task_done()``).
 from __future__ import annotations
 
 import queue
+import threading
 from typing import Any
 
 import pytest
@@ -73,3 +74,37 @@ def test_a_stage_worker_tells_its_source_every_item_is_done_even_a_failed_one() 
         worker.join(10)
     assert source.log == ["task_done", "task_done"]
     assert results.get_nowait() == 2 and worker.stats.failed == 1
+
+
+def test_a_plain_queues_task_done_as_its_reader_makes_it_keeps_queue_semantics() -> None:
+    """For a plain ``queue.Queue`` the reader does ``task_done()``'s work itself (a hot path):
+    ``join()`` still waits for the last one, and one too many is still a ValueError."""
+    q: queue.Queue[int] = queue.Queue()
+    reader = ThreadQueueReader(q)
+    q.put(1)
+    q.put(2)
+    reader.task_done()
+    assert q.unfinished_tasks == 1
+    joined = threading.Thread(target=q.join)
+    joined.start()
+    joined.join(0.05)
+    assert joined.is_alive()  # one task is still open
+    reader.done(None)
+    joined.join(10)
+    assert not joined.is_alive() and q.unfinished_tasks == 0
+    with pytest.raises(ValueError, match="too many times"):
+        reader.task_done()
+
+
+def test_a_queue_subclass_with_its_own_task_done_is_called_as_it_is() -> None:
+    calls: list[str] = []
+
+    class Counted(queue.Queue):  # type: ignore[type-arg]
+        def task_done(self) -> None:
+            calls.append("task_done")
+            super().task_done()
+
+    q = Counted()
+    q.put(1)
+    ThreadQueueReader(q).done(None)
+    assert calls == ["task_done"] and q.unfinished_tasks == 0

@@ -197,8 +197,9 @@ class AbstractWorker(ABC):
         ``FAILED``), until the next :meth:`start`. A thread whose run was
         abandoned (hung) reads it as False.
         """
-        token = self._caller_token()
-        if token is None or token.stopped:
+        # Read once per item by the patterns' loops: _caller_token() and StopToken.stopped inlined.
+        token = self._caller_token() if self._abandoned else self._token
+        if token is None or token._stopped:
             return False
         return self._run_under_way()
 

@@ -28,7 +28,7 @@ from typing import Any, NamedTuple
 from spoc.workers import AbstractWorker
 
 from ._queues import QueueReader, QueueWriter, aget, aput, reader_for
-from ._support import Counters, aemit, awaitable, emit, log_failure, run_on_run_loop
+from ._support import PLAIN, Counters, aemit, awaitable, emit, log_failure, run_on_run_loop
 
 __all__ = [
     "BUCKET_FIELDS",
@@ -229,7 +229,12 @@ class Consumer:
 def consume(consumer: Consumer) -> None:
     """The sync shell: take and handle items until the worker is stopped or the consumer leaves."""
     worker, reader, output = consumer.worker, consumer.reader, consumer.output
-    get, handler, handled, done = reader.get, consumer.handler, consumer.handled, consumer.done
+    get, handler, handled = reader.get, consumer.handler, consumer.handled
+    # Consumer.done only calls reader.done: a call less per item.
+    done: Callable[[BaseException | None], None] = (
+        reader.done if type(consumer).done is Consumer.done else consumer.done
+    )
+    put_done = consumer.put_done
     screen = consumer.arrived if consumer.screens else None
     clock = time.perf_counter
     disarm = reader.arm(worker)
@@ -270,7 +275,7 @@ def consume(consumer: Consumer) -> None:
                 error: Exception | None = None
                 try:
                     result = handler(item)
-                    if awaitable(result):  # a def that returned an awaitable: the run's loop
+                    if type(result) not in PLAIN and awaitable(result):  # a def's awaitable: the run's loop
                         result = run_on_run_loop(worker, result)
                 except Exception as exc:
                     error = exc
@@ -285,8 +290,9 @@ def consume(consumer: Consumer) -> None:
                         for one in passing.items:
                             _emit(worker, consumer.put_done(one, output.put(worker, one, consumer.grace)))
                     else:
-                        ok = output.put(worker, passing, consumer.grace)
-                        _emit(worker, consumer.put_done(passing, ok))
+                        events = put_done(passing, output.put(worker, passing, consumer.grace))
+                        if events is not None:
+                            _emit(worker, events)
                 outcome = error
             finally:
                 done(outcome)  # even on BaseException, so that queue.join() returns

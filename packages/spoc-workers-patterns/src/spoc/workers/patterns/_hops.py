@@ -76,6 +76,9 @@ class Hop(queue.Queue):  # type: ignore[type-arg]
             sits on items another could be working on.
     """
 
+    spoc_counts_tasks = False
+    """Its ``task_done()`` does nothing: the readers of ``_queues`` skip calling it."""
+
     def __init__(self, maxsize: int = 0, readers: int = 1) -> None:
         super().__init__(maxsize)
         self.readers = readers
@@ -102,7 +105,7 @@ class Hop(queue.Queue):  # type: ignore[type-arg]
         return self._take_one(True, timeout, give_up)
 
     def _take_one(self, block: bool, timeout: float | None, give_up: Callable[[], bool] | None) -> Any:
-        with self.not_empty:
+        with self.mutex:  # the conditions share it; a Condition's own with costs two calls
             deadline = None if timeout is None else time.monotonic() + timeout
             while not self.queue:
                 remaining = None if deadline is None else deadline - time.monotonic()

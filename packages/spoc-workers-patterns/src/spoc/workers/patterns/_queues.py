@@ -157,6 +157,29 @@ def check_shareable(owner: str, attribute: str, q: object, fix: str) -> None:
 # -- readers ---------------------------------------------------------------------
 
 
+def _task_done_of(q: Any) -> Callable[[], None] | None:
+    """What a reader calls for ``q.task_done()``, once per item: None when it has none, or one
+    that does nothing (a :class:`Hop`'s); for a plain :class:`queue.Queue`, its own logic
+    without the two Python-level calls of entering and leaving a ``Condition``."""
+    task_done: Callable[[], None] | None = getattr(q, "task_done", None)
+    if task_done is None or not getattr(q, "spoc_counts_tasks", True):
+        return None
+    if not isinstance(q, queue.Queue) or type(q).task_done is not queue.Queue.task_done:
+        return task_done
+    mutex, all_done = q.mutex, q.all_tasks_done
+
+    def plain_task_done() -> None:
+        with mutex:
+            unfinished = q.unfinished_tasks - 1
+            if unfinished <= 0:
+                if unfinished < 0:
+                    raise ValueError("task_done() called too many times")
+                all_done.notify_all()
+            q.unfinished_tasks = unfinished
+
+    return plain_task_done
+
+
 class QueueReader:
     """Takes items from one queue on behalf of a worker, waking on its stop.
 
@@ -166,7 +189,7 @@ class QueueReader:
 
     def __init__(self, q: Any) -> None:
         self.queue = q
-        self._task_done: Callable[[], None] | None = getattr(q, "task_done", None)
+        self._task_done = _task_done_of(q)
 
     def arm(self, worker: AbstractWorker) -> Callable[[], None]:
         """Make the worker's stop wake this reader; returns the function that undoes it."""
@@ -264,7 +287,7 @@ class ThreadQueueReader(QueueReader):
     def get(self, worker: AbstractWorker, timeout: float | None = None) -> tuple[bool, Any]:
         q = self.queue
         deadline = None if timeout is None else time.monotonic() + timeout
-        with q.not_empty:
+        with q.mutex:  # the conditions' lock; a Condition's own with costs two calls
             while not q._qsize():
                 if not worker.is_running:
                     return _NOTHING
@@ -536,7 +559,7 @@ def put_if_room(q: queue.Queue[Any], item: Any) -> bool:
 
     False too for a queue shut down (Python 3.13+): its own ``put()`` says so.
     """
-    with q.not_full:
+    with q.mutex:  # the conditions' lock; a Condition's own with costs two calls
         if 0 < q.maxsize <= q._qsize() or getattr(q, "is_shutdown", False):
             return False
         q._put(item)

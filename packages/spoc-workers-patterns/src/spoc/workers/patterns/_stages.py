@@ -316,7 +316,8 @@ class _StageConsumer(Consumer):
                 return None, None
             result = DROPPED  # its tombstone goes on, for the pipeline to settle it
         try:
-            self.writer.check_picklable(result)
+            if self.writer.crosses_processes:  # (the check is a call per item otherwise)
+                self.writer.check_picklable(result)
         except Exception as exc:
             return self.fail(
                 self.retag(item),

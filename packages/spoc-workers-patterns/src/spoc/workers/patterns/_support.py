@@ -25,6 +25,7 @@ from spoc.workers._lifecycle import emit_lifecycle as emit
 from spoc.workers._lifecycle import run_on_run_loop
 
 __all__ = [
+    "PLAIN",
     "Counters",
     "Marker",
     "aemit",
@@ -215,6 +216,9 @@ def new_counters(worker: AbstractWorker, fields: Iterable[str]) -> Counters:
 
 
 _PLAIN = (type(None), bool, int, float, complex, str, bytes, tuple, list, dict, set, frozenset)
+
+PLAIN: frozenset[type] = frozenset(_PLAIN)
+"""The exact types of plain values, never awaitable: a hot loop skips :func:`awaitable` for them."""
 
 
 def awaitable(value: object) -> TypeGuard[Awaitable[Any]]:
