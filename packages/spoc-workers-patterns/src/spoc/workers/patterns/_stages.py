@@ -226,7 +226,8 @@ class _StageConsumer(Consumer):
         super().__init__(
             worker,
             worker.input_queue,
-            worker.process_item,
+            # A function stage's process_item only calls its function: call it directly.
+            worker.function if isinstance(worker, _CallsFunction) else worker.process_item,
             counters,
             phase="process_item",
             subject="item",
