@@ -613,3 +613,22 @@ class WrongLengthBatch(StageWorker):
 
     def process_batch(self, items: list[int]) -> list[int]:
         return items[:-1]
+
+
+class _KilledWhileWriting(dict):  # type: ignore[type-arg]
+    """What a counters' write adds: reading it SIGKILLs the writing process, mid-write."""
+
+    def items(self) -> Any:
+        os.kill(os.getpid(), signal.SIGKILL)
+        return super().items()
+
+
+def write_counters_then_die(counters: Any) -> None:
+    """A process target: add 3 to ``done``, then be killed in the middle of the next write."""
+    counters.add("done", 3)
+    counters.update(add=_KilledWhileWriting(done=1))
+
+
+def write_counters(counters: Any) -> None:
+    """A process target: add 2 to ``done`` (the counters' next writer, a worker's next run)."""
+    counters.add("done", 2)

@@ -57,6 +57,12 @@ class Counters:
       involved: a ``multiprocessing`` lock finalised by the garbage collector
       can re-enter the resource tracker (gh-109629: an error on 3.11+, a
       deadlock on 3.10), and these counters are collected with their worker.
+      A writer killed in the middle of a write (SIGKILL) leaves the sequence
+      number odd for good: a reader waits :data:`STALLED_WRITE` seconds at
+      most for it, then reads the values as they are (off by at most that
+      one write) and no longer waits on that same sequence number. The next
+      writer (the worker's next run) steps past an odd number to the next
+      odd one as it begins its write.
 
     Args:
         fields: the counter names.
@@ -66,6 +72,7 @@ class Counters:
     """
 
     def __init__(self, fields: Sequence[str], context: Any = None) -> None:
+        self._stalled_at = self._dead_write = -1.0  # sequence numbers (see snapshot())
         self._fields = tuple(fields)
         self._index = {name: i for i, name in enumerate(self._fields)}
         self._shared: Any = None
@@ -95,7 +102,7 @@ class Counters:
         index = self._index
         with self._write_lock:
             if shared is not None:
-                shared[0] += 1.0  # odd: a write is under way
+                shared[0] += 2.0 if shared[0] % 2 else 1.0  # odd: a write is under way (see snapshot)
             if add:
                 for name, delta in add.items():
                     values[index[name] + offset] += delta
@@ -117,7 +124,7 @@ class Counters:
             return
         i = self._index[name] + 1
         with self._write_lock:
-            shared[0] += 1.0
+            shared[0] += 2.0 if shared[0] % 2 else 1.0  # odd: a write is under way (see snapshot)
             shared[i] += delta
             shared[0] += 1.0
 
@@ -157,7 +164,7 @@ class Counters:
 
         def observe_shared(one: str | None, amount: float) -> None:
             with lock:
-                shared[0] += 1.0
+                shared[0] += 2.0 if shared[0] % 2 else 1.0  # odd: a write is under way (see snapshot)
                 if one is not None:
                     shared[index[one] + 1] += 1.0
                 shared[shift + bisect_left(bounds, amount)] += 1.0
@@ -172,12 +179,27 @@ class Counters:
         if shared is None:
             return dict(zip(self._fields, list(self._values), strict=True))
         count = len(self._fields)
+        stalled_since: float | None = None
         while True:
             before = shared[0]
             current = shared[1 : count + 1]
-            if before % 2 == 0 and shared[0] == before:
+            if shared[0] == before and (before % 2 == 0 or before == self._dead_write):
                 return dict(zip(self._fields, current, strict=True))
-            time.sleep(0)  # a write is under way in another thread or process: let it finish
+            # A write is under way in another thread or process: let it finish, unless its
+            # writer stays in it so long that it must have been killed there.
+            now = time.monotonic()
+            if stalled_since is None or before != self._stalled_at:
+                stalled_since, self._stalled_at = now, before
+            elif now - stalled_since >= STALLED_WRITE:
+                self._dead_write = before
+                logger.warning(
+                    "counters %s: a write has stayed unfinished %.1fs (its writer was killed?): "
+                    "read as they are",
+                    ", ".join(self._fields),
+                    now - stalled_since,
+                )
+                continue
+            time.sleep(0)
 
     def reset(self) -> None:
         """Set every counter to 0."""
@@ -190,6 +212,7 @@ class Counters:
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
+        self._stalled_at = self._dead_write = -1.0
         self._values = None
         self._write_lock = threading.Lock()
 
@@ -214,6 +237,10 @@ def new_counters(worker: AbstractWorker, fields: Iterable[str]) -> Counters:
         context = multiprocessing.get_context(worker.start_method)
     return Counters(tuple(fields), context)
 
+
+STALLED_WRITE = 1.0
+"""Seconds a reader of process counters waits for a write under way before it takes the writer
+for killed in the middle of it (a live one takes microseconds, a descheduled one milliseconds)."""
 
 _PLAIN = (type(None), bool, int, float, complex, str, bytes, tuple, list, dict, set, frozenset)
 
