@@ -632,3 +632,9 @@ def write_counters_then_die(counters: Any) -> None:
 def write_counters(counters: Any) -> None:
     """A process target: add 2 to ``done`` (the counters' next writer, a worker's next run)."""
     counters.add("done", 2)
+
+
+def take_read_lock_then_die(q: Any) -> None:
+    """A process target: take ``q``'s read lock and be killed holding it (as a reader can be)."""
+    q._rlock.acquire()
+    os.kill(os.getpid(), signal.SIGKILL)

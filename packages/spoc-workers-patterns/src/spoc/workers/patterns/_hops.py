@@ -27,7 +27,8 @@ from typing import Any
 from spoc.workers import AbstractWorker
 
 from ._envelopes import unbatch
-from ._queues import QueueReader, ThreadQueueReader, is_process_queue, notify, take_ready
+from ._plain_queue import notify
+from ._queues import QueueReader, ThreadQueueReader, is_process_queue, take_ready
 from ._support import Marker
 
 __all__ = [

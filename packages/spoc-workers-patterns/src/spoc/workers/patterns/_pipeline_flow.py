@@ -49,7 +49,7 @@ from ._hops import END_OF_STREAM, TAKE_AT_ONCE, Hop, drain, feeds_here
 from ._pipeline_build import StageSpec
 from ._pipeline_errors import DeadLetter, PipelineFailedError, PipelineStoppedError, stage_failure
 from ._pipeline_state import PipelineState, PipelineStatus
-from ._queues import put_if_room
+from ._plain_queue import put_if_room
 
 __all__ = ["PUMP_WAIT"]
 

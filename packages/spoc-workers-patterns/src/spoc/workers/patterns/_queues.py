@@ -42,7 +42,6 @@ import collections
 import itertools
 import multiprocessing.queues
 import queue
-import threading
 import time
 from collections.abc import Callable
 from multiprocessing.reduction import ForkingPickler
@@ -51,6 +50,8 @@ from typing import Any
 from spoc.workers import AbstractWorker
 
 from ._envelopes import Batch
+from ._lock_watch import ReadLockWatch
+from ._plain_queue import notify, put_if_room, task_done_of
 
 __all__ = [
     "FALLBACK_WAIT",
@@ -64,8 +65,6 @@ __all__ = [
     "check_shareable",
     "describe_queue",
     "is_process_queue",
-    "notify",
-    "put_if_room",
     "reader_for",
     "take_ready",
     "writer_for",
@@ -157,29 +156,6 @@ def check_shareable(owner: str, attribute: str, q: object, fix: str) -> None:
 # -- readers ---------------------------------------------------------------------
 
 
-def _task_done_of(q: Any) -> Callable[[], None] | None:
-    """What a reader calls for ``q.task_done()``, once per item: None when it has none, or one
-    that does nothing (a :class:`Hop`'s); for a plain :class:`queue.Queue`, its own logic
-    without the two Python-level calls of entering and leaving a ``Condition``."""
-    task_done: Callable[[], None] | None = getattr(q, "task_done", None)
-    if task_done is None or not getattr(q, "spoc_counts_tasks", True):
-        return None
-    if not isinstance(q, queue.Queue) or type(q).task_done is not queue.Queue.task_done:
-        return task_done
-    mutex, all_done = q.mutex, q.all_tasks_done
-
-    def plain_task_done() -> None:
-        with mutex:
-            unfinished = q.unfinished_tasks - 1
-            if unfinished <= 0:
-                if unfinished < 0:
-                    raise ValueError("task_done() called too many times")
-                all_done.notify_all()
-            q.unfinished_tasks = unfinished
-
-    return plain_task_done
-
-
 class QueueReader:
     """Takes items from one queue on behalf of a worker, waking on its stop.
 
@@ -189,7 +165,7 @@ class QueueReader:
 
     def __init__(self, q: Any) -> None:
         self.queue = q
-        self._task_done = _task_done_of(q)
+        self._task_done = task_done_of(q)
 
     def arm(self, worker: AbstractWorker) -> Callable[[], None]:
         """Make the worker's stop wake this reader; returns the function that undoes it."""
@@ -324,6 +300,7 @@ class _ProcessQueueReader(QueueReader):
     def __init__(self, q: Any) -> None:
         super().__init__(q)
         self._batched: collections.deque[Any] = collections.deque()  # the rest of the last Batch
+        self._lock_watch = ReadLockWatch()
 
     def get_nowait(self) -> tuple[bool, Any]:
         if self._batched:
@@ -365,9 +342,12 @@ class _ProcessQueueReader(QueueReader):
             if not worker.wait_readable([q._reader], remaining):
                 continue  # a stop or the timeout: the checks above end it
             try:
-                return True, self._unpack(q.get(True, RACE_WAIT))
-            except queue.Empty:  # another consumer took it
+                item = self._unpack(q.get(True, RACE_WAIT))
+            except queue.Empty:  # another consumer took it, or holds the read lock (see _lock_watch)
+                self._lock_watch.missed(worker)
                 continue
+            self._lock_watch.took()
+            return True, item
 
     def wait(self, worker: AbstractWorker, timeout: float) -> None:
         worker.wait_readable([self.queue._reader], timeout)
@@ -543,29 +523,6 @@ class QueueWriter:
         if self.crosses_processes:
             self.queue.close()
             self.queue.join_thread()
-
-
-def notify(condition: threading.Condition) -> None:
-    """``condition.notify()``, skipped when nobody waits (it costs a lock round trip per call).
-
-    The caller holds the condition's lock, so no waiter can come or go meanwhile.
-    """
-    if condition._waiters:  # type: ignore[attr-defined]
-        condition.notify()
-
-
-def put_if_room(q: queue.Queue[Any], item: Any) -> bool:
-    """``q.put_nowait(item)`` without an exception when full (the costly part): True when put.
-
-    False too for a queue shut down (Python 3.13+): its own ``put()`` says so.
-    """
-    with q.mutex:  # the conditions' lock; a Condition's own with costs two calls
-        if 0 < q.maxsize <= q._qsize() or getattr(q, "is_shutdown", False):
-            return False
-        q._put(item)
-        q.unfinished_tasks += 1
-        notify(q.not_empty)
-    return True
 
 
 def writer_for(q: Any) -> QueueWriter:
