@@ -288,7 +288,7 @@ def consume(consumer: Consumer) -> None:
                 if passing is not None and output is not None:
                     if type(passing) is Several:
                         for one in passing.items:
-                            _emit(worker, consumer.put_done(one, output.put(worker, one, consumer.grace)))
+                            _emit(worker, put_done(one, output.put(worker, one, consumer.grace)))
                     else:
                         events = put_done(passing, output.put(worker, passing, consumer.grace))
                         if events is not None:

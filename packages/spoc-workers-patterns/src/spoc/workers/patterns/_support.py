@@ -72,7 +72,7 @@ class Counters:
     """
 
     def __init__(self, fields: Sequence[str], context: Any = None) -> None:
-        self._stalled_at = self._dead_write = -1.0  # sequence numbers (see snapshot())
+        self._dead_write = -1.0  # the sequence number of a write whose writer was killed (see snapshot())
         self._fields = tuple(fields)
         self._index = {name: i for i, name in enumerate(self._fields)}
         self._shared: Any = None
@@ -179,7 +179,7 @@ class Counters:
         if shared is None:
             return dict(zip(self._fields, list(self._values), strict=True))
         count = len(self._fields)
-        stalled_since: float | None = None
+        stalled_since, stalled_at = 0.0, -1.0
         while True:
             before = shared[0]
             current = shared[1 : count + 1]
@@ -188,8 +188,8 @@ class Counters:
             # A write is under way in another thread or process: let it finish, unless its
             # writer stays in it so long that it must have been killed there.
             now = time.monotonic()
-            if stalled_since is None or before != self._stalled_at:
-                stalled_since, self._stalled_at = now, before
+            if before != stalled_at:  # a new write under way: time it from now
+                stalled_since, stalled_at = now, before
             elif now - stalled_since >= STALLED_WRITE:
                 self._dead_write = before
                 logger.warning(
@@ -212,7 +212,7 @@ class Counters:
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
-        self._stalled_at = self._dead_write = -1.0
+        self._dead_write = -1.0
         self._values = None
         self._write_lock = threading.Lock()
 
