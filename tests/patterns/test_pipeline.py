@@ -57,6 +57,8 @@ def test_thread_process_thread_10000_items_each_exactly_once_within_the_bounds(s
 
 
 def test_the_builder_picks_the_queue_type_of_each_hop() -> None:
+    """Thread stages read and write queues of this process; a process stage's workers get
+    private pipes of their own (no lock shared between processes), never a shared queue."""
     pipeline = Pipeline("hops", maxsize=3)
     pipeline.add_stage(pt.increment).add_stage(pt.increment).add_stage(pt.Square).add_stage(pt.tag)
     pipeline.start()
@@ -64,12 +66,13 @@ def test_the_builder_picks_the_queue_type_of_each_hop() -> None:
         stages: list[Any] = list(pipeline.workers)
         queues = [w.input_queue for w in stages] + [stages[-1].output_queue]
         in_process = [isinstance(q, queue.Queue) for q in queues]
-        assert in_process[0] and in_process[1]  # parent -> thread -> thread
-        assert not in_process[2] and not in_process[3]  # around the process stage
-        assert all(is_process_queue(q) for q in queues[2:4])
+        assert in_process[0] and in_process[1] and in_process[3]  # thread ends
         assert in_process[4]  # thread -> results
-        capacities = [getattr(q, "maxsize", None) or q._maxsize for q in queues]
-        assert capacities == [3] * 5
+        around = (stages[2].input_queue, stages[2].output_queue)
+        assert [type(q).__name__ for q in around] == ["Channel", "Channel"]
+        assert not any(is_process_queue(q) for q in around)
+        capacities = [q.maxsize for q in queues if isinstance(q, queue.Queue)]
+        assert capacities == [3] * 4
         pipeline.close()
         assert list(pipeline.results()) == []
     finally:

@@ -271,7 +271,32 @@ class ProcessWorker(AbstractWorker):
         if token is not None and token.stopped:  # stop() raced with start()
             self._send(STOP)
 
+    def before_launch(self) -> Callable[[bool], None] | None:
+        """Called in the parent before each run's child is made; override it to hand the child
+        something new per run (the pipe ends a :class:`~spoc.workers.patterns.Pipeline` gives its
+        process stages). Does nothing by default.
+
+        It runs under the lock that makes one child at a time, so a child
+        forked by another worker meanwhile cannot inherit what it makes.
+
+        Returns:
+            None, or a function called once the child was made (with True) or
+            could not be (False), still under that lock: the place to close
+            the parent's copies of the child's ends.
+        """
+        return None
+
     def _launch_locked(self, method: str, context: Any) -> None:
+        after = self.before_launch()
+        launched = False
+        try:
+            self._launch_child(method, context)
+            launched = True
+        finally:
+            if after is not None:
+                after(launched)
+
+    def _launch_child(self, method: str, context: Any) -> None:
         control_reader, control_writer = context.Pipe(duplex=False)
         status_reader, status_writer = context.Pipe(duplex=False)
         process = context.Process(

@@ -1,34 +1,28 @@
-"""The queues between a pipeline's stages ("hops"), the end-of-stream marker, and emptying them.
+"""The queues between a pipeline's stages ("hops"), the end-of-stream marker, and the marker counts.
 
-A hop between two thread ends is a :class:`Hop`; one with a process at
-either end is a :mod:`multiprocessing` queue (:func:`make_hop`). The generic
-stop-aware reads and writes of both are in ``_queues``; what is here is
-what only a pipeline needs: the marker, the count of markers a stage still
-expects, a wait for a result that a failure can cut short, and reading
-what a hop still holds once its readers have ended, even a reader that was
-killed while holding the queue's read lock.
+Every hop of a :class:`Pipeline` is a :class:`Hop` in the pipeline's
+process: thread stage workers read and write it directly, and a process
+stage's switch (``_switch``) connects it to the private pipes of the
+stage's workers. The generic stop-aware reads and writes are in
+``_queues``; what is here is what only a pipeline needs: the marker, the
+count of markers a stage still expects, a wait for a result that a failure
+can cut short, and the accounting of what a hop's one reader has taken.
 """
 
 from __future__ import annotations
 
 import collections
-import io
 import logging
-import os
-import pickle
 import queue
-import struct
 import threading
 import time
 from collections.abc import Callable
-from multiprocessing.reduction import ForkingPickler
 from typing import Any
 
 from spoc.workers import AbstractWorker
 
-from ._envelopes import unbatch
 from ._plain_queue import notify
-from ._queues import QueueReader, ThreadQueueReader, is_process_queue, take_ready
+from ._queues import QueueReader, ThreadQueueReader, take_ready
 from ._support import Marker
 
 __all__ = [
@@ -38,8 +32,6 @@ __all__ = [
     "LocalCount",
     "count_down",
     "drain",
-    "feeds_here",
-    "make_hop",
 ]
 
 logger = logging.getLogger("spoc.workers.patterns")
@@ -80,9 +72,11 @@ class Hop(queue.Queue):  # type: ignore[type-arg]
     spoc_counts_tasks = False
     """Its ``task_done()`` does nothing: the readers of ``_queues`` skip calling it."""
 
-    def __init__(self, maxsize: int = 0, readers: int = 1) -> None:
+    def __init__(self, maxsize: int = 0, readers: int = 1, feeds_processes: bool = False) -> None:
         super().__init__(maxsize)
         self.readers = readers
+        # In front of a process stage: what is put must pickle, and writers check it first.
+        self.feeds_processes = feeds_processes
         # Taken by the one reader and not handed out yet: still counted in qsize(), so that
         # the items in flight stay within maxsize; given back as room once handed out.
         self.held = 0
@@ -135,6 +129,39 @@ class Hop(queue.Queue):  # type: ignore[type-arg]
             elif taken:
                 self.not_full.notify(len(taken))
         return taken
+
+    def take_held(self, at_most: int, timeout: float, give_up: Callable[[], bool]) -> list[Any]:
+        """Wait ``timeout`` at most for an item, as :meth:`get_unless`; take it and up to
+        ``at_most - 1`` more, all still counted in the hop's size until :meth:`release`.
+
+        Raises:
+            queue.Empty: nothing came, or woken with ``give_up()`` true.
+        """
+        with self.mutex:
+            deadline = time.monotonic() + timeout
+            items = self.queue
+            while not items:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or give_up():
+                    raise queue.Empty
+                self.not_empty.wait(remaining)
+            taken = [items.popleft() for _ in range(min(len(items), at_most))]
+            self.held += len(taken)
+        return taken
+
+    def release(self, count: int) -> None:
+        """``count`` items taken with :meth:`take_held` are out of the hop's keeping: make room."""
+        if count:
+            with self.mutex:
+                self.held -= count
+                self.not_full.notify(count)
+
+    def put_anyway(self, item: Any) -> None:
+        """Put ``item`` even when the hop is full: for what arrives once the pipeline stopped,
+        which its end empties."""
+        with self.mutex:
+            self.queue.append(item)
+            self.not_empty.notify()
 
     def wake(self) -> None:
         """Wake every thread waiting in :meth:`get_unless`."""
@@ -203,12 +230,6 @@ class _TakingReader(ThreadQueueReader):
         self._taken.clear()
 
 
-def make_hop(context: Any, maxsize: int, crosses_processes: bool, readers: int = 1) -> Any:
-    """A queue of ``maxsize`` between two stages: a multiprocessing one of ``context`` when a
-    process is at either end (``crosses_processes``), else a :class:`Hop` read by ``readers``."""
-    return context.Queue(maxsize) if crosses_processes else Hop(maxsize, readers)
-
-
 class LocalCount:
     """A thread stage's marker counter, shaped like ``multiprocessing.Value``."""
 
@@ -219,6 +240,9 @@ class LocalCount:
     def get_lock(self) -> threading.Lock:
         """The lock that guards :attr:`value`."""
         return self._lock
+
+    def __reduce__(self) -> tuple[type[LocalCount], tuple[int]]:  # a process stage's own count
+        return LocalCount, (self.value,)
 
 
 def count_down(counter: Any) -> int:
@@ -231,74 +255,11 @@ def count_down(counter: Any) -> int:
 # -- emptying a hop -------------------------------------------------------------------
 
 
-def feeds_here(q: Any) -> bool:
-    """A multiprocessing queue whose feeder thread runs in this process."""
-    return is_process_queue(q) and q._thread is not None
-
-
-def drain(q: Any, wait: float, readers_gone: bool = False) -> list[Any]:
-    """Everything ``q`` still holds (a multiprocessing queue: until it stays empty ``wait`` seconds).
-
-    ``readers_gone``: nobody else reads ``q`` any more; a read lock that stays
-    taken then belongs to a reader that was killed, and the pipe is read without it.
-    """
+def drain(q: Hop) -> list[Any]:
+    """Everything ``q`` still holds, taken without waiting."""
     items: list[Any] = []
-    if q is None:
-        return items
-    if not is_process_queue(q):
-        wait = 0.0
-    elif readers_gone and _read_lock_lost(q):
-        return unbatch(_read_pipe(q, wait))
     while True:
         try:
-            items.append(q.get(True, wait) if wait else q.get_nowait())
-        except (queue.Empty, OSError, ValueError, EOFError):
-            return unbatch(items)
-
-
-def _read_lock_lost(q: Any) -> bool:
-    if q._rlock.acquire(True, _LOCK_WAIT):
-        q._rlock.release()
-        return False
-    return True
-
-
-def _read_pipe(q: Any, wait: float) -> list[Any]:
-    """The items in a multiprocessing queue's pipe, read without its lock and without blocking.
-
-    A SIGKILL is delivered as a system call returns, so the killed reader
-    has often just read a message's 4-byte length, not its body: the pipe
-    then begins with that body, a bare pickle (whose first byte, 0x80, no
-    length has). That item is read too. Anything else unreadable is logged
-    and stays unaccounted for (``lost``).
-    """
-    reader = q._reader
-    fd = reader.fileno()
-    data = bytearray()
-    try:
-        os.set_blocking(fd, False)
-        while reader.poll(wait):
-            try:
-                chunk = os.read(fd, 1 << 16)
-            except BlockingIOError:
-                continue
-            if not chunk:
-                break
-            data += chunk
-    except OSError as exc:
-        logger.error("could not read a queue whose reader was killed: %r", exc)
-    items: list[Any] = []
-    stream = io.BytesIO(data)
-    try:
-        if data[:1] == b"\x80":  # the body of a message whose length the killed reader took
-            items.append(pickle.Unpickler(stream).load())
-        while stream.tell() < len(data):
-            header = stream.read(4)
-            size = struct.unpack("!i", header)[0] if len(header) == 4 else -1
-            body = stream.read(size) if size >= 0 else b""
-            if size < 0 or len(body) < size:
-                raise ValueError(f"{len(data) - stream.tell()} bytes left that are no whole message")
-            items.append(ForkingPickler.loads(body))
-    except Exception as exc:
-        logger.error("could not read the rest of a queue whose reader was killed: %r", exc)
-    return items
+            items.append(q.get_nowait())
+        except queue.Empty:
+            return items

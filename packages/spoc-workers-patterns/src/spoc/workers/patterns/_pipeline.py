@@ -23,7 +23,7 @@ from spoc.workers import START_METHOD_ENV, AbstractWorker
 from spoc.workers._checks import check_count
 
 from ._envelopes import Tracked
-from ._hops import END_OF_STREAM, Hop
+from ._hops import END_OF_STREAM
 from ._pipeline_build import StageKind, make_stage, unbuild, wire
 from ._pipeline_errors import DeadLetter, PipelineFailedError, PipelineStoppedError
 from ._pipeline_flow import PUMP_WAIT, _PipelineFlow
@@ -209,9 +209,15 @@ class Pipeline(_PipelineFlow):
             )
             self._hops, self._dead_letter_queue = wiring.hops, wiring.dead_letters
             self._stage_of, self._release = wiring.stage_of, wiring.release
-            self._status.arm(self._hops[-1], not isinstance(self._hops[-1], Hop))
+            self._switches, self._final_markers = list(wiring.switches.values()), wiring.final_markers
+            self._restartable = {
+                w.name for stage in self._stages if stage.restart != "never" for w in stage.instances
+            }
+            self._status.arm(self._hops[-1], False)
             self._server = wiring.server
             try:
+                for switch in self._switches:
+                    switch.start()
                 wiring.server.start()
             except BaseException:
                 self._server = None

@@ -10,19 +10,19 @@ added to a :class:`~spoc.workers.Server` of the pipeline's own.
 
 from __future__ import annotations
 
-import multiprocessing
 import queue
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from spoc.workers import ProcessWorker, Server, WorkerEvent
 
-from ._hops import LocalCount, make_hop
-from ._queues import is_process_queue, release_process_queue, release_semaphores
+from ._channels import LetterBox
+from ._hops import Hop, LocalCount
 from ._stages import ProcessStageWorker, StageLink, StageWorker, function_stage, is_stage_worker, stage_kind
+from ._switch import StageSwitch
 
-__all__ = ["StageKind", "StageSpec", "Wiring", "make_stage", "unbuild", "wire"]
+__all__ = ["StageKind", "StageSpec", "Wiring", "end_markers_into", "make_stage", "unbuild", "wire"]
 
 StageKind = Literal["thread", "process"]
 
@@ -36,6 +36,7 @@ class StageSpec:
     kind: StageKind
     workers: int
     options: dict[str, Any]
+    restart: str = "never"  # the Server's restart policy for the stage's workers
     instances: list[StageWorker | ProcessStageWorker] = field(default_factory=list)
 
 
@@ -60,6 +61,8 @@ def make_stage(
         raise ValueError(f"{who}: workers must be an int >= 1, got {workers!r}")
     if kind not in (None, "thread", "process"):
         raise ValueError(f"{who}: kind must be 'thread' or 'process', got {kind!r}")
+    options = dict(options)
+    restart = options.pop("restart", "never")
     factory: Any
     if isinstance(stage, type):
         if not is_stage_worker(stage):
@@ -88,26 +91,32 @@ def make_stage(
         while name in names or name == "results":
             n += 1
             name = f"{default_name}-{n}"
-    return StageSpec(name, factory, "process" if kind == "process" else "thread", workers, options)
+    carrier: StageKind = "process" if kind == "process" else "thread"
+    if restart not in ("never", "on-failure"):
+        raise ValueError(f"{who}: stage {name!r}: restart must be 'never' or 'on-failure', got {restart!r}")
+    if restart != "never" and carrier != "process":
+        raise ValueError(
+            f"{who}: stage {name!r}: restart={restart!r} is for process stages (a thread stage's "
+            "worker does not die by itself: an item that raises is a dead letter)"
+        )
+    return StageSpec(name, factory, carrier, workers, options, restart)
 
 
 @dataclass
 class Wiring:
     """What :func:`wire` made: the queues, the server of the stage workers, and who is in which stage."""
 
-    hops: list[Any]  # hops[i] feeds stage i; hops[-1] holds the results
-    dead_letters: Any  # the queue the stage workers report dead letters into
+    hops: list[Hop]  # hops[i] feeds stage i; hops[-1] holds the results
+    dead_letters: queue.Queue[Any]  # the queue dead letters are reported into
     server: Server
     stage_of: dict[str, str]  # stage worker name -> stage name
-    shared_counts: list[Any]  # multiprocessing.Value marker counts of process stages
+    switches: dict[int, StageSwitch]  # stage index -> the switch of a process stage
+    final_markers: int  # end markers the results hop will carry
 
-    def release(self) -> None:
-        """Close this process's ends of the multiprocessing queues and release their semaphores
-        (and those of the stages' marker counts) now: nothing is left for the garbage collector."""
-        for q in [*self.hops, self.dead_letters]:
-            if is_process_queue(q):
-                release_process_queue(q)
-        release_semaphores(*(count.get_lock() for count in self.shared_counts))
+    def release(self, timeout: float = 5.0) -> None:
+        """End the switches' threads (the workers have ended) and close their pipes."""
+        for switch in self.switches.values():
+            switch.close(timeout)
 
 
 def wire(
@@ -132,27 +141,39 @@ def wire(
         TypeError: a stage's factory made something else than a stage worker.
         ValueError: a process stage's start method differs from ``context``'s.
     """
-    context: Any = multiprocessing.get_context(method)
+    # Every hop is a Hop in this process: a process stage's workers read and write private
+    # pipes, which its switch connects to the hops around it (see _switch).
+    readers = [1 if s.kind == "process" else s.workers for s in stages]
     kinds = ["thread", *(s.kind for s in stages), "thread"]  # the pipeline itself is a thread end
-    readers = [*(s.workers for s in stages), 1]  # the pipeline reads the last hop
-    hops = [
-        make_hop(context, maxsize, "process" in (kinds[i], kinds[i + 1]), readers[i])
-        for i in range(len(stages) + 1)
+    # A hop at a process stage holds maxsize batches: items cross into processes batch by batch.
+    sizes = [maxsize * batch if "process" in kinds[i : i + 2] else maxsize for i in range(len(readers) + 1)]
+    hops = [  # the pipeline reads the last one
+        Hop(size, n, feeds_processes=kind == "process")
+        for size, n, kind in zip(sizes, (*readers, 1), kinds[1:], strict=True)
     ]
-    any_process = any(s.kind == "process" for s in stages)
     server = Server(pipeline, shutdown_timeout=shutdown_timeout)
     # A stage worker that fails is seen at once: a thread reports its end itself, and
     # the server's supervisor waits on every process's sentinel and status pipe.
     server.add_listener(listener)
-    wiring = Wiring(hops, context.Queue() if any_process else queue.Queue(), server, {}, [])
+    dead_letters: queue.Queue[Any] = queue.Queue()
+    wiring = Wiring(hops, dead_letters, server, {}, {}, end_markers_into(stages, len(stages)))
     try:
-        for index in range(len(stages)):
+        for index, stage in enumerate(stages):
+            if stage.kind == "process":
+                wiring.switches[index] = StageSwitch(
+                    pipeline,
+                    stage.name,
+                    upstream=hops[index],
+                    downstream=hops[index + 1],
+                    dead_letters=dead_letters,
+                    ends_expected=end_markers_into(stages, index),
+                    batch=batch,
+                )
             _build_stage(
                 pipeline,
                 stages,
                 index,
                 wiring=wiring,
-                context=context,
                 method=method,
                 start_method=start_method,
                 batch=batch,
@@ -172,29 +193,33 @@ def unbuild(stages: list[StageSpec], wiring: Wiring) -> None:
     wiring.release()
 
 
+def end_markers_into(stages: list[StageSpec], index: int) -> int:
+    """How many end markers hop ``index`` carries: one per writer (a process stage's switch,
+    or a thread stage's worker; the pipeline's input for the first hop)."""
+    if index == 0 or stages[index - 1].kind == "process":
+        return 1
+    return stages[index - 1].workers
+
+
 def _build_stage(
     pipeline: str,
     stages: list[StageSpec],
     index: int,
     *,
     wiring: Wiring,
-    context: Any,
     method: str,
     start_method: str | None,
     batch: int,
     linger: float,
 ) -> None:
     stage = stages[index]
-    upstream = 1 if index == 0 else stages[index - 1].workers
-    total = upstream + stage.workers - 1  # end markers this stage will take (see _stages)
-    markers: Any = context.Value("i", total) if stage.kind == "process" else LocalCount(total)
-    if stage.kind == "process":
-        wiring.shared_counts.append(markers)
+    switch = wiring.switches.get(index)
+    total = end_markers_into(stages, index) + stage.workers - 1  # markers to take (see _stages)
     link = StageLink(
         stage=stage.name,
         next_stage=stages[index + 1].name if index + 1 < len(stages) else "results",
         siblings=stage.workers - 1,
-        markers_left=markers,
+        markers_left=LocalCount(total),
         dead_letters=wiring.dead_letters,
         batch=batch,
         linger=linger,
@@ -205,7 +230,13 @@ def _build_stage(
     for i in range(stage.workers):
         suffix = f"-{i + 1}" if stage.workers > 1 else ""
         name = f"{pipeline}.{stage.name}{suffix}"
-        worker = stage.factory(name, wiring.hops[index], wiring.hops[index + 1], **options)
+        queues: tuple[Any, Any] = (wiring.hops[index], wiring.hops[index + 1])
+        if switch is not None:
+            # Its own pipes, its own end marker (one per worker, from the switch), its own letters.
+            queues = switch.add_slot(name)
+            link = replace(link, siblings=0, markers_left=LocalCount(1), dead_letters=LetterBox(queues[1]))
+            link.switch = switch
+        worker = stage.factory(name, *queues, **options)
         if not is_stage_worker(worker):
             raise TypeError(
                 f"pipeline {pipeline!r}: stage {stage.name!r} made {worker!r}, not a stage worker"
@@ -219,4 +250,4 @@ def _build_stage(
         worker.link_to_pipeline(link)
         wiring.stage_of[name] = stage.name
         stage.instances.append(worker)
-        wiring.server.add_worker(worker)
+        wiring.server.add_worker(worker, restart=stage.restart)  # type: ignore[arg-type]

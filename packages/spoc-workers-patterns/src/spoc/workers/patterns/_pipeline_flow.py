@@ -38,18 +38,18 @@ import queue
 import threading
 import time
 from collections.abc import Callable
-from multiprocessing.connection import wait as wait_for_handles
 from typing import Any
 
 from spoc.workers import AbstractWorker, Server, WorkerEvent, WorkerState
 
 from ._envelopes import DROPPED, Tracked, is_tombstone, unbatch
 from ._feeders import Feeder, SourceFeeder
-from ._hops import END_OF_STREAM, TAKE_AT_ONCE, Hop, drain, feeds_here
+from ._hops import END_OF_STREAM, TAKE_AT_ONCE, Hop, drain
 from ._pipeline_build import StageSpec
 from ._pipeline_errors import DeadLetter, PipelineFailedError, PipelineStoppedError, stage_failure
 from ._pipeline_state import PipelineState, PipelineStatus
 from ._plain_queue import put_if_room
+from ._switch import StageSwitch
 
 __all__ = ["PUMP_WAIT"]
 
@@ -82,9 +82,12 @@ class _PipelineFlow:
         self._put_lock = threading.Lock()
         self._lock = threading.RLock()
         self._server: Server | None = None
-        self._hops: list[Any] = []  # _hops[i] feeds stage i; _hops[-1] holds the results
+        self._hops: list[Hop] = []  # _hops[i] feeds stage i; _hops[-1] holds the results
         self._stage_of: dict[str, str] = {}  # stage worker name -> stage name
-        self._release: Callable[[], None] = _nothing  # releases the queues' handles, once started
+        self._release: Callable[[], None] = _nothing  # ends the switches, once started
+        self._switches: list[StageSwitch] = []  # of the process stages (see _switch)
+        self._final_markers = 1  # end markers the results hop will carry
+        self._restartable: set[str] = set()  # stage workers the server restarts when they fail
         self._dead_letter_queue: Any = None
         self._dead_letters: list[DeadLetter] = []
         self._results: collections.deque[Any] = collections.deque()
@@ -214,24 +217,10 @@ class _PipelineFlow:
             return []
         final = self._hops[-1]
         try:
-            if wait <= 0:
-                taken = [final.get_nowait()]
-            elif isinstance(final, Hop):
-                taken = [final.get_unless(wait, self._has_failed)]
-            else:  # a multiprocessing queue: wait on its pipe and on the latch a failure writes to
-                try:
-                    taken = [final.get_nowait()]
-                except queue.Empty:
-                    wait_for_handles([final._reader, *self._status.latch_handles()], wait)
-                    taken = [final.get_nowait()]
+            taken = [final.get_nowait() if wait <= 0 else final.get_unless(wait, self._has_failed)]
         except queue.Empty:
             return []
-        except (OSError, ValueError, EOFError):  # closed by a concurrent _finish()
-            return []
-        if isinstance(final, Hop):
-            taken += final.take_available(TAKE_AT_ONCE - 1)
-        else:
-            taken = unbatch(taken)
+        taken += final.take_available(TAKE_AT_ONCE - 1)
         with self._lock:
             return self._arrived(taken)
 
@@ -275,7 +264,7 @@ class _PipelineFlow:
 
     def _complete(self) -> bool:
         """No more results will come."""
-        return self._status.ended() or self._markers_seen >= self._stages[-1].workers
+        return self._status.ended() or self._markers_seen >= self._final_markers
 
     def _pump(self, wait: float) -> None:
         """One round of waiting: collect results into the buffer, dead letters, watch the workers."""
@@ -357,12 +346,25 @@ class _PipelineFlow:
         if self._status.ended():
             return
         for worker in self._stage_workers():
-            if worker.state is WorkerState.FAILED:
+            if worker.state is WorkerState.FAILED and worker.name not in self._restartable:
                 self._stage_failed(worker.name, worker.exception)
 
     def _on_server_event(self, event: WorkerEvent) -> None:
-        """The server's listener: a stage worker that ended FAILED stops the pipeline at once."""
-        if event.kind == "state" and event.state is WorkerState.FAILED and event.worker in self._stage_of:
+        """The server's listener: a stage worker that ended FAILED stops the pipeline at once,
+        unless the server restarts it; then only once the server gives up on it."""
+        if event.worker not in self._stage_of:
+            return
+        if event.kind == "gave_up":
+            self._stage_failed(event.worker, event.exception)
+        elif event.kind == "state" and event.state is WorkerState.FAILED:
+            if event.worker in self._restartable:
+                logger.warning(
+                    "pipeline %r: stage worker %r failed (%r); it is restarted",
+                    self.name,
+                    event.worker,
+                    event.exception,
+                )
+                return
             self._stage_failed(event.worker, event.exception)
 
     def _stage_failed(self, name: str, exception: BaseException | None) -> None:
@@ -373,6 +375,8 @@ class _PipelineFlow:
             "pipeline %r: stage worker %r failed (%r); stopping the pipeline", self.name, name, exception
         )
         self._status.wake()
+        for switch in self._switches:
+            switch.stop()
         server = self._server
         if server is not None:
             server.stop()
@@ -399,6 +403,8 @@ class _PipelineFlow:
         server = self._server
         assert server is not None
         self._status.refuse_input()
+        for switch in self._switches:
+            switch.stop()
         server.stop()
         deadline = time.monotonic() + timeout
         while not self._all_ended() and time.monotonic() < deadline:
@@ -433,17 +439,12 @@ class _PipelineFlow:
             server = self._server
             if server is not None:
                 server.join_all(0)  # reap, read the last status
+            # The switches first: what they hold or read last goes into the hops and dead letters.
+            self._release()
             last = len(self._hops) - 1
-            complete = self._complete()
             for index, q in enumerate(self._hops):
                 # On a normal end every queue is empty (the end markers came behind every item).
-                # Else only this process's feeder thread (put() and feeds use it) may still hold
-                # items for a queue: stage workers write into the pipe itself (see QueueWriter).
-                wait = PUMP_WAIT if not complete and feeds_here(q) else 0.0
-                # Only stage workers read a queue before the results; once all of them are gone,
-                # its read lock may be ignored (one killed while holding it leaves it taken).
-                readers_gone = index < last and not any(w.is_alive() for w in self._stages[index].instances)
-                items = drain(q, wait, readers_gone)
+                items = drain(q)
                 if index == last:
                     self._results.extend(self._arrived(items))
                     continue
@@ -451,7 +452,6 @@ class _PipelineFlow:
                     if item is not END_OF_STREAM:
                         self._queued_dead_letter(index, item)
             self._collect_last_dead_letters()
-            self._release()
             self._status.finished()
             self._status.disarm()
         lost = self._accepted - self._accounted()  # stats.lost, now that every worker ended

@@ -415,9 +415,15 @@ class QueueWriter:
         q: the queue.
     """
 
+    reports_drops = False
+    """Whether a stage passes :data:`DROPPED` on for an item it dropped (a pipeline's process
+    stage: its parent counts each item's fate, see ``_switch``)."""
+
     def __init__(self, q: Any) -> None:
         self.queue = q
         self.crosses_processes = is_process_queue(q)
+        # What it puts is pickled on its way (a hop in front of a pipeline's process stage too).
+        self.must_pickle = self.crosses_processes or getattr(q, "feeds_processes", False)
         # Its lock and hooks are used directly, unless a subclass does its own put().
         self._local = isinstance(q, queue.Queue) and type(q).put is queue.Queue.put
         # A JoinableQueue counts unfinished tasks in put(): it goes through put().
@@ -432,7 +438,7 @@ class QueueWriter:
         Raises:
             Exception: whatever pickling ``item`` raises (for multiprocessing queues only).
         """
-        if self.crosses_processes and type(item) not in _ALWAYS_PICKLABLE:
+        if self.must_pickle and type(item) not in _ALWAYS_PICKLABLE:
             ForkingPickler.dumps(item)
 
     def put_nowait(self, item: Any) -> bool:
@@ -526,11 +532,15 @@ class QueueWriter:
 
 
 def writer_for(q: Any) -> QueueWriter:
-    """The writer for ``q``.
+    """The writer for ``q``: the one it brings, if it has ``spoc_writer()``.
 
     Raises:
         TypeError: ``q`` has no ``put`` method.
     """
+    open_writer = getattr(q, "spoc_writer", None)
+    if callable(open_writer):
+        writer: QueueWriter = open_writer()
+        return writer
     if not (callable(getattr(q, "put", None)) and callable(getattr(q, "put_nowait", None))):
         raise TypeError(f"cannot write to {_a_queue(q)}: it has no put() and put_nowait()")
     return QueueWriter(q)

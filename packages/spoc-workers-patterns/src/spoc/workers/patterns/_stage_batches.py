@@ -78,7 +78,7 @@ class BatchStageConsumer(_StageConsumer):
             out = got
             if out is None:
                 self.count("dropped")
-                if tag is None:
+                if tag is None and not self.writer.reports_drops:
                     continue
                 out = DROPPED
             try:

@@ -24,7 +24,7 @@ from __future__ import annotations
 import inspect
 import time
 from abc import abstractmethod
-from collections.abc import Awaitable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -46,7 +46,7 @@ from ._envelopes import DROPPED, Batch, Tracked, is_tombstone
 from ._hops import END_OF_STREAM, count_down
 from ._pipeline_errors import DeadLetter, PipelineStoppedError, picklable_letter
 from ._pipeline_stats import STAGE_FIELDS, StageStats, stage_stats
-from ._queues import check_shareable, is_process_queue, reader_for, writer_for
+from ._queues import check_shareable, reader_for, writer_for
 from ._support import Counters, check_number, has_async, log_failure, new_counters, short_repr
 
 if TYPE_CHECKING:
@@ -80,6 +80,10 @@ class StageLink:
     dead_letters: Any  # a queue of DeadLetter records, read by the pipeline
     batch: int = 1  # results sent at once into a multiprocessing output queue (see Pipeline)
     linger: float = 0.0  # how long a result may wait for a batch to fill
+    switch: Any = None  # a process stage's StageSwitch, in the parent only (see _switch)
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "switch": None}  # its threads and pipes stay in the parent
 
 
 # -- stage workers ------------------------------------------------------------------
@@ -313,11 +317,11 @@ class _StageConsumer(Consumer):
             return self.fail(self.retag(item), error, "process_item", self.name), None
         if result is None:
             self.count("dropped")
-            if self.tag is None:
+            if self.tag is None and not self.writer.reports_drops:
                 return None, None
-            result = DROPPED  # its tombstone goes on, for the pipeline to settle it
+            result = DROPPED  # its tombstone goes on, for the pipeline to settle it (or its switch)
         try:
-            if self.writer.crosses_processes:  # (the check is a call per item otherwise)
+            if self.writer.must_pickle:  # (the check is a call per item otherwise)
                 self.writer.check_picklable(result)
         except Exception as exc:
             return self.fail(
@@ -335,7 +339,7 @@ class _StageConsumer(Consumer):
     def unpicklable(self, what: str, exc: Exception) -> TypeError:
         """The error of an item whose result (``what``) cannot be pickled into the next process hop."""
         error = TypeError(
-            f"{self.who}: {what} cannot be pickled for the multiprocessing queue to the next stage: {exc!r}"
+            f"{self.who}: {what} cannot be pickled to cross to the next stage's processes: {exc!r}"
         )
         error.__cause__ = exc
         return error
@@ -350,8 +354,8 @@ class _StageConsumer(Consumer):
         results = result.items if type(result) is Batch else None
         if ok:
             out = 1 if results is None else len(results)
-            if self.tracking:  # a tombstone is no result
-                out -= sum(1 for one in (results or (result,)) if is_tombstone(one))
+            if self.tracking or self.writer.reports_drops:  # a tombstone is no result
+                out -= sum(1 for one in (results or (result,)) if one is DROPPED or is_tombstone(one))
             if out:
                 self.add("items_out", out)
             return None
@@ -399,14 +403,15 @@ class _StageConsumer(Consumer):
         link = self.link
         if link is None:
             return
-        if is_process_queue(link.dead_letters):
+        writer = writer_for(link.dead_letters)
+        if writer.crosses_processes:
             if type(letter) is DeadLetter:
                 letter = picklable_letter(letter)
             elif isinstance(letter, Tracked) and type(letter.item) is DeadLetter:
                 letter = Tracked(letter.tag, picklable_letter(letter.item))
         # Written into the pipe at once (see QueueWriter), so a SIGKILL does not take it along;
         # through the feeder only if the queue's write lock stays taken (its holder was killed).
-        if not writer_for(link.dead_letters).put(self.stage, letter, self.grace):
+        if not writer.put(self.stage, letter, self.grace):
             link.dead_letters.put(letter)
 
     def cut_short(self, item: Any, exc: BaseException) -> Events:  # the item is a dead letter, not lost
@@ -509,6 +514,14 @@ class ProcessStageWorker(_StageMixin, ProcessWorker):
         check_shareable(owner, "input_queue", input_queue, fix)
         check_shareable(owner, "output_queue", output_queue, fix)
         self._init_stage(input_queue, output_queue, put_grace)
+
+    def before_launch(self) -> Callable[[bool], None] | None:
+        """In a :class:`Pipeline`, each run gets fresh private pipes from its stage's switch."""
+        link = self._link
+        if link is None or link.switch is None:
+            return None
+        launched: Callable[[bool], None] = link.switch.renew(self.name)
+        return launched
 
 
 # -- stages made from functions (module level: spawn children import them) ----------

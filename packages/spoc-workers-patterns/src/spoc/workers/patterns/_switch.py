@@ -1,0 +1,550 @@
+"""The parent's side of a pipeline's process stage: a private pipe pair per worker, per run.
+
+A :class:`StageSwitch` stands between a process stage and the thread hops
+around it (``_hops.Hop``, in the parent). Its *distributor* thread takes
+items from the hop before the stage and writes each into the input pipe of
+one of the stage's workers (one whose pipe has room); its *collector*
+thread reads every worker's output pipe and puts results into the hop after
+the stage, and dead letters into the pipeline's queue of them. Each pipe has
+one writer and one reader and no lock, so a worker SIGKILLed at any moment
+wedges no one (see ``_channels``).
+
+When a worker's run ends (its output pipe's end of file):
+
+* the parent reads what the worker left unread in its input pipe (it keeps
+  a copy of the reading end) and counts the bytes. Those are the last
+  messages written to it, so that count tells which messages the worker
+  never took: they are handed to the next run, or to a sibling;
+* a message the worker took and did not finish is lost with it, and only
+  that one (a batch with ``Pipeline(batch=n)``): the pipeline's ``lost``
+  counts it, as every accepted item is otherwise accounted for;
+* a new run (a Server's restart, ``add_stage(..., restart="on-failure")``)
+  gets fresh pipes from :meth:`StageSwitch.renew`, called from
+  ``ProcessStageWorker.before_launch``.
+
+End of stream: once every writer upstream has sent its end marker and
+nothing waits to be re-sent, the distributor sends one marker to each
+worker's run; each worker passes it on and leaves. Once every worker has
+passed its marker on, the collector puts one marker downstream.
+
+After :meth:`StageSwitch.stop` (the pipeline stops or failed) nothing more
+is sent; what the switch holds, and what the workers leave unread, becomes
+a dead letter of the stage (:class:`PipelineStoppedError`).
+"""
+
+from __future__ import annotations
+
+import collections
+import fcntl
+import logging
+import multiprocessing
+import os
+import queue
+import select
+import struct
+import threading
+from collections.abc import Callable
+from multiprocessing.connection import wait as wait_for_handles
+from multiprocessing.reduction import ForkingPickler
+from typing import Any
+
+from ._channels import Channel, Letter
+from ._envelopes import DROPPED, Batch, Tracked
+from ._hops import END_OF_STREAM, Hop
+from ._pipeline_errors import DeadLetter, PipelineStoppedError
+
+__all__ = ["StageSwitch"]
+
+logger = logging.getLogger("spoc.workers.patterns")
+
+_WAIT = 0.05  # the threads' longest wait before they look at the stop again
+_CHUNK = 1 << 16
+_NONE: Any = object()
+
+
+def _pipe_capacity(fd: int) -> int:
+    """How many bytes a pipe holds unread at most (Linux tells; elsewhere a bound above it)."""
+    try:
+        return int(fcntl.fcntl(fd, fcntl.F_GETPIPE_SZ))
+    except (AttributeError, OSError):
+        return 1 << 20
+
+
+def _frame_size(body: int) -> int:
+    """The bytes a connection message of ``body`` bytes takes in the pipe (its length header too)."""
+    return body + (4 if body <= 0x7FFFFFFF else 12)
+
+
+def _items(message: Any) -> list[Any]:
+    items: list[Any] = message.items if type(message) is Batch else [message]
+    return items
+
+
+def _count(message: Any) -> int:
+    """The items in a message into a worker's pipe."""
+    return len(message.items) if type(message) is Batch else 1
+
+
+class _Run:
+    """One run of a worker: the parent's ends of its pipes, and what was written to it."""
+
+    def __init__(self, slot: _Slot, to_child: Any, child_input: Any, from_child: Any) -> None:
+        self.slot = slot
+        self.to_child = to_child  # writing end of the worker's input pipe
+        self.child_input = child_input  # the parent's copy of its reading end (see _recover)
+        self.from_child = from_child  # reading end of the worker's output pipe
+        self.capacity = _pipe_capacity(to_child.fileno())
+        # (message, its size in the pipe) of the messages the worker may not have read yet.
+        self.sent: collections.deque[tuple[Any, int]] = collections.deque()
+        self.sent_bytes = 0  # their sizes, the one being written left out
+        self.sending = False
+        self.outstanding = 0  # items written to it whose fate has not come back
+        self.got_end = False  # its end marker is written
+        self.down = False  # its output pipe ended: nothing more is written to it
+        self.buffer = bytearray()  # bytes read from its output pipe, not a whole message yet
+
+    def written(self, size: int) -> None:
+        """A message is all in the pipe: forget those the worker surely read (holds the lock).
+
+        The pipe holds at most ``capacity`` bytes; when the messages written
+        after the oldest one fill that much, the oldest was read.
+        """
+        self.sending = False
+        self.sent_bytes += size
+        sent = self.sent
+        while len(sent) > 1 and self.sent_bytes - sent[0][1] >= self.capacity:
+            self.sent_bytes -= sent.popleft()[1]
+
+    def close(self) -> None:
+        for conn in (self.to_child, self.child_input, self.from_child):
+            conn.close()
+
+
+class _Slot:
+    """One worker of the stage: its channels and its current run."""
+
+    def __init__(self, name: str, inbox: Channel, outbox: Channel) -> None:
+        self.name = name
+        self.inbox = inbox
+        self.outbox = outbox
+        self.run: _Run | None = None
+        self.finished = False  # it passed its end marker on: done for good
+
+
+class StageSwitch:
+    """The distributor and collector of one process stage (see the module's text).
+
+    Args:
+        pipeline: the pipeline's name (for messages).
+        stage: the stage's name.
+        upstream: the hop before the stage (this switch is its one reader).
+        downstream: the hop after the stage.
+        dead_letters: the pipeline's queue of dead letters.
+        ends_expected: how many end markers the upstream hop will carry.
+        batch: at most this many items per message into a worker's pipe.
+    """
+
+    def __init__(
+        self,
+        pipeline: str,
+        stage: str,
+        *,
+        upstream: Hop,
+        downstream: Hop,
+        dead_letters: queue.Queue[Any],
+        ends_expected: int,
+        batch: int,
+    ) -> None:
+        self.label = f"pipeline {pipeline!r}, stage {stage!r}"
+        self.stage = stage
+        self.upstream = upstream
+        self.downstream = downstream
+        self.dead_letters = dead_letters
+        self.ends_expected = ends_expected
+        self.batch = max(1, batch)
+        self.slots: list[_Slot] = []
+        self.resent = 0  # items re-sent after the run that had them ended
+        self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)
+        self._redo: collections.deque[Any] = collections.deque()  # to send again, before the rest
+        self._stopping = False
+        self._ends = 0  # end markers taken from upstream
+        self._end_passed = False
+        self._turn = 0
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_w, False)
+        self._threads = [
+            threading.Thread(target=self._distribute, name=f"{pipeline}.{stage}.distributor", daemon=True),
+            threading.Thread(target=self._collect, name=f"{pipeline}.{stage}.collector", daemon=True),
+        ]
+
+    # -- set up, runs, stop ---------------------------------------------------------
+
+    def add_slot(self, name: str) -> tuple[Channel, Channel]:
+        """A worker of the stage: the channels to give it as its input and output queues."""
+        inbox, outbox = Channel(f"the input of {name!r}"), Channel(f"the output of {name!r}")
+        self.slots.append(_Slot(name, inbox, outbox))
+        return inbox, outbox
+
+    def renew(self, name: str) -> Callable[[bool], None]:
+        """Fresh pipes for the next run of worker ``name``, in its channels; returns what to call
+        once its child was made (``ProcessWorker.before_launch``)."""
+        slot = next(s for s in self.slots if s.name == name)
+        child_input, to_child = multiprocessing.Pipe(duplex=False)
+        from_child, child_output = multiprocessing.Pipe(duplex=False)
+        slot.inbox.conn, slot.outbox.conn = child_input, child_output
+
+        def launched(ok: bool) -> None:
+            child_output.close()  # the child's alone now: its end is this pipe's end of file
+            run = _Run(slot, to_child, child_input, from_child)
+            if not ok:
+                run.close()
+                return
+            os.set_blocking(from_child.fileno(), False)
+            with self._changed:
+                slot.run = run
+                self._changed.notify_all()
+            self._wake()
+
+        return launched
+
+    def start(self) -> None:
+        """Start the distributor and the collector."""
+        for thread in self._threads:
+            thread.start()
+
+    def stop(self) -> None:
+        """Send nothing more: what is held or comes back unread is a dead letter now (any thread)."""
+        with self._changed:
+            self._stopping = True
+            self._changed.notify_all()
+        self.upstream.wake()
+        self._wake()
+
+    def close(self, timeout: float) -> None:
+        """:meth:`stop`, then wait ``timeout`` at most for both threads (the workers have ended)."""
+        self.stop()
+        for thread in self._threads:
+            if thread.ident is not None:
+                thread.join(timeout)
+                if thread.is_alive():
+                    logger.error("%s: %s did not end within %gs", self.label, thread.name, timeout)
+        for slot in self.slots:
+            run = slot.run
+            if run is not None and not self._threads[1].is_alive():
+                self._recover(run)
+        with self._changed:
+            wake_r, wake_w, self._wake_w = self._wake_r, self._wake_w, -1
+        os.close(wake_r)
+        os.close(wake_w)
+
+    def _wake(self) -> None:
+        with self._changed:  # not once closed: the number may belong to another file by then
+            if self._wake_w < 0:
+                return
+            try:
+                os.write(self._wake_w, b"x")
+            except OSError:
+                pass  # full of wake-ups already
+
+    # -- distributor ----------------------------------------------------------------
+
+    def _distribute(self) -> None:
+        try:
+            while True:
+                message = self._next_message()
+                if message is _NONE:
+                    break
+                self._send(message)
+        except Exception:
+            logger.exception("%s: the distributor failed", self.label)
+        with self._changed:
+            rest = list(self._redo)
+            self._redo.clear()
+        for message in rest:
+            self._left_over(message)
+
+    def _next_message(self) -> Any:
+        """The next message to send: an item to send again, the next from upstream, or (once
+        every end marker came) an end marker for a run that has none yet; _NONE after a stop."""
+        while True:
+            with self._changed:
+                if self._stopping:
+                    return _NONE
+                if self._redo:
+                    return self._redo.popleft()
+                if self._ends >= self.ends_expected:
+                    if self._end_wanted():
+                        return END_OF_STREAM
+                    self._changed.wait(_WAIT)
+                    continue
+            try:  # they stay counted in the hop's size until their fate comes back (_route)
+                items = self.upstream.take_held(self.batch, _WAIT, self._wanted)
+            except queue.Empty:
+                continue
+            kept = [item for item in items if item is not END_OF_STREAM]
+            if len(kept) < len(items):
+                self.upstream.release(len(items) - len(kept))
+                with self._changed:
+                    self._ends += len(items) - len(kept)
+            if kept:
+                return kept[0] if self.batch == 1 else Batch(kept)
+
+    def _wanted(self) -> bool:
+        return self._stopping or bool(self._redo)
+
+    def _end_wanted(self) -> bool:
+        """A run without its end marker, of a worker that has not passed one on (holds the lock)."""
+        return any(
+            s.run is not None and not s.run.down and not s.run.got_end and not s.finished for s in self.slots
+        )
+
+    def _send(self, message: Any) -> None:
+        """Write ``message`` into a run's input pipe that has room, waiting for one."""
+        try:
+            data = ForkingPickler.dumps(message)
+        except Exception as exc:
+            self._unsendable(message, exc)
+            return
+        size = _frame_size(len(data))
+        while True:
+            with self._changed:
+                if self._stopping:
+                    self._left_over(message)
+                    return
+                runs = [
+                    s.run
+                    for s in self.slots
+                    if s.run is not None and not s.run.down and not s.run.got_end and not s.finished
+                ]
+                if message is END_OF_STREAM:
+                    runs = runs[:1]
+            if not runs:
+                with self._changed:
+                    self._changed.wait(_WAIT)
+                continue
+            try:
+                ready = select.select((), [r.to_child for r in runs], (), _WAIT)[1]
+            except (OSError, ValueError):  # a pipe closed meanwhile (its run ended): look again
+                continue
+            if not ready:
+                continue
+            self._turn += 1  # round robin among those with room
+            conn = ready[self._turn % len(ready)]
+            chosen = next(r for r in runs if r.to_child is conn)
+            with self._changed:
+                if chosen.down or self._stopping:
+                    continue
+                chosen.sending = True
+                chosen.sent.append((message, size))
+                if message is END_OF_STREAM:
+                    chosen.got_end = True
+                else:
+                    chosen.outstanding += _count(message)
+            try:
+                chosen.to_child.send_bytes(data)
+            except (OSError, ValueError) as exc:  # closed under it: _recover counts what got in
+                logger.error("%s: could not write to %r: %r", self.label, chosen.slot.name, exc)
+            with self._changed:
+                chosen.written(size)
+                self._changed.notify_all()
+            return
+
+    def _unsendable(self, message: Any, exc: Exception) -> None:
+        for item in _items(message):
+            error = TypeError(f"{self.label}: the item cannot be pickled for the stage's processes: {exc!r}")
+            self._letter(item, error)
+        self.upstream.release(_count(message))
+
+    def _left_over(self, message: Any) -> None:
+        """A message not sent (or sent and not read) after a stop: its items are dead letters."""
+        if message is END_OF_STREAM:
+            return
+        self.upstream.release(_count(message))
+        for item in _items(message):
+            error = PipelineStoppedError(
+                f"{self.label}: the pipeline stopped while the item waited for the stage"
+            )
+            self._letter(item, error)
+
+    def _letter(self, item: Any, error: BaseException) -> None:
+        tag = None
+        if type(item) is Tracked:
+            tag, item = item
+        letter = DeadLetter(stage=self.stage, item=item, error=error)
+        self.dead_letters.put(letter if tag is None else Tracked(tag, letter))
+
+    # -- collector ------------------------------------------------------------------
+
+    def _collect(self) -> None:
+        try:
+            while True:
+                with self._changed:
+                    runs = [s.run for s in self.slots if s.run is not None]
+                    if not runs and (self._stopping or self._end_passed):
+                        return
+                ready = wait_for_handles([self._wake_r, *(r.from_child for r in runs)], _WAIT)
+                for handle in ready:
+                    if handle == self._wake_r:
+                        os.read(self._wake_r, _CHUNK)
+                    else:
+                        self._read(next(r for r in runs if r.from_child is handle))
+                self._pass_end_on()
+        except Exception:
+            logger.exception("%s: the collector failed", self.label)
+
+    def _read(self, run: _Run) -> None:
+        try:
+            chunk = os.read(run.from_child.fileno(), _CHUNK)
+        except BlockingIOError:
+            return
+        except OSError:
+            chunk = b""
+        if not chunk:  # the run ended: what it wrote last is read
+            if run.buffer:
+                logger.error(
+                    "%s: worker %r ended in the middle of writing a result (%d bytes); it is lost",
+                    self.label,
+                    run.slot.name,
+                    len(run.buffer),
+                )
+            self._recover(run)
+            return
+        buffer = run.buffer
+        buffer += chunk
+        start = 0
+        while len(buffer) - start >= 4:
+            size = struct.unpack_from("!i", buffer, start)[0]
+            head = 4
+            if size == -1:
+                if len(buffer) - start < 12:
+                    break
+                size, head = struct.unpack_from("!Q", buffer, start + 4)[0], 12
+            if len(buffer) - start - head < size:
+                break
+            body = bytes(buffer[start + head : start + head + size])
+            start += head + size
+            self._route(run, body)
+        del buffer[:start]
+
+    def _route(self, run: _Run, body: bytes) -> None:
+        try:
+            message = ForkingPickler.loads(body)
+        except Exception:
+            logger.exception(
+                "%s: a message from worker %r could not be read; it is lost", self.label, run.slot.name
+            )
+            return
+        if message is END_OF_STREAM:
+            with self._changed:
+                run.slot.finished = True
+            return
+        if type(message) is Letter:
+            self.dead_letters.put(message.letter)
+            fates = 1
+        else:
+            fates = 0
+            for item in _items(message):
+                fates += 1
+                if item is not DROPPED:  # an untracked item dropped: only its fate comes back
+                    self._put_downstream(item)
+        with self._changed:
+            run.outstanding -= fates
+            self._changed.notify_all()
+        self.upstream.release(fates)
+
+    def _put_downstream(self, item: Any) -> None:
+        hop = self.downstream
+        while True:
+            if self._stopping:
+                hop.put_anyway(item)  # emptied by the pipeline's end, after this thread ended
+                return
+            try:
+                hop.put(item, True, _WAIT)
+                return
+            except queue.Full:
+                continue
+
+    def _pass_end_on(self) -> None:
+        with self._changed:
+            if self._end_passed or not all(s.finished for s in self.slots):
+                return
+            self._end_passed = True
+        self._put_downstream(END_OF_STREAM)
+
+    # -- a run's end ----------------------------------------------------------------
+
+    def _recover(self, run: _Run) -> None:
+        """The run ended: read what it left unread, send it again (or make it dead letters after
+        a stop), and close its pipes."""
+        with self._changed:
+            run.down = True
+            if run.slot.run is run:
+                run.slot.run = None
+        unread = self._read_unread(run)
+        with self._changed:
+            sent = list(run.sent)
+            left: list[Any] = []
+            for message, size in reversed(sent):  # the unread bytes are the last messages written
+                if size > unread:
+                    break
+                unread -= size
+                left.append(message)
+            left.reverse()
+            items = [m for m in left if m is not END_OF_STREAM]
+            unread = sum(_count(m) for m in items)
+            lost, run.outstanding = run.outstanding - unread, 0
+            stopping = self._stopping
+            if not stopping:  # still counted in the upstream hop's size, as they wait again
+                self._redo.extendleft(reversed(items))
+                self.resent += unread
+                self._changed.notify_all()
+        self.upstream.release(lost)  # taken by the run and not finished: lost with it
+        if lost:
+            logger.error(
+                "%s: worker %r ended with %d item(s) taken and not finished: they are lost",
+                self.label,
+                run.slot.name,
+                lost,
+            )
+        run.close()
+        if items:
+            if stopping:
+                for message in items:
+                    self._left_over(message)
+            else:
+                logger.warning(
+                    "%s: worker %r ended with %d message(s) unread; they go to the next run",
+                    self.label,
+                    run.slot.name,
+                    len(items),
+                )
+                self.upstream.wake()
+
+    def _read_unread(self, run: _Run) -> int:
+        """Read, and count, the bytes left in the run's input pipe; waits for a write under way
+        (reading is what lets it finish)."""
+        fd = run.child_input.fileno()
+        os.set_blocking(fd, False)
+        total = 0
+        while True:
+            try:
+                chunk = os.read(fd, _CHUNK)
+            except BlockingIOError:
+                chunk = b""
+            total += len(chunk)
+            if chunk:
+                continue
+            with self._changed:
+                if not run.sending:
+                    break
+                self._changed.wait(0.001)
+        while True:  # what the last write put in after the look above
+            try:
+                chunk = os.read(fd, _CHUNK)
+            except BlockingIOError:
+                break
+            if not chunk:
+                break
+            total += len(chunk)
+        return total
