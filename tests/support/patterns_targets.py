@@ -406,6 +406,13 @@ def drop_odd(x: int) -> int | None:
     return None if x % 2 else x
 
 
+def exit_on_five(x: int) -> int:
+    """A process stage that dies (exit code 3, no clean-up) on item 5: a poison item."""
+    if x == 5:
+        os._exit(3)
+    return x
+
+
 def unpicklable_on_five(x: int) -> Any:
     """Returns something a multiprocessing queue cannot carry when x == 5."""
     if x == 5:

@@ -123,6 +123,9 @@ class _ChannelReader(QueueReader):
         self._batched.clear()
         return leftovers
 
+    def ready(self) -> int:
+        return len(self._batched)
+
     def take_ready(self, at_most: int, before: object) -> list[Any]:
         taken: list[Any] = []
         batched = self._batched

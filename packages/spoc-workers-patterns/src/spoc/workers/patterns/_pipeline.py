@@ -213,7 +213,7 @@ class Pipeline(_PipelineFlow):
             self._restartable = {
                 w.name for stage in self._stages if stage.restart != "never" for w in stage.instances
             }
-            self._status.arm(self._hops[-1], False)
+            self._status.arm(self._hops[-1])
             self._server = wiring.server
             try:
                 for switch in self._switches:

@@ -168,6 +168,7 @@ def wire(
                     dead_letters=dead_letters,
                     ends_expected=end_markers_into(stages, index),
                     batch=batch,
+                    linger=linger,
                 )
             _build_stage(
                 pipeline,

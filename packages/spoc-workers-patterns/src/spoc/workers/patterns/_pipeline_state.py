@@ -10,10 +10,8 @@ the input stays refused once started (``SHUT → CLOSING``).
 
 from __future__ import annotations
 
-import os
 import threading
 from enum import Enum
-from typing import Any
 
 from ._hops import Hop
 
@@ -73,9 +71,7 @@ class PipelineStatus:
         self._lock = threading.Lock()
         self.state = PipelineState.NEW
         self.failed_workers: list[str] = []
-        self._final: Any = None  # the results queue, whose waiters a failure wakes
-        self._latch: tuple[int, int] | None = None  # a pipe written on failure, when _final is a
-        # multiprocessing queue (its readers wait on its pipe and this one)
+        self._final: Hop | None = None  # the results hop, whose waiters a failure wakes
 
     # -- reading: no lock (one attribute read); methods, which a type checker does not narrow
 
@@ -141,32 +137,16 @@ class PipelineStatus:
 
     # -- the result waiters' wake-up ------------------------------------------------------
 
-    def arm(self, final: Any, crosses_processes: bool) -> None:
-        """Wake the waiters for a result on ``final`` on a failure (a pipe, for a process queue)."""
+    def arm(self, final: Hop) -> None:
+        """Wake the waiters for a result on ``final`` (the results hop) on a failure."""
         self._final = final
-        if crosses_processes:
-            self._latch = os.pipe()
-
-    def latch_handles(self) -> list[int]:
-        """What a wait on a multiprocessing results queue also waits on: readable after a failure."""
-        latch = self._latch  # None once a concurrent disarm() closed it
-        return [latch[0]] if latch else []
 
     def wake(self) -> None:
         """Cut short every wait for a result: no more will come through the stages."""
-        if isinstance(self._final, Hop):
-            self._final.wake()
-        elif self._latch is not None:
-            try:
-                os.write(self._latch[1], b"!")  # never read: it stays readable
-            except OSError:  # closed: the pipeline has finished
-                pass
+        final = self._final  # None once a concurrent disarm() ran
+        if final is not None:
+            final.wake()
 
     def disarm(self) -> None:
-        """Close the latch's pipe (the pipeline has finished, or did not start)."""
-        latch, self._latch = self._latch, None
-        for fd in latch or ():
-            try:
-                os.close(fd)
-            except OSError:
-                pass
+        """Forget the results hop (the pipeline has finished, or did not start)."""
+        self._final = None

@@ -224,6 +224,10 @@ class QueueReader:
         """The items taken from the queue but not handed out yet (the rest of a :class:`Batch`)."""
         return []
 
+    def ready(self) -> int:
+        """How many items taken already wait to be handed out (the rest of a :class:`Batch`)."""
+        return 0
+
     def take_ready(self, at_most: int, before: object) -> list[Any]:
         """Hand out, without waiting, up to ``at_most`` of the items taken already (the rest of a
         :class:`Batch`, what a :class:`Hop`'s one reader took), stopping before ``before``."""

@@ -249,6 +249,9 @@ class _StageConsumer(Consumer):
         self.batch = link.batch if link is not None and self.writer.crosses_processes else 1
         self.linger = link.linger if link is not None else 0.0
         self.held: list[Any] = []
+        # A pipeline's process stage sends the results of each batch it got as one batch, at the
+        # batch's end: a SIGKILL then loses at most the batch in hand (see _switch).
+        self.per_batch = self.writer.reports_drops
         self.tag: Any = None  # the tag of the tracked item being handled (see _envelopes)
         self.tracking = False  # whether a tracked item came: results may then hold tombstones
 
@@ -297,7 +300,9 @@ class _StageConsumer(Consumer):
         held.append(obj)
         if len(held) == 1:
             self.due = time.monotonic() + self.linger
-        return self.take_batch() if len(held) >= self.batch else None
+        if len(held) >= self.batch or (self.per_batch and not self.reader.ready()):
+            return self.take_batch()
+        return None
 
     def end_decision(self) -> tuple[bool, int]:
         """(leave the loop?, how many markers to give to siblings) for one marker taken."""

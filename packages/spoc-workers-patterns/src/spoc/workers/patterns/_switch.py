@@ -43,6 +43,7 @@ import queue
 import select
 import struct
 import threading
+import time
 from collections.abc import Callable
 from multiprocessing.connection import wait as wait_for_handles
 from multiprocessing.reduction import ForkingPickler
@@ -142,6 +143,7 @@ class StageSwitch:
         dead_letters: the pipeline's queue of dead letters.
         ends_expected: how many end markers the upstream hop will carry.
         batch: at most this many items per message into a worker's pipe.
+        linger: how long a batch begun waits for more items (a lone item is late by that much).
     """
 
     def __init__(
@@ -154,6 +156,7 @@ class StageSwitch:
         dead_letters: queue.Queue[Any],
         ends_expected: int,
         batch: int,
+        linger: float,
     ) -> None:
         self.label = f"pipeline {pipeline!r}, stage {stage!r}"
         self.stage = stage
@@ -162,7 +165,9 @@ class StageSwitch:
         self.dead_letters = dead_letters
         self.ends_expected = ends_expected
         self.batch = max(1, batch)
+        self.linger = linger
         self.slots: list[_Slot] = []
+        self._runs: list[_Run] = []  # runs whose output pipe has not ended yet
         self.resent = 0  # items re-sent after the run that had them ended
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
@@ -203,6 +208,7 @@ class StageSwitch:
             os.set_blocking(from_child.fileno(), False)
             with self._changed:
                 slot.run = run
+                self._runs.append(run)
                 self._changed.notify_all()
             self._wake()
 
@@ -229,9 +235,8 @@ class StageSwitch:
                 thread.join(timeout)
                 if thread.is_alive():
                     logger.error("%s: %s did not end within %gs", self.label, thread.name, timeout)
-        for slot in self.slots:
-            run = slot.run
-            if run is not None and not self._threads[1].is_alive():
+        if not self._threads[1].is_alive():
+            for run in list(self._runs):
                 self._recover(run)
         with self._changed:
             wake_r, wake_w, self._wake_w = self._wake_r, self._wake_w, -1
@@ -282,6 +287,8 @@ class StageSwitch:
                 items = self.upstream.take_held(self.batch, _WAIT, self._wanted)
             except queue.Empty:
                 continue
+            if len(items) < self.batch and self.linger > 0:
+                items += self._linger(len(items))
             kept = [item for item in items if item is not END_OF_STREAM]
             if len(kept) < len(items):
                 self.upstream.release(len(items) - len(kept))
@@ -289,6 +296,21 @@ class StageSwitch:
                     self._ends += len(items) - len(kept)
             if kept:
                 return kept[0] if self.batch == 1 else Batch(kept)
+
+    def _linger(self, taken: int) -> list[Any]:
+        """More items for the batch begun, for ``linger`` seconds at most, until it is full or
+        an end marker comes."""
+        more: list[Any] = []
+        due = time.monotonic() + self.linger
+        while taken + len(more) < self.batch and END_OF_STREAM not in more:
+            remaining = due - time.monotonic()
+            if remaining <= 0:
+                break
+            try:
+                more += self.upstream.take_held(self.batch - taken - len(more), remaining, self._wanted)
+            except queue.Empty:
+                break
+        return more
 
     def _wanted(self) -> bool:
         return self._stopping or bool(self._redo)
@@ -380,7 +402,7 @@ class StageSwitch:
         try:
             while True:
                 with self._changed:
-                    runs = [s.run for s in self.slots if s.run is not None]
+                    runs = list(self._runs)  # the last run of a worker restarted already too
                     if not runs and (self._stopping or self._end_passed):
                         return
                 ready = wait_for_handles([self._wake_r, *(r.from_child for r in runs)], _WAIT)
@@ -479,6 +501,8 @@ class StageSwitch:
         a stop), and close its pipes."""
         with self._changed:
             run.down = True
+            if run in self._runs:
+                self._runs.remove(run)
             if run.slot.run is run:
                 run.slot.run = None
         unread = self._read_unread(run)
