@@ -92,3 +92,27 @@ def test_restart_is_for_process_stages_and_only_never_or_on_failure() -> None:
     with pytest.raises(ValueError, match="restart must be 'never' or 'on-failure'"):
         pipeline.add_stage(pt.Square, restart="always")
     assert pipeline.add_stage(pt.Square, restart="on-failure") is pipeline
+
+
+def test_a_switch_that_fails_fails_the_pipeline_instead_of_wedging_it(
+    start_method: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bug in the parent's side of a process stage (here: reading its results raises) must
+    not leave the pipeline waiting for results that can no longer come."""
+    from spoc.workers.patterns import PipelineFailedError
+    from spoc.workers.patterns._switch import StageSwitch
+
+    def broken(self: Any, run: Any, bodies: list[bytes]) -> None:
+        raise RuntimeError("the collector's bug")
+
+    monkeypatch.setattr(StageSwitch, "_route", broken)
+    pipeline = Pipeline("broken", maxsize=4)
+    pipeline.add_stage(pt.Square)
+    began = time.monotonic()
+    with pipeline:
+        pipeline.start()
+        pipeline.feed(range(100))
+        with pytest.raises(PipelineFailedError, match=r"broken\.Square\.switch.*the collector's bug"):
+            list(pipeline.results())
+    assert time.monotonic() - began < 20
+    assert pipeline.stats.failed_workers == ("broken.Square.switch",)

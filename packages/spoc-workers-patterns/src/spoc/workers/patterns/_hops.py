@@ -156,12 +156,30 @@ class Hop(queue.Queue):  # type: ignore[type-arg]
                 self.held -= count
                 self.not_full.notify(count)
 
-    def put_anyway(self, item: Any) -> None:
-        """Put ``item`` even when the hop is full: for what arrives once the pipeline stopped,
+    def put_some(self, items: list[Any], timeout: float) -> list[Any]:
+        """Put as many of ``items`` as there is room for, waiting up to ``timeout`` for room for
+        the first; what could not be put."""
+        with self.mutex:
+            room = self.maxsize - self._qsize() if self.maxsize > 0 else len(items)
+            if room <= 0:
+                self.not_full.wait(timeout)
+                room = self.maxsize - self._qsize()
+                if room <= 0:
+                    return items
+            put = items[:room]
+            self.queue.extend(put)
+            if len(put) == 1:
+                notify(self.not_empty)
+            else:
+                self.not_empty.notify(len(put))
+        return items[room:]
+
+    def put_anyway(self, items: list[Any]) -> None:
+        """Put ``items`` even when the hop is full: for what arrives once the pipeline stopped,
         which its end empties."""
         with self.mutex:
-            self.queue.append(item)
-            self.not_empty.notify()
+            self.queue.extend(items)
+            self.not_empty.notify_all()
 
     def wake(self) -> None:
         """Wake every thread waiting in :meth:`get_unless`."""

@@ -204,6 +204,7 @@ class Pipeline(_PipelineFlow):
                 start_method=self.start_method,
                 shutdown_timeout=self.shutdown_timeout,
                 listener=self._on_server_event,
+                switch_failed=self._switch_failed,
                 batch=self.batch,
                 linger=self.linger,
             )

@@ -10,6 +10,7 @@ added to a :class:`~spoc.workers.Server` of the pipeline's own.
 
 from __future__ import annotations
 
+import functools
 import queue
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -128,12 +129,14 @@ def wire(
     start_method: str | None,
     shutdown_timeout: float,
     listener: Callable[[WorkerEvent], None],
+    switch_failed: Callable[[str, BaseException], None],
     batch: int = 1,
     linger: float = 0.0,
 ) -> Wiring:
     """Make the queues (from start method ``method``'s context) and the stage workers, not
     started, in a server with ``listener``. ``start_method``: the pipeline's, given to process stages;
-    ``batch`` and ``linger``: the pipeline's, given to every stage worker (see :class:`StageLink`).
+    ``batch`` and ``linger``: the pipeline's, given to every stage worker (see :class:`StageLink`);
+    ``switch_failed(stage, exception)``: called if a process stage's switch fails.
 
     If a worker cannot be made, what was made is released and the error raised.
 
@@ -169,6 +172,7 @@ def wire(
                     ends_expected=end_markers_into(stages, index),
                     batch=batch,
                     linger=linger,
+                    on_failure=functools.partial(switch_failed, stage.name),
                 )
             _build_stage(
                 pipeline,

@@ -88,6 +88,7 @@ class _PipelineFlow:
         self._switches: list[StageSwitch] = []  # of the process stages (see _switch)
         self._final_markers = 1  # end markers the results hop will carry
         self._restartable: set[str] = set()  # stage workers the server restarts when they fail
+        self._switch_errors: dict[str, BaseException] = {}  # "<pipeline>.<stage>.switch" -> its error
         self._dead_letter_queue: Any = None
         self._dead_letters: list[DeadLetter] = []
         self._results: collections.deque[Any] = collections.deque()
@@ -381,12 +382,22 @@ class _PipelineFlow:
         if server is not None:
             server.stop()
 
+    def _switch_failed(self, stage: str, exception: BaseException) -> None:
+        """A process stage's switch failed (a bug): nothing flows through that stage any more."""
+        name = f"{self.name}.{stage}.switch"
+        self._switch_errors[name] = exception
+        self._stage_of[name] = stage
+        self._stage_failed(name, exception)
+
     def _has_failed(self) -> bool:
         return self._status.failed()
 
     def _failure_error(self) -> PipelineFailedError:
         by_name = {w.name: w for w in self._stage_workers()}
-        failed = [(self._stage_of[n], n, by_name[n].exception) for n in self._status.failed_workers]
+        failed = [
+            (self._stage_of[n], n, by_name[n].exception if n in by_name else self._switch_errors.get(n))
+            for n in self._status.failed_workers
+        ]
         return stage_failure(self.name, failed)
 
     def _drain_dead_letters(self) -> None:

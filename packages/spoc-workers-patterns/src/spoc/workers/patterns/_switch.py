@@ -41,11 +41,11 @@ import multiprocessing
 import os
 import queue
 import select
+import selectors
 import struct
 import threading
 import time
 from collections.abc import Callable
-from multiprocessing.connection import wait as wait_for_handles
 from multiprocessing.reduction import ForkingPickler
 from typing import Any
 
@@ -99,7 +99,9 @@ class _Run:
         self.sent: collections.deque[tuple[Any, int]] = collections.deque()
         self.sent_bytes = 0  # their sizes, the one being written left out
         self.sending = False
-        self.outstanding = 0  # items written to it whose fate has not come back
+        self.sent_items = 0  # items written to it (by the distributor alone)
+        self.fated = 0  # items whose fate came back from it (counted by the collector alone)
+        self.largest = 0  # the largest message written to it, in bytes
         self.got_end = False  # its end marker is written
         self.down = False  # its output pipe ended: nothing more is written to it
         self.buffer = bytearray()  # bytes read from its output pipe, not a whole message yet
@@ -144,6 +146,8 @@ class StageSwitch:
         ends_expected: how many end markers the upstream hop will carry.
         batch: at most this many items per message into a worker's pipe.
         linger: how long a batch begun waits for more items (a lone item is late by that much).
+        on_failure: called (in the failed thread) if the distributor or the collector fails:
+            nothing would flow through the stage any more, so the pipeline fails.
     """
 
     def __init__(
@@ -157,6 +161,7 @@ class StageSwitch:
         ends_expected: int,
         batch: int,
         linger: float,
+        on_failure: Callable[[BaseException], None],
     ) -> None:
         self.label = f"pipeline {pipeline!r}, stage {stage!r}"
         self.stage = stage
@@ -166,6 +171,7 @@ class StageSwitch:
         self.ends_expected = ends_expected
         self.batch = max(1, batch)
         self.linger = linger
+        self.on_failure = on_failure
         self.slots: list[_Slot] = []
         self._runs: list[_Run] = []  # runs whose output pipe has not ended yet
         self.resent = 0  # items re-sent after the run that had them ended
@@ -261,8 +267,9 @@ class StageSwitch:
                 if message is _NONE:
                     break
                 self._send(message)
-        except Exception:
+        except Exception as exc:
             logger.exception("%s: the distributor failed", self.label)
+            self.on_failure(exc)
         with self._changed:
             rest = list(self._redo)
             self._redo.clear()
@@ -330,7 +337,7 @@ class StageSwitch:
             return
         size = _frame_size(len(data))
         while True:
-            with self._changed:
+            with self._lock:
                 if self._stopping:
                     self._left_over(message)
                     return
@@ -339,30 +346,23 @@ class StageSwitch:
                     for s in self.slots
                     if s.run is not None and not s.run.down and not s.run.got_end and not s.finished
                 ]
-                if message is END_OF_STREAM:
-                    runs = runs[:1]
             if not runs:
                 with self._changed:
                     self._changed.wait(_WAIT)
                 continue
-            try:
-                ready = select.select((), [r.to_child for r in runs], (), _WAIT)[1]
-            except (OSError, ValueError):  # a pipe closed meanwhile (its run ended): look again
+            chosen = self._with_room(message, runs, size)
+            if chosen is None:
                 continue
-            if not ready:
-                continue
-            self._turn += 1  # round robin among those with room
-            conn = ready[self._turn % len(ready)]
-            chosen = next(r for r in runs if r.to_child is conn)
-            with self._changed:
+            with self._lock:
                 if chosen.down or self._stopping:
                     continue
                 chosen.sending = True
                 chosen.sent.append((message, size))
+                chosen.largest = max(chosen.largest, size)
                 if message is END_OF_STREAM:
                     chosen.got_end = True
                 else:
-                    chosen.outstanding += _count(message)
+                    chosen.sent_items += _count(message)
             try:
                 chosen.to_child.send_bytes(data)
             except (OSError, ValueError) as exc:  # closed under it: _recover counts what got in
@@ -371,6 +371,25 @@ class StageSwitch:
                 chosen.written(size)
                 self._changed.notify_all()
             return
+
+    def _with_room(self, message: Any, runs: list[_Run], size: int) -> _Run | None:
+        """The next run, in turn, whose input pipe has room for a message of ``size`` bytes; None
+        after a wait of ``_WAIT`` without one. A run whose unfinished items cannot fill half its
+        pipe has room for sure; the others are asked (a system call)."""
+        self._turn += 1
+        count = len(runs)
+        if message is END_OF_STREAM:
+            runs = runs[:1]
+        else:
+            runs = [runs[(self._turn + i) % count] for i in range(count)]
+        for run in runs:
+            if (run.sent_items - run.fated + 1) * max(run.largest, size) < run.capacity // 2:
+                return run
+        try:
+            ready = select.select((), [r.to_child for r in runs], (), _WAIT)[1]
+        except (OSError, ValueError):  # a pipe closed meanwhile (its run ended): look again
+            return None
+        return next((r for r in runs if r.to_child in ready), None)
 
     def _unsendable(self, message: Any, exc: Exception) -> None:
         for item in _items(message):
@@ -399,27 +418,40 @@ class StageSwitch:
     # -- collector ------------------------------------------------------------------
 
     def _collect(self) -> None:
+        selector = selectors.DefaultSelector()
         try:
+            selector.register(self._wake_r, selectors.EVENT_READ, None)
+            watched: set[_Run] = set()
             while True:
-                with self._changed:
-                    runs = list(self._runs)  # the last run of a worker restarted already too
+                with self._lock:
+                    runs = set(self._runs)  # the last run of a worker restarted already too
                     if not runs and (self._stopping or self._end_passed):
                         return
-                ready = wait_for_handles([self._wake_r, *(r.from_child for r in runs)], _WAIT)
-                for handle in ready:
-                    if handle == self._wake_r:
+                for run in runs - watched:
+                    selector.register(run.from_child, selectors.EVENT_READ, run)
+                for run in watched - runs:
+                    selector.unregister(run.from_child)
+                watched = runs
+                for key, _ in selector.select(_WAIT):
+                    run = key.data
+                    if run is None:
                         os.read(self._wake_r, _CHUNK)
-                    else:
-                        self._read(next(r for r in runs if r.from_child is handle))
-                self._pass_end_on()
-        except Exception:
+                    elif not self._read(run):  # its end: forget it before its pipes close
+                        selector.unregister(run.from_child)
+                        watched.discard(run)
+                        self._recover(run)
+        except Exception as exc:
             logger.exception("%s: the collector failed", self.label)
+            self.on_failure(exc)
+        finally:
+            selector.close()
 
-    def _read(self, run: _Run) -> None:
+    def _read(self, run: _Run) -> bool:
+        """Read what the run wrote and pass it on; False at the end of its output pipe."""
         try:
             chunk = os.read(run.from_child.fileno(), _CHUNK)
         except BlockingIOError:
-            return
+            return True
         except OSError:
             chunk = b""
         if not chunk:  # the run ended: what it wrote last is read
@@ -430,11 +462,11 @@ class StageSwitch:
                     run.slot.name,
                     len(run.buffer),
                 )
-            self._recover(run)
-            return
+            return False
         buffer = run.buffer
         buffer += chunk
         start = 0
+        bodies: list[bytes] = []
         while len(buffer) - start >= 4:
             size = struct.unpack_from("!i", buffer, start)[0]
             head = 4
@@ -444,55 +476,58 @@ class StageSwitch:
                 size, head = struct.unpack_from("!Q", buffer, start + 4)[0], 12
             if len(buffer) - start - head < size:
                 break
-            body = bytes(buffer[start + head : start + head + size])
+            bodies.append(bytes(buffer[start + head : start + head + size]))
             start += head + size
-            self._route(run, body)
         del buffer[:start]
+        if bodies:
+            self._route(run, bodies)
+        return True
 
-    def _route(self, run: _Run, body: bytes) -> None:
-        try:
-            message = ForkingPickler.loads(body)
-        except Exception:
-            logger.exception(
-                "%s: a message from worker %r could not be read; it is lost", self.label, run.slot.name
-            )
-            return
-        if message is END_OF_STREAM:
-            with self._changed:
+    def _route(self, run: _Run, bodies: list[bytes]) -> None:
+        """Pass on what a run sent: results downstream, dead letters to the pipeline; count the
+        fates, which make room in the hop before the stage."""
+        fates = 0
+        results: list[Any] = []
+        for body in bodies:
+            try:
+                message = ForkingPickler.loads(body)
+            except Exception:
+                logger.exception(
+                    "%s: a message from worker %r could not be read; it is lost", self.label, run.slot.name
+                )
+                continue
+            if message is END_OF_STREAM:
                 run.slot.finished = True
-            return
-        if type(message) is Letter:
-            self.dead_letters.put(message.letter)
-            fates = 1
-        else:
-            fates = 0
-            for item in _items(message):
+            elif type(message) is Letter:
+                self.dead_letters.put(message.letter)
                 fates += 1
-                if item is not DROPPED:  # an untracked item dropped: only its fate comes back
-                    self._put_downstream(item)
-        with self._changed:
-            run.outstanding -= fates
-            self._changed.notify_all()
+            else:
+                items = _items(message)
+                fates += len(items)
+                results += [item for item in items if item is not DROPPED]  # DROPPED: a fate only
+        if results:
+            self._put_downstream(results)
+        run.fated += fates  # this thread alone writes it
         self.upstream.release(fates)
+        if run.slot.finished:
+            self._pass_end_on()
 
-    def _put_downstream(self, item: Any) -> None:
+    def _put_downstream(self, items: list[Any]) -> None:
         hop = self.downstream
         while True:
             if self._stopping:
-                hop.put_anyway(item)  # emptied by the pipeline's end, after this thread ended
+                hop.put_anyway(items)  # emptied by the pipeline's end, after this thread ended
                 return
-            try:
-                hop.put(item, True, _WAIT)
+            items = hop.put_some(items, _WAIT)
+            if not items:
                 return
-            except queue.Full:
-                continue
 
     def _pass_end_on(self) -> None:
-        with self._changed:
+        with self._lock:
             if self._end_passed or not all(s.finished for s in self.slots):
                 return
             self._end_passed = True
-        self._put_downstream(END_OF_STREAM)
+        self._put_downstream([END_OF_STREAM])
 
     # -- a run's end ----------------------------------------------------------------
 
@@ -517,7 +552,7 @@ class StageSwitch:
             left.reverse()
             items = [m for m in left if m is not END_OF_STREAM]
             unread = sum(_count(m) for m in items)
-            lost, run.outstanding = run.outstanding - unread, 0
+            lost = run.sent_items - run.fated - unread
             stopping = self._stopping
             if not stopping:  # still counted in the upstream hop's size, as they wait again
                 self._redo.extendleft(reversed(items))
