@@ -9,6 +9,11 @@ the stage, and dead letters into the pipeline's queue of them. Each pipe has
 one writer and one reader and no lock, so a worker SIGKILLed at any moment
 wedges no one (see ``_channels``).
 
+Each worker sends back one fate per item it took (its result, a dead
+letter, or ``DROPPED``). Until its fate comes back, an item stays counted
+in the size of the hop before the stage (``Hop.take_held``), so the
+pipeline's ``maxsize`` bounds what is inside the stage too.
+
 When a worker's run ends (its output pipe's end of file):
 
 * the parent reads what the worker left unread in its input pipe (it keeps
