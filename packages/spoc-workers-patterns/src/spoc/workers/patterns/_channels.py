@@ -16,16 +16,13 @@ messages: a 4-byte length (or -1 and an 8-byte length) and a pickle.
 
 from __future__ import annotations
 
-import collections
-import itertools
 import select
 from multiprocessing.context import get_spawning_popen
 from typing import Any
 
 from spoc.workers import AbstractWorker
 
-from ._envelopes import Batch
-from ._queues import POLL_WAIT, PUT_POLL, QueueReader, QueueWriter
+from ._queues import POLL_WAIT, PUT_POLL, BatchedReader, QueueReader, QueueWriter
 
 __all__ = ["Channel", "Letter", "LetterBox"]
 
@@ -86,14 +83,12 @@ class LetterBox:
         return _ChannelWriter(self.channel, wrap=Letter)
 
 
-class _ChannelReader(QueueReader):
-    """Reads a :class:`Channel`: waits until its pipe is readable or a stop; a :class:`Batch`
-    is handed out item by item."""
+class _ChannelReader(BatchedReader):
+    """Reads a :class:`Channel`: waits until its pipe is readable or a stop."""
 
     def __init__(self, channel: Channel) -> None:
         super().__init__(channel)
         self.channel = channel
-        self._batched: collections.deque[Any] = collections.deque()
 
     def get_nowait(self) -> tuple[bool, Any]:
         if self._batched:
@@ -118,31 +113,9 @@ class _ChannelReader(QueueReader):
     def wait(self, worker: AbstractWorker, timeout: float) -> None:
         worker.wait_readable([self.channel.conn], timeout)
 
-    def take_leftovers(self) -> list[Any]:
-        leftovers = list(self._batched)
-        self._batched.clear()
-        return leftovers
-
-    def ready(self) -> int:
-        return len(self._batched)
-
-    def take_ready(self, at_most: int, before: object) -> list[Any]:
-        taken: list[Any] = []
-        batched = self._batched
-        while batched and len(taken) < at_most and batched[0] is not before:
-            taken.append(batched.popleft())
-        return taken
-
     def give_back(self, item: Any) -> None:
         """An item cannot go back into a pipe: the caller reports it (see ``QueueReader.give_back``)."""
         raise OSError(f"{self.channel.who}: an item cannot be put back into a pipe")
-
-    def _unpack(self, raw: Any) -> Any:
-        if type(raw) is not Batch:
-            return raw
-        items = raw.items
-        self._batched.extend(itertools.islice(items, 1, None))
-        return items[0]
 
 
 class _ChannelWriter(QueueWriter):

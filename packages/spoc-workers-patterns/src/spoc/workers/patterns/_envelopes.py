@@ -1,7 +1,8 @@
 """What travels through a pipeline's hops around items: batches, tracked envelopes, tombstones.
 
 A :class:`Batch` carries several items across a process hop in one pickle
-and one write (``Pipeline(batch=...)``); readers unpack it (:func:`unbatch`).
+and one write (``Pipeline(batch=...)``); readers hand its items out one by one
+(``_queues.BatchedReader``).
 
 A :class:`Pipeline` fed from a job source that acknowledges late (one whose
 reader's :meth:`~spoc.workers.patterns.QueueReader.defer` gives a token,
@@ -29,7 +30,7 @@ from typing import Any, NamedTuple
 
 from ._support import Marker
 
-__all__ = ["DROPPED", "Batch", "Tracked", "is_tombstone", "unbatch"]
+__all__ = ["DROPPED", "Batch", "Tracked", "is_tombstone"]
 
 
 DROPPED: Any = Marker("DROPPED", __name__)
@@ -65,16 +66,3 @@ class Batch:
 
     def __repr__(self) -> str:
         return f"Batch({len(self.items)} items)"
-
-
-def unbatch(raw: list[Any]) -> list[Any]:
-    """``raw`` as read from a queue, with every :class:`Batch` replaced by its items."""
-    if not any(type(item) is Batch for item in raw):
-        return raw
-    items: list[Any] = []
-    for item in raw:
-        if type(item) is Batch:
-            items.extend(item.items)
-        else:
-            items.append(item)
-    return items

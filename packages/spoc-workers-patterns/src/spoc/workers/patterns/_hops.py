@@ -12,7 +12,6 @@ can cut short, and the accounting of what a hop's one reader has taken.
 from __future__ import annotations
 
 import collections
-import logging
 import queue
 import threading
 import time
@@ -33,10 +32,6 @@ __all__ = [
     "count_down",
     "drain",
 ]
-
-logger = logging.getLogger("spoc.workers.patterns")
-
-_LOCK_WAIT = 0.05  # how long a read lock must stay taken to count as lost with a killed reader
 
 
 END_OF_STREAM: Any = Marker("END_OF_STREAM", __name__)
@@ -101,19 +96,20 @@ class Hop(queue.Queue):  # type: ignore[type-arg]
 
     def _take_one(self, block: bool, timeout: float | None, give_up: Callable[[], bool] | None) -> Any:
         with self.mutex:  # the conditions share it; a Condition's own with costs two calls
-            deadline = None if timeout is None else time.monotonic() + timeout
-            while not self.queue:
-                remaining = None if deadline is None else deadline - time.monotonic()
-                if (
-                    not block
-                    or (remaining is not None and remaining <= 0)
-                    or (give_up is not None and give_up())
-                ):
-                    raise queue.Empty
-                self.not_empty.wait(remaining)
+            self._wait_for_items(block, timeout, give_up)
             item = self.queue.popleft()
             notify(self.not_full)
             return item
+
+    def _wait_for_items(self, block: bool, timeout: float | None, give_up: Callable[[], bool] | None) -> None:
+        """Wait (holding the mutex) until the hop holds an item; raise ``queue.Empty`` when
+        ``timeout`` passes first, or woken with ``give_up()`` true."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not self.queue:
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if not block or (remaining is not None and remaining <= 0) or (give_up is not None and give_up()):
+                raise queue.Empty
+            self.not_empty.wait(remaining)
 
     def take_available(self, at_most: int, hold: bool = False) -> list[Any]:
         """Take what is there, up to ``at_most`` items, without waiting.
@@ -138,13 +134,8 @@ class Hop(queue.Queue):  # type: ignore[type-arg]
             queue.Empty: nothing came, or woken with ``give_up()`` true.
         """
         with self.mutex:
-            deadline = time.monotonic() + timeout
+            self._wait_for_items(True, timeout, give_up)
             items = self.queue
-            while not items:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0 or give_up():
-                    raise queue.Empty
-                self.not_empty.wait(remaining)
             taken = [items.popleft() for _ in range(min(len(items), at_most))]
             self.held += len(taken)
         return taken

@@ -42,7 +42,7 @@ from typing import Any
 
 from spoc.workers import AbstractWorker, Server, WorkerEvent, WorkerState
 
-from ._envelopes import DROPPED, Tracked, is_tombstone, unbatch
+from ._envelopes import DROPPED, Tracked, is_tombstone
 from ._feeders import Feeder, SourceFeeder
 from ._hops import END_OF_STREAM, TAKE_AT_ONCE, Hop, drain
 from ._pipeline_build import StageSpec
@@ -315,13 +315,12 @@ class _PipelineFlow:
             q = self._hops[index]
             while not self._status.ended():
                 try:
-                    taken = unbatch([q.get_nowait()])
-                except (queue.Empty, OSError, ValueError, EOFError):
+                    item = q.get_nowait()
+                except queue.Empty:
                     break
-                with self._lock:
-                    for item in taken:
-                        if item is not END_OF_STREAM:
-                            self._queued_dead_letter(index, item)
+                if item is not END_OF_STREAM:
+                    with self._lock:
+                        self._queued_dead_letter(index, item)
 
     def _queued_dead_letter(self, index: int, item: Any) -> None:
         """``item`` was found waiting for stage ``index`` of a pipeline that stopped (holds the lock)."""

@@ -57,6 +57,7 @@ __all__ = [
     "FALLBACK_WAIT",
     "POLL_WAIT",
     "PUT_POLL",
+    "BatchedReader",
     "QueueReader",
     "QueueWriter",
     "ThreadQueueReader",
@@ -89,38 +90,6 @@ _ALWAYS_PICKLABLE = frozenset({type(None), bool, int, float, complex, str, bytes
 def is_process_queue(q: object) -> bool:
     """True for a :mod:`multiprocessing` ``Queue`` or ``JoinableQueue``."""
     return isinstance(q, multiprocessing.queues.Queue)
-
-
-def release_process_queue(q: Any) -> None:
-    """Release, now, what a :mod:`multiprocessing` queue holds in this process.
-
-    Its feeder thread is joined, both ends of its pipe are closed (``close()``
-    alone leaves the reader open, and the writer too when no feeder ever
-    ran), and its semaphores are released at once (see :func:`release_semaphores`).
-    For a queue nobody in this process uses any more.
-    """
-    q.close()
-    q.join_thread()
-    for connection in (q._reader, q._writer):
-        connection.close()
-    release_semaphores(q._rlock, q._wlock, q._sem)
-
-
-def release_semaphores(*objects: Any) -> None:
-    """Run, now, the clean-up multiprocessing would run when these semaphores are collected.
-
-    Under ``spawn`` and ``forkserver`` a semaphore's clean-up tells the
-    resource tracker; run by the garbage collector in the middle of another
-    call into the tracker, it fails (gh-109629: ``ReentrantCallError`` on
-    3.11+) or deadlocks (3.10). Run here, in plain code, it cannot; the
-    semaphores stay usable, and nothing is left for the collector to do.
-    """
-    wanted = {id(obj) for obj in objects if obj is not None}
-    for finalizer in list(multiprocessing.util._finalizer_registry.values()):  # type: ignore[attr-defined]
-        ref = getattr(finalizer, "_weakref", None)  # None: not tied to an object, or already run
-        target = ref() if ref is not None else None
-        if target is not None and id(target) in wanted:
-            finalizer()
 
 
 def describe_queue(q: object) -> str:
@@ -295,24 +264,15 @@ class ThreadQueueReader(QueueReader):
                 q.not_empty.wait(min(FALLBACK_WAIT, remaining))
 
 
-class _ProcessQueueReader(QueueReader):
-    """For :mod:`multiprocessing` queues: wait until the pipe is readable, then take.
-
-    A :class:`Batch` taken is handed out item by item.
-    """
+class BatchedReader(QueueReader):
+    """A reader of messages that may be a :class:`Batch`: it hands a batch out item by item."""
 
     def __init__(self, q: Any) -> None:
         super().__init__(q)
         self._batched: collections.deque[Any] = collections.deque()  # the rest of the last Batch
-        self._lock_watch = ReadLockWatch()
 
-    def get_nowait(self) -> tuple[bool, Any]:
-        if self._batched:
-            return True, self._batched.popleft()
-        try:
-            return True, self._unpack(self.queue.get_nowait())
-        except queue.Empty:
-            return _NOTHING
+    def ready(self) -> int:
+        return len(self._batched)
 
     def take_leftovers(self) -> list[Any]:
         leftovers = list(self._batched)
@@ -323,11 +283,28 @@ class _ProcessQueueReader(QueueReader):
         return take_ready(self._batched, at_most, before)
 
     def _unpack(self, raw: Any) -> Any:
+        """The first item of a message read (the rest of a :class:`Batch` waits its turn)."""
         if type(raw) is not Batch:
             return raw
         items = raw.items
         self._batched.extend(itertools.islice(items, 1, None))
         return items[0]
+
+
+class _ProcessQueueReader(BatchedReader):
+    """For :mod:`multiprocessing` queues: wait until the pipe is readable, then take."""
+
+    def __init__(self, q: Any) -> None:
+        super().__init__(q)
+        self._lock_watch = ReadLockWatch()
+
+    def get_nowait(self) -> tuple[bool, Any]:
+        if self._batched:
+            return True, self._batched.popleft()
+        try:
+            return True, self._unpack(self.queue.get_nowait())
+        except queue.Empty:
+            return _NOTHING
 
     def get(self, worker: AbstractWorker, timeout: float | None = None) -> tuple[bool, Any]:
         q = self.queue

@@ -40,7 +40,6 @@ a dead letter of the stage (:class:`PipelineStoppedError`).
 from __future__ import annotations
 
 import collections
-import fcntl
 import logging
 import multiprocessing
 import os
@@ -58,6 +57,7 @@ from ._channels import Channel, Letter
 from ._envelopes import DROPPED, Batch, Tracked
 from ._hops import END_OF_STREAM, Hop
 from ._pipeline_errors import DeadLetter, PipelineStoppedError
+from ._switch_runs import Run, Slot, count, frame_size, items_of
 
 __all__ = ["StageSwitch"]
 
@@ -66,77 +66,6 @@ logger = logging.getLogger("spoc.workers.patterns")
 _WAIT = 0.05  # the threads' longest wait before they look at the stop again
 _CHUNK = 1 << 16
 _NONE: Any = object()
-
-
-def _pipe_capacity(fd: int) -> int:
-    """How many bytes a pipe holds unread at most (Linux tells; elsewhere a bound above it)."""
-    try:
-        return int(fcntl.fcntl(fd, fcntl.F_GETPIPE_SZ))
-    except (AttributeError, OSError):
-        return 1 << 20
-
-
-def _frame_size(body: int) -> int:
-    """The bytes a connection message of ``body`` bytes takes in the pipe (its length header too)."""
-    return body + (4 if body <= 0x7FFFFFFF else 12)
-
-
-def _items(message: Any) -> list[Any]:
-    items: list[Any] = message.items if type(message) is Batch else [message]
-    return items
-
-
-def _count(message: Any) -> int:
-    """The items in a message into a worker's pipe."""
-    return len(message.items) if type(message) is Batch else 1
-
-
-class _Run:
-    """One run of a worker: the parent's ends of its pipes, and what was written to it."""
-
-    def __init__(self, slot: _Slot, to_child: Any, child_input: Any, from_child: Any) -> None:
-        self.slot = slot
-        self.to_child = to_child  # writing end of the worker's input pipe
-        self.child_input = child_input  # the parent's copy of its reading end (see _recover)
-        self.from_child = from_child  # reading end of the worker's output pipe
-        self.capacity = _pipe_capacity(to_child.fileno())
-        # (message, its size in the pipe) of the messages the worker may not have read yet.
-        self.sent: collections.deque[tuple[Any, int]] = collections.deque()
-        self.sent_bytes = 0  # their sizes, the one being written left out
-        self.sending = False
-        self.sent_items = 0  # items written to it (by the distributor alone)
-        self.fated = 0  # items whose fate came back from it (counted by the collector alone)
-        self.largest = 0  # the largest message written to it, in bytes
-        self.got_end = False  # its end marker is written
-        self.down = False  # its output pipe ended: nothing more is written to it
-        self.buffer = bytearray()  # bytes read from its output pipe, not a whole message yet
-
-    def written(self, size: int) -> None:
-        """A message is all in the pipe: forget those the worker surely read (holds the lock).
-
-        The pipe holds at most ``capacity`` bytes; when the messages written
-        after the oldest one fill that much, the oldest was read.
-        """
-        self.sending = False
-        self.sent_bytes += size
-        sent = self.sent
-        while len(sent) > 1 and self.sent_bytes - sent[0][1] >= self.capacity:
-            self.sent_bytes -= sent.popleft()[1]
-
-    def close(self) -> None:
-        for conn in (self.to_child, self.child_input, self.from_child):
-            conn.close()
-
-
-class _Slot:
-    """One worker of the stage: its channels and its current run."""
-
-    def __init__(self, name: str, inbox: Channel, outbox: Channel) -> None:
-        self.name = name
-        self.inbox = inbox
-        self.outbox = outbox
-        self.run: _Run | None = None
-        self.finished = False  # it passed its end marker on: done for good
 
 
 class StageSwitch:
@@ -177,8 +106,8 @@ class StageSwitch:
         self.batch = max(1, batch)
         self.linger = linger
         self.on_failure = on_failure
-        self.slots: list[_Slot] = []
-        self._runs: list[_Run] = []  # runs whose output pipe has not ended yet
+        self.slots: list[Slot] = []
+        self._runs: list[Run] = []  # runs whose output pipe has not ended yet
         self.resent = 0  # items re-sent after the run that had them ended
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
@@ -199,7 +128,7 @@ class StageSwitch:
     def add_slot(self, name: str) -> tuple[Channel, Channel]:
         """A worker of the stage: the channels to give it as its input and output queues."""
         inbox, outbox = Channel(f"the input of {name!r}"), Channel(f"the output of {name!r}")
-        self.slots.append(_Slot(name, inbox, outbox))
+        self.slots.append(Slot(name, inbox, outbox))
         return inbox, outbox
 
     def renew(self, name: str) -> Callable[[bool], None]:
@@ -212,7 +141,7 @@ class StageSwitch:
 
         def launched(ok: bool) -> None:
             child_output.close()  # the child's alone now: its end is this pipe's end of file
-            run = _Run(slot, to_child, child_input, from_child)
+            run = Run(slot, to_child, child_input, from_child)
             if not ok:
                 run.close()
                 return
@@ -329,9 +258,16 @@ class StageSwitch:
 
     def _end_wanted(self) -> bool:
         """A run without its end marker, of a worker that has not passed one on (holds the lock)."""
-        return any(
-            s.run is not None and not s.run.down and not s.run.got_end and not s.finished for s in self.slots
-        )
+        return bool(self._open_runs())
+
+    def _open_runs(self) -> list[Run]:
+        """The runs that may be sent a message: up, without their end marker, of a worker that
+        has not passed one on (holds the lock)."""
+        return [
+            s.run
+            for s in self.slots
+            if s.run is not None and not s.run.down and not s.run.got_end and not s.finished
+        ]
 
     def _send(self, message: Any) -> None:
         """Write ``message`` into a run's input pipe that has room, waiting for one."""
@@ -340,17 +276,13 @@ class StageSwitch:
         except Exception as exc:
             self._unsendable(message, exc)
             return
-        size = _frame_size(len(data))
+        size = frame_size(len(data))
         while True:
             with self._lock:
                 if self._stopping:
                     self._left_over(message)
                     return
-                runs = [
-                    s.run
-                    for s in self.slots
-                    if s.run is not None and not s.run.down and not s.run.got_end and not s.finished
-                ]
+                runs = self._open_runs()
             if not runs:
                 with self._changed:
                     self._changed.wait(_WAIT)
@@ -367,7 +299,7 @@ class StageSwitch:
                 if message is END_OF_STREAM:
                     chosen.got_end = True
                 else:
-                    chosen.sent_items += _count(message)
+                    chosen.sent_items += count(message)
             try:
                 chosen.to_child.send_bytes(data)
             except (OSError, ValueError) as exc:  # closed under it: _recover counts what got in
@@ -377,16 +309,16 @@ class StageSwitch:
                 self._changed.notify_all()
             return
 
-    def _with_room(self, message: Any, runs: list[_Run], size: int) -> _Run | None:
+    def _with_room(self, message: Any, runs: list[Run], size: int) -> Run | None:
         """The next run, in turn, whose input pipe has room for a message of ``size`` bytes; None
         after a wait of ``_WAIT`` without one. A run whose unfinished items cannot fill half its
         pipe has room for sure; the others are asked (a system call)."""
         self._turn += 1
-        count = len(runs)
+        turns = len(runs)
         if message is END_OF_STREAM:
             runs = runs[:1]
         else:
-            runs = [runs[(self._turn + i) % count] for i in range(count)]
+            runs = [runs[(self._turn + i) % turns] for i in range(turns)]
         for run in runs:
             if (run.sent_items - run.fated + 1) * max(run.largest, size) < run.capacity // 2:
                 return run
@@ -397,17 +329,17 @@ class StageSwitch:
         return next((r for r in runs if r.to_child in ready), None)
 
     def _unsendable(self, message: Any, exc: Exception) -> None:
-        for item in _items(message):
+        for item in items_of(message):
             error = TypeError(f"{self.label}: the item cannot be pickled for the stage's processes: {exc!r}")
             self._letter(item, error)
-        self.upstream.release(_count(message))
+        self.upstream.release(count(message))
 
     def _left_over(self, message: Any) -> None:
         """A message not sent (or sent and not read) after a stop: its items are dead letters."""
         if message is END_OF_STREAM:
             return
-        self.upstream.release(_count(message))
-        for item in _items(message):
+        self.upstream.release(count(message))
+        for item in items_of(message):
             error = PipelineStoppedError(
                 f"{self.label}: the pipeline stopped while the item waited for the stage"
             )
@@ -426,7 +358,7 @@ class StageSwitch:
         selector = selectors.DefaultSelector()
         try:
             selector.register(self._wake_r, selectors.EVENT_READ, None)
-            watched: set[_Run] = set()
+            watched: set[Run] = set()
             while True:
                 with self._lock:
                     runs = set(self._runs)  # the last run of a worker restarted already too
@@ -451,7 +383,7 @@ class StageSwitch:
         finally:
             selector.close()
 
-    def _read(self, run: _Run) -> bool:
+    def _read(self, run: Run) -> bool:
         """Read what the run wrote and pass it on; False at the end of its output pipe."""
         try:
             chunk = os.read(run.from_child.fileno(), _CHUNK)
@@ -488,7 +420,7 @@ class StageSwitch:
             self._route(run, bodies)
         return True
 
-    def _route(self, run: _Run, bodies: list[bytes]) -> None:
+    def _route(self, run: Run, bodies: list[bytes]) -> None:
         """Pass on what a run sent: results downstream, dead letters to the pipeline; count the
         fates, which make room in the hop before the stage."""
         fates = 0
@@ -507,7 +439,7 @@ class StageSwitch:
                 self.dead_letters.put(message.letter)
                 fates += 1
             else:
-                items = _items(message)
+                items = items_of(message)
                 fates += len(items)
                 results += [item for item in items if item is not DROPPED]  # DROPPED: a fate only
         if results:
@@ -536,7 +468,7 @@ class StageSwitch:
 
     # -- a run's end ----------------------------------------------------------------
 
-    def _recover(self, run: _Run) -> None:
+    def _recover(self, run: Run) -> None:
         """The run ended: read what it left unread, send it again (or make it dead letters after
         a stop), and close its pipes."""
         with self._changed:
@@ -556,7 +488,7 @@ class StageSwitch:
                 left.append(message)
             left.reverse()
             items = [m for m in left if m is not END_OF_STREAM]
-            unread = sum(_count(m) for m in items)
+            unread = sum(count(m) for m in items)
             lost = run.sent_items - run.fated - unread
             stopping = self._stopping
             if not stopping:  # still counted in the upstream hop's size, as they wait again
@@ -585,7 +517,7 @@ class StageSwitch:
                 )
                 self.upstream.wake()
 
-    def _read_unread(self, run: _Run) -> int:
+    def _read_unread(self, run: Run) -> int:
         """Read, and count, the bytes left in the run's input pipe; waits for a write under way
         (reading is what lets it finish)."""
         fd = run.child_input.fileno()
