@@ -25,7 +25,7 @@ pytest.importorskip("prometheus_client", reason="the http extra of spoc-workers-
 from prometheus_client.parser import text_string_to_metric_families
 
 from ops_targets import CrashesSoon, Idle, Pacer, ProcessIdle, ProcessJobs, ThreadJobs, get_json, request
-from spoc.workers import Backoff, Server, ThreadWorker, WorkerEvent, _http
+from spoc.workers import Backoff, Server, ThreadWorker, WorkerEvent, WorkerState, _http
 from spoc.workers._errors import HttpBindError
 from spoc.workers._http import MAX_BODY, MAX_CONNECTIONS, parse_address
 from targets import Events, wait_for
@@ -332,11 +332,15 @@ def test_the_server_methods_behind_control_check_their_worker() -> None:
 @pytest.mark.no_processes
 def test_under_a_crash_loop_liveness_stays_200_and_readiness_flips() -> None:
     server = Server("loop", http="127.0.0.1:0", max_restarts=1000, backoff=FAST)
-    server.add_worker(Idle("steady"))
+    steady = Idle("steady")
+    server.add_worker(steady)
     server.add_worker(CrashesSoon("crasher", after=0.02), restart="always")
     health, ready = set(), []
     with server:
         server.start()
+        # start() returns with "steady" maybe still STARTING (its setup runs in
+        # its own thread): readiness would rightly list it too.
+        wait_for(lambda: steady.state is WorkerState.RUNNING)
         deadline = time.monotonic() + 3.0
         while time.monotonic() < deadline:
             health.add(get_json(server, "/healthz")[0])
